@@ -1,0 +1,138 @@
+/* ossc.h: the public API of libossc, the object-store fetch engine.
+ *
+ * A client is bound to one store URL (oss://bucket/prefix/ or s3://bucket/prefix/) and its
+ * resolved settings. It lists, stats and signs synchronously; a fetch downloads a set of byte
+ * ranges in parallel on background threads into files or memory, verified and retried.
+ *
+ * Every call that can fail returns 0 or an ossc_status and fills an ossc_error whose message is
+ * one readable line without secrets.
+ *
+ * The block between the CFFI markers is parsed by the Python binding: keep it free of
+ * preprocessor directives.
+ */
+#ifndef OSSC_H
+#define OSSC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CFFI-BEGIN */
+enum ossc_status {
+    OSSC_OK = 0,
+    OSSC_E_CONFIG = 1,      /* a bad setting, URL or endpoint */
+    OSSC_E_CREDENTIALS = 2, /* credentials missing or unreadable */
+    OSSC_E_AUTH = 3,        /* the store refused them (403) */
+    OSSC_E_NOT_FOUND = 4,   /* no such bucket or key (404) */
+    OSSC_E_NETWORK = 5,     /* unreachable, reset or stalled after every retry */
+    OSSC_E_PROTOCOL = 6,    /* a reply that breaks the protocol (bad range, bad XML) */
+    OSSC_E_INTEGRITY = 7,   /* size or CRC-64 mismatch after a refetch */
+    OSSC_E_IO = 8,          /* writing the local sink failed (sys_errno says why) */
+    OSSC_E_CANCELLED = 9,
+    OSSC_E_NOMEM = 10,
+    OSSC_E_SERVER = 11      /* 5xx or throttling after every retry */
+};
+
+typedef struct ossc_error {
+    int code;              /* enum ossc_status */
+    int http_status;       /* the last HTTP status, 0 if none */
+    int sys_errno;         /* the errno behind OSSC_E_IO, 0 otherwise */
+    char server_code[64];  /* the store's <Code>, e.g. "SignatureDoesNotMatch" */
+    char message[512];
+} ossc_error;
+
+typedef struct ossc_client ossc_client;
+typedef struct ossc_fetch ossc_fetch;
+
+typedef struct ossc_object {
+    const char *key;       /* the full key, owned by the listing */
+    uint64_t size;
+    char etag[72];
+} ossc_object;
+
+typedef struct ossc_listing {
+    ossc_object *objects;  /* sorted by key as the store returns them */
+    size_t count;
+} ossc_listing;
+
+/* One byte range of an object to fetch, and where its bytes go: into fd at fd_offset
+ * (pwrite) when fd >= 0, else into mem. A range covering the whole object is verified
+ * against the store's CRC-64 when it sends one. */
+typedef struct ossc_fetch_item {
+    const char *key;
+    uint64_t object_size;  /* as listed; a different size on the wire is an error */
+    uint64_t offset;
+    uint64_t length;
+    int fd;
+    uint64_t fd_offset;
+    void *mem;
+} ossc_fetch_item;
+
+typedef struct ossc_fetch_stats {
+    uint64_t bytes_total;
+    uint64_t bytes_done;
+    uint64_t items_total;
+    uint64_t items_done;
+    uint64_t items_failed;
+    uint64_t requests;
+    uint64_t retries;
+    int64_t current_item;  /* an item being fetched now, -1 if none */
+    int finished;
+} ossc_fetch_stats;
+
+/* Called on a fetch thread each time a chunk [offset, offset+length) of an item is in its
+ * sink (status 0) or has failed for good (status = ossc_status). Must not block. */
+typedef void (*ossc_chunk_cb)(void *ctx, size_t item, uint64_t offset, uint64_t length,
+                              int status);
+
+/* Settings resolve as defaults < config file < environment < overrides ("key=value"). */
+ossc_client *ossc_client_new(const char *url, const char *const *overrides, size_t n_overrides,
+                             ossc_error *err);
+void ossc_client_free(ossc_client *client);
+/* The resolved settings as a JSON object (no secrets); the caller frees with ossc_free. */
+char *ossc_client_settings_json(const ossc_client *client);
+/* The key prefix the URL names ("" for a bucket root). */
+const char *ossc_client_prefix(const ossc_client *client);
+
+int ossc_list(ossc_client *client, const char *prefix, ossc_listing **out, ossc_error *err);
+void ossc_listing_free(ossc_listing *listing);
+int ossc_head(ossc_client *client, const char *key, uint64_t *size, uint64_t *crc64,
+              int *has_crc64, ossc_error *err);
+
+ossc_fetch *ossc_fetch_start(ossc_client *client, const ossc_fetch_item *items, size_t n_items,
+                             ossc_chunk_cb on_chunk, void *ctx, ossc_error *err);
+/* Waits up to timeout_ms (-1: forever). Returns 0 when every item succeeded, the first
+ * failure's status once all work has ended, or -1 if still running at the timeout. */
+int ossc_fetch_wait(ossc_fetch *fetch, int timeout_ms, ossc_error *err);
+void ossc_fetch_stats_get(ossc_fetch *fetch, ossc_fetch_stats *out);
+/* The error of one failed item; returns its status (0 if it did not fail). */
+int ossc_fetch_item_error(ossc_fetch *fetch, size_t item, ossc_error *err);
+/* Move the chunk holding offset of item to the front of the queue. */
+void ossc_fetch_prioritize(ossc_fetch *fetch, size_t item, uint64_t offset);
+void ossc_fetch_cancel(ossc_fetch *fetch);
+/* Cancels if still running, joins the threads, frees. */
+void ossc_fetch_free(ossc_fetch *fetch);
+
+/* The request the client would send, signed at unix_time: the URL on the first line, then
+ * one "Name: value" line per header. query holds raw "k=v" or "k" items, headers raw
+ * "Name: value" items. For signature tests and debugging; the caller frees with ossc_free. */
+char *ossc_sign_request(ossc_client *client, const char *method, const char *key,
+                        const char *const *query, size_t n_query, const char *const *headers,
+                        size_t n_headers, int64_t unix_time, ossc_error *err);
+
+/* CRC-64/XZ as OSS computes it (x-oss-hash-crc64ecma); crc 0 starts a new one. */
+uint64_t ossc_crc64(uint64_t crc, const void *data, size_t len);
+uint64_t ossc_crc64_combine(uint64_t crc1, uint64_t crc2, uint64_t len2);
+
+void ossc_free(void *p);
+const char *ossc_status_name(int status);
+const char *ossc_version(void);
+/* CFFI-END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

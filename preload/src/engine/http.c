@@ -1,0 +1,250 @@
+/* http.c: what every transfer shares: curl options, reply-header parsing, failure classes,
+ * backoff, and the synchronous request-with-retries used for listings and HEADs. */
+#include <curl/curl.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define BACKOFF_BASE_MS 100
+#define BACKOFF_CAP_MS 5000
+#define MAX_BUFFERED_BODY ((size_t)64 << 20)
+
+uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void reply_reset(reply *rp)
+{
+    strbuf body = rp->body;
+    memset(rp, 0, sizeof(*rp));
+    body.len = 0;
+    rp->body = body;
+}
+
+void reply_free(reply *rp)
+{
+    sb_free(&rp->body);
+    memset(rp, 0, sizeof(*rp));
+}
+
+static bool header_is(const char *line, size_t len, const char *name, const char **value)
+{
+    size_t n = strlen(name);
+    if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+        return false;
+    const char *v = line + n + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    *value = v;
+    return true;
+}
+
+static void copy_value(char *dst, size_t cap, const char *v, const char *end)
+{
+    size_t n = (size_t)(end - v);
+    while (n && isspace((unsigned char)v[n - 1]))
+        n--;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+size_t http_header_cb(char *buf, size_t size, size_t n, void *reply_ptr)
+{
+    reply *rp = reply_ptr;
+    size_t len = size * n;
+    const char *end = buf + len, *v;
+    char tmp[128];
+    if (len > 5 && strncmp(buf, "HTTP/", 5) == 0) {
+        reply_reset(rp); /* a new status line: an interim 100 or a redirect came before */
+        const char *sp = memchr(buf, ' ', len);
+        rp->status = sp ? (int)strtol(sp + 1, NULL, 10) : 0;
+    } else if (header_is(buf, len, "Content-Length", &v)) {
+        copy_value(tmp, sizeof(tmp), v, end);
+        rp->has_content_length = sscanf(tmp, "%" SCNu64, &rp->content_length) == 1;
+    } else if (header_is(buf, len, "Content-Range", &v)) {
+        copy_value(tmp, sizeof(tmp), v, end);
+        rp->has_range = sscanf(tmp, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &rp->range_start,
+                               &rp->range_end, &rp->range_total) == 3;
+    } else if (header_is(buf, len, "x-oss-hash-crc64ecma", &v)) {
+        copy_value(tmp, sizeof(tmp), v, end);
+        rp->has_crc64 = sscanf(tmp, "%" SCNu64, &rp->crc64) == 1;
+    } else if (header_is(buf, len, "x-oss-qos-delay-time", &v)) {
+        copy_value(tmp, sizeof(tmp), v, end);
+        rp->qos_delay_ms = (int)strtol(tmp, NULL, 10);
+    } else if (header_is(buf, len, "x-oss-request-id", &v) ||
+               header_is(buf, len, "x-amz-request-id", &v)) {
+        copy_value(rp->request_id, sizeof(rp->request_id), v, end);
+    } else if (header_is(buf, len, "ETag", &v)) {
+        copy_value(rp->etag, sizeof(rp->etag), v, end);
+    }
+    return len;
+}
+
+void http_setup_easy(ossc_client *c, void *easy)
+{
+    CURL *e = easy;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)c->s.connect_timeout_sec);
+    /* A transfer slower than 1 KiB/s for stallTimeoutSec is stalled: drop it and retry. */
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)c->s.stall_timeout_sec);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "ossc/" OSSC_VERSION);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb);
+}
+
+enum failure_class http_classify_status(int status, int *code)
+{
+    if (status >= 200 && status < 300) {
+        *code = OSSC_OK;
+        return FAIL_NONE;
+    }
+    switch (status) {
+    case 429:
+    case 503:
+        *code = OSSC_E_SERVER;
+        return FAIL_THROTTLED;
+    case 408:
+        *code = OSSC_E_NETWORK;
+        return FAIL_TRANSIENT;
+    case 401:
+    case 403:
+        *code = OSSC_E_AUTH;
+        return FAIL_PERMANENT;
+    case 404:
+        *code = OSSC_E_NOT_FOUND;
+        return FAIL_PERMANENT;
+    case 400:
+        *code = OSSC_E_CONFIG; /* a wrong region or a malformed header: ours to fix */
+        return FAIL_PERMANENT;
+    }
+    if (status >= 500) {
+        *code = OSSC_E_SERVER;
+        return FAIL_TRANSIENT;
+    }
+    *code = OSSC_E_PROTOCOL;
+    return FAIL_PERMANENT;
+}
+
+enum failure_class http_classify_curl(int curl_code, int *code)
+{
+    switch ((CURLcode)curl_code) {
+    case CURLE_OK:
+        *code = OSSC_OK;
+        return FAIL_NONE;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        /* A wrong endpoint, not a flaky one: say so at once. */
+        *code = curl_code == CURLE_COULDNT_RESOLVE_HOST ? OSSC_E_NETWORK : OSSC_E_CONFIG;
+        return FAIL_PERMANENT;
+    case CURLE_OUT_OF_MEMORY:
+        *code = OSSC_E_NOMEM;
+        return FAIL_PERMANENT;
+    default:
+        /* resets, timeouts, stalls, short bodies, refused connections */
+        *code = OSSC_E_NETWORK;
+        return FAIL_TRANSIENT;
+    }
+}
+
+long http_backoff_ms(int attempt, int qos_delay_ms)
+{
+    long ceiling = BACKOFF_BASE_MS;
+    for (int i = 1; i < attempt && ceiling < BACKOFF_CAP_MS; i++)
+        ceiling *= 2;
+    if (ceiling > BACKOFF_CAP_MS)
+        ceiling = BACKOFF_CAP_MS;
+    /* Equal jitter: at least half the ceiling, so retries never hammer; spread the rest. */
+    long delay = ceiling / 2 + (long)((unsigned long)random() % (unsigned long)(ceiling / 2 + 1));
+    return qos_delay_ms > delay ? qos_delay_ms : delay;
+}
+
+void http_reply_error(const reply *rp, const char *what, int code, ossc_error *err)
+{
+    char server_code[64], msg[256];
+    xml_parse_error(rp->body.data, rp->body.len, server_code, sizeof(server_code), msg,
+                    sizeof(msg));
+    if (!*server_code && rp->status == 404)
+        snprintf(server_code, sizeof(server_code), "NotFound");
+    if (!*server_code && rp->status == 403)
+        snprintf(server_code, sizeof(server_code), "AccessDenied");
+    err_set(err, code, "%s: HTTP %d%s%s%s%s%s%s%s", what, rp->status, *server_code ? " " : "",
+            server_code, *msg ? ": " : "", msg, *rp->request_id ? " (request id " : "",
+            rp->request_id, *rp->request_id ? ")" : "");
+    err->http_status = rp->status;
+    snprintf(err->server_code, sizeof(err->server_code), "%s", server_code);
+}
+
+static size_t buffer_body(char *data, size_t size, size_t n, void *reply_ptr)
+{
+    reply *rp = reply_ptr;
+    size_t len = size * n;
+    if (rp->body.len + len > MAX_BUFFERED_BODY)
+        return 0; /* aborts the transfer: no metadata reply is this large */
+    sb_append(&rp->body, data, len);
+    return rp->body.oom ? 0 : len;
+}
+
+int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_error *err)
+{
+    CURL *e = curl_easy_init();
+    if (!e) {
+        err_set(err, OSSC_E_NOMEM, "%s: cannot create a curl handle", what);
+        return OSSC_E_NOMEM;
+    }
+    char curl_err[CURL_ERROR_SIZE];
+    int rc = 0;
+    for (int attempt = 0;; attempt++) {
+        if ((rc = request_prepare(c, r, time(NULL), err)))
+            break;
+        reply_reset(rp);
+        curl_easy_reset(e);
+        http_setup_easy(c, e);
+        curl_easy_setopt(e, CURLOPT_URL, r->url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->header_list);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, rp);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, buffer_body);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, rp);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_err);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)(c->s.stall_timeout_sec * 4));
+        if (strcmp(r->method, "HEAD") == 0)
+            curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        curl_err[0] = '\0';
+        CURLcode res = curl_easy_perform(e);
+        enum failure_class cls;
+        if (res != CURLE_OK) {
+            cls = http_classify_curl(res, &rc);
+            err_set(err, rc, "%s: %s at %s://%s (%d attempt%s)", what,
+                    *curl_err ? curl_err : curl_easy_strerror(res), c->ep.scheme, c->ep.host,
+                    attempt + 1, attempt ? "s" : "");
+        } else {
+            cls = http_classify_status(rp->status, &rc);
+            if (cls == FAIL_NONE)
+                break;
+            http_reply_error(rp, what, rc, err);
+        }
+        if (cls == FAIL_PERMANENT || attempt >= c->s.retries)
+            break;
+        long delay = http_backoff_ms(attempt + 1, rp->qos_delay_ms);
+        LOGW("%s; retrying in %ld ms", err->message, delay);
+        usleep((useconds_t)delay * 1000);
+    }
+    curl_easy_cleanup(e);
+    return rc;
+}

@@ -1,0 +1,56 @@
+/* log.c: leveled log lines to a file or stderr; one write(2) per line so processes interleave
+ * whole lines. Never pass secrets here. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int log_level = LOG_INFO;
+static int log_fd = 2;
+
+void log_configure(int level, const char *path)
+{
+    log_level = level;
+    if (path && *path) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            if (log_fd > 2)
+                close(log_fd);
+            log_fd = fd;
+        } else {
+            fprintf(stderr, "ossc: cannot open log file %s: %s; logging to stderr\n", path,
+                    strerror(errno));
+        }
+    }
+}
+
+void log_msg(int level, const char *fmt, ...)
+{
+    static const char *const tags[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    if (level > log_level)
+        return;
+    int saved = errno;
+    char line[2048];
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ ossc[%d] %s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(), tags[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    line[len++] = '\n';
+    ssize_t w = write(log_fd, line, len);
+    (void)w;
+    errno = saved;
+}

@@ -1,0 +1,393 @@
+/* settings.c: every setting of the engine in one table, resolved in one place as
+ * defaults < config file < environment < overrides (the CLI). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+#define DEFAULT_CONFIG_PATH "/etc/oss-connector/config.json"
+
+enum setting_type { T_STR, T_INT, T_SIZE, T_ENUM };
+
+typedef struct setting_def {
+    const char *key;       /* config.json name; a dot means a nested object */
+    const char *env;       /* OSSC_ name */
+    const char *oss_env;   /* the contract's name, if any */
+    const char *s3_env;    /* the AWS name accepted for s3:// when oss_env is unset */
+    enum setting_type type;
+    size_t offset;
+    size_t cap;            /* strings: buffer size; ints: unused */
+    long long min, max;
+    const char *choices;   /* enums: "|"-separated, the index is the stored value */
+    const char *def;
+} setting_def;
+
+#define STR(k, e, oe, se, field, d) \
+    {k, e, oe, se, T_STR, offsetof(settings, field), sizeof(((settings *)0)->field), 0, 0, NULL, d}
+#define INT(k, e, oe, field, lo, hi, d) \
+    {k, e, oe, NULL, T_INT, offsetof(settings, field), 0, lo, hi, NULL, d}
+#define ENUM(k, e, oe, field, choices, d) \
+    {k, e, oe, NULL, T_ENUM, offsetof(settings, field), 0, 0, 0, choices, d}
+
+static const setting_def defs[] = {
+    STR("endpoint", "OSSC_ENDPOINT", "OSS_ENDPOINT", "AWS_ENDPOINT_URL", endpoint, ""),
+    STR("region", "OSSC_REGION", "OSS_REGION", "AWS_REGION", region, ""),
+    ENUM("signature", "OSSC_SIGNATURE", NULL, signature, "v4|v1", "v4"),
+    ENUM("addressing", "OSSC_ADDRESSING", NULL, path_style, "auto|virtual|path", "auto"),
+    STR("credentialsFile", "OSSC_CREDENTIALS_FILE", NULL, NULL, credentials_file, ""),
+    INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "2"),
+    INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "8"),
+    {"chunkSize", "OSSC_CHUNK_SIZE", NULL, NULL, T_SIZE, offsetof(settings, chunk_size), 0,
+     64 << 10, 1LL << 30, NULL, "8MiB"},
+    INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8"),
+    INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10"),
+    INT("stallTimeoutSec", "OSSC_STALL_TIMEOUT_SEC", NULL, stall_timeout_sec, 1, 3600, "30"),
+    ENUM("logLevel", "OSSC_LOG_LEVEL", NULL, log_level, "error|warn|info|debug", "info"),
+    STR("logPath", "OSSC_LOG_PATH", NULL, NULL, log_path, ""),
+    STR("auditPath", "OSSC_AUDIT_PATH", NULL, NULL, audit_path, ""),
+    INT("expireTimeSec", "OSSC_EXPIRE_TIME_SEC", NULL, expire_time_sec, 0, 1 << 30, "120"),
+};
+#define N_DEFS (sizeof(defs) / sizeof(defs[0]))
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64];
+    if (lb >= 64)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t cost = (a[i - 1] | 32) == (b[j - 1] | 32) ? 0 : 1;
+            size_t best = diag + cost;
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static const setting_def *find_def(const char *key)
+{
+    for (size_t i = 0; i < N_DEFS; i++)
+        if (strcmp(defs[i].key, key) == 0)
+            return &defs[i];
+    return NULL;
+}
+
+static void unknown_key(ossc_error *err, const char *where, const char *key)
+{
+    const setting_def *best = NULL;
+    size_t best_d = 4;
+    for (size_t i = 0; i < N_DEFS; i++) {
+        size_t d = edit_distance(key, defs[i].key);
+        if (d < best_d) {
+            best_d = d;
+            best = &defs[i];
+        }
+    }
+    if (best)
+        err_set(err, OSSC_E_CONFIG, "%s: unknown setting '%s' (did you mean '%s'?)", where, key,
+                best->key);
+    else
+        err_set(err, OSSC_E_CONFIG, "%s: unknown setting '%s'", where, key);
+}
+
+/* "8MiB", "512k", "1048576" -> bytes. */
+static bool parse_size(const char *text, long long *out)
+{
+    errno = 0;
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || errno || v < 0)
+        return false;
+    while (*end == ' ')
+        end++;
+    static const struct { const char *suffix; int shift; } units[] = {
+        {"", 0}, {"b", 0}, {"k", 10}, {"kb", 10}, {"kib", 10}, {"m", 20}, {"mb", 20},
+        {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30},
+    };
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcasecmp(end, units[i].suffix) == 0) {
+            if (v > (LLONG_MAX >> units[i].shift))
+                return false;
+            *out = v << units[i].shift;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int set_value(settings *s, const setting_def *d, const char *text, const char *where,
+                     ossc_error *err)
+{
+    char *field = (char *)s + d->offset;
+    long long v;
+    char *end;
+    switch (d->type) {
+    case T_STR:
+        if (strlen(text) >= d->cap) {
+            err_set(err, OSSC_E_CONFIG, "%s: value of '%s' is too long (max %zu)", where, d->key,
+                    d->cap - 1);
+            return OSSC_E_CONFIG;
+        }
+        strcpy(field, text);
+        return 0;
+    case T_INT:
+        errno = 0;
+        v = strtoll(text, &end, 10);
+        if (end == text || *end || errno || v < d->min || v > d->max) {
+            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be an integer from %lld to %lld, not '%s'",
+                    where, d->key, d->min, d->max, text);
+            return OSSC_E_CONFIG;
+        }
+        *(int *)field = (int)v;
+        return 0;
+    case T_SIZE:
+        if (!parse_size(text, &v) || v < d->min || v > d->max) {
+            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be a size from 64KiB to 1GiB (e.g. 8MiB), "
+                    "not '%s'", where, d->key, text);
+            return OSSC_E_CONFIG;
+        }
+        *(uint64_t *)field = (uint64_t)v;
+        return 0;
+    case T_ENUM: {
+        const char *c = d->choices;
+        for (int idx = 0; *c; idx++) {
+            size_t n = strcspn(c, "|");
+            if (strlen(text) == n && strncasecmp(c, text, n) == 0) {
+                *(int *)field = idx;
+                return 0;
+            }
+            c += n + (c[n] == '|');
+        }
+        err_set(err, OSSC_E_CONFIG, "%s: '%s' must be one of %s, not '%s'", where, d->key,
+                d->choices, text);
+        return OSSC_E_CONFIG;
+    }
+    }
+    return OSSC_E_CONFIG;
+}
+
+/* Applies one JSON member (nested objects flatten into dotted keys). */
+static int apply_json(settings *s, const cJSON *node, const char *prefix, const char *path,
+                      ossc_error *err)
+{
+    char key[128];
+    for (const cJSON *m = node->child; m; m = m->next) {
+        snprintf(key, sizeof(key), "%s%s", prefix, m->string);
+        if (cJSON_IsObject(m)) {
+            char nested[130];
+            snprintf(nested, sizeof(nested), "%s.", key);
+            int rc = apply_json(s, m, nested, path, err);
+            if (rc)
+                return rc;
+            continue;
+        }
+        const setting_def *d = find_def(key);
+        if (!d) {
+            unknown_key(err, path, key);
+            return OSSC_E_CONFIG;
+        }
+        char text[1100];
+        if (cJSON_IsString(m)) {
+            snprintf(text, sizeof(text), "%s", m->valuestring);
+        } else if (cJSON_IsNumber(m) && d->type != T_STR && d->type != T_ENUM) {
+            if (m->valuedouble != (double)(long long)m->valuedouble) {
+                err_set(err, OSSC_E_CONFIG, "%s: '%s' must be a whole number", path, key);
+                return OSSC_E_CONFIG;
+            }
+            snprintf(text, sizeof(text), "%lld", (long long)m->valuedouble);
+        } else {
+            err_set(err, OSSC_E_CONFIG, "%s: '%s' has the wrong type (expected %s)", path, key,
+                    d->type == T_STR || d->type == T_ENUM ? "a string" : "a number");
+            return OSSC_E_CONFIG;
+        }
+        int rc = set_value(s, d, text, path, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int read_config_file(settings *s, const char *path, bool must_exist, ossc_error *err)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        if (!must_exist && errno == ENOENT)
+            return 0;
+        err_set(err, OSSC_E_CONFIG, "cannot read config file %s: %s", path, strerror(errno));
+        return OSSC_E_CONFIG;
+    }
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    bool too_big = !feof(f);
+    fclose(f);
+    if (too_big) {
+        err_set(err, OSSC_E_CONFIG, "config file %s is larger than 64 KiB", path);
+        return OSSC_E_CONFIG;
+    }
+    buf[n] = '\0';
+    cJSON *root = cJSON_ParseWithLength(buf, n);
+    if (!root || !cJSON_IsObject(root)) {
+        err_set(err, OSSC_E_CONFIG, "config file %s is not a JSON object", path);
+        cJSON_Delete(root);
+        return OSSC_E_CONFIG;
+    }
+    int rc = apply_json(s, root, "", path, err);
+    cJSON_Delete(root);
+    if (rc == 0)
+        snprintf(s->config_path, sizeof(s->config_path), "%s", path);
+    return rc;
+}
+
+static const char *override_value(const char *const *ov, size_t n, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = n; i-- > 0;)
+        if (strncmp(ov[i], key, kl) == 0 && ov[i][kl] == '=')
+            return ov[i] + kl + 1;
+    return NULL;
+}
+
+static bool is_custom_s3_endpoint(const char *url)
+{
+    return !strstr(url, "amazonaws.com") && !strstr(url, "aliyuncs.com");
+}
+
+int settings_resolve(settings *s, int scheme, const char *const *overrides, size_t n,
+                     ossc_error *err)
+{
+    memset(s, 0, sizeof(*s));
+    int rc;
+    for (size_t i = 0; i < N_DEFS; i++)
+        if ((rc = set_value(s, &defs[i], defs[i].def, "default", err)))
+            return rc;
+
+    /* Every override must name a setting (or the config file itself). */
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(overrides[i], '=');
+        char key[128];
+        size_t kl = eq ? (size_t)(eq - overrides[i]) : strlen(overrides[i]);
+        snprintf(key, sizeof(key), "%.*s", (int)(kl < 127 ? kl : 127), overrides[i]);
+        if (!eq) {
+            err_set(err, OSSC_E_CONFIG, "option '%s' has no value (expected key=value)", key);
+            return OSSC_E_CONFIG;
+        }
+        if (strcmp(key, "config") != 0 && !find_def(key)) {
+            unknown_key(err, "option", key);
+            return OSSC_E_CONFIG;
+        }
+    }
+
+    const char *cfg = override_value(overrides, n, "config");
+    if (!cfg)
+        cfg = getenv("OSSC_CONFIG");
+    if ((rc = cfg && *cfg ? read_config_file(s, cfg, true, err)
+                          : read_config_file(s, DEFAULT_CONFIG_PATH, false, err)))
+        return rc;
+
+    for (size_t i = 0; i < N_DEFS; i++) {
+        const setting_def *d = &defs[i];
+        const char *v = NULL, *src = NULL;
+        if ((v = override_value(overrides, n, d->key))) {
+            src = "option";
+        } else if (d->env && (v = getenv(d->env))) {
+            src = d->env;
+        } else if (d->oss_env && (v = getenv(d->oss_env))) {
+            src = d->oss_env;
+        } else if (scheme == SCHEME_S3 && d->s3_env && (v = getenv(d->s3_env))) {
+            src = d->s3_env;
+        }
+        if (v && (rc = set_value(s, d, v, src, err)))
+            return rc;
+    }
+
+    if (scheme == SCHEME_S3) {
+        if (s->signature == SIG_OSS_V1) {
+            err_set(err, OSSC_E_CONFIG, "signature v1 applies to oss:// only; s3:// always uses "
+                    "AWS SigV4");
+            return OSSC_E_CONFIG;
+        }
+        s->signature = SIG_AWS_V4;
+        if (!*s->region)
+            strcpy(s->region, getenv("AWS_DEFAULT_REGION") ? getenv("AWS_DEFAULT_REGION")
+                                                          : "us-east-1");
+    }
+    /* addressing: 0 auto, 1 virtual, 2 path -> path_style flag */
+    int addressing = s->path_style;
+    if (addressing == 0)
+        s->path_style = scheme == SCHEME_S3 && is_custom_s3_endpoint(s->endpoint);
+    else
+        s->path_style = addressing == 2;
+    return 0;
+}
+
+char *settings_to_json(const settings *s)
+{
+    cJSON *root = cJSON_CreateObject();
+    for (size_t i = 0; i < N_DEFS; i++) {
+        const setting_def *d = &defs[i];
+        const char *field = (const char *)s + d->offset;
+        char *dot = strchr(d->key, '.');
+        cJSON *parent = root;
+        const char *name = d->key;
+        if (dot) {
+            char group[64];
+            snprintf(group, sizeof(group), "%.*s", (int)(dot - d->key), d->key);
+            parent = cJSON_GetObjectItemCaseSensitive(root, group);
+            if (!parent)
+                parent = cJSON_AddObjectToObject(root, group);
+            name = dot + 1;
+        }
+        switch (d->type) {
+        case T_STR:
+            cJSON_AddStringToObject(parent, name, field);
+            break;
+        case T_INT:
+            cJSON_AddNumberToObject(parent, name, *(const int *)field);
+            break;
+        case T_SIZE:
+            cJSON_AddNumberToObject(parent, name, (double)*(const uint64_t *)field);
+            break;
+        case T_ENUM: {
+            int idx = *(const int *)field;
+            const char *c = d->choices;
+            if (d->offset == offsetof(settings, path_style)) {
+                cJSON_AddStringToObject(parent, name, idx ? "path" : "virtual");
+                break;
+            }
+            if (d->offset == offsetof(settings, signature) && idx == SIG_AWS_V4) {
+                cJSON_AddStringToObject(parent, name, "aws-v4");
+                break;
+            }
+            for (int k = 0; k < idx && *c; k++)
+                c += strcspn(c, "|") + 1;
+            char v[32];
+            snprintf(v, sizeof(v), "%.*s", (int)strcspn(c, "|"), c);
+            cJSON_AddStringToObject(parent, name, v);
+            break;
+        }
+        }
+    }
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!out)
+        return NULL;
+    char *copy = strdup(out); /* cJSON's allocator may not be ours: hand back a malloc'd copy */
+    cJSON_free(out);
+    return copy;
+}

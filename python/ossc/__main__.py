@@ -1,0 +1,5 @@
+import sys
+
+from ossc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,244 @@
+"""cffi bindings to libossc, the C fetch engine (ABI mode: nothing is compiled at install).
+
+The declarations are read from the public header ossc.h, between its CFFI markers, so the
+binding cannot drift from the library.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import cffi
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# A source checkout: python/ossc/ -> the repository root.
+_SOURCE_ROOT = _PACKAGE_DIR.parent.parent
+
+
+def _candidates(name: str, env: str, source_paths: Sequence[Path]) -> list[Path]:
+    override = os.environ.get(env)
+    if override:
+        return [Path(override)]
+    return [_PACKAGE_DIR / name, *source_paths]
+
+
+def _load():
+    header_paths = _candidates("ossc.h", "OSSC_HEADER", [_SOURCE_ROOT / "preload/include/ossc.h"])
+    header = next((p for p in header_paths if p.is_file()), None)
+    if header is None:
+        raise ImportError("ossc.h not found; tried: " + ", ".join(map(str, header_paths)))
+    text = header.read_text()
+    begin, end = text.index("/* CFFI-BEGIN */"), text.index("/* CFFI-END */")
+    ffi = cffi.FFI()
+    ffi.cdef(text[begin + len("/* CFFI-BEGIN */"):end])
+    lib_paths = _candidates("libossc.so", "OSSC_LIBRARY", [_SOURCE_ROOT / "build/libossc.so"])
+    errors = []
+    for path in lib_paths:
+        if not path.is_file():
+            errors.append(f"{path} (missing)")
+            continue
+        try:
+            return ffi, ffi.dlopen(str(path)), path
+        except OSError as exc:
+            errors.append(f"{path} ({exc})")
+    raise ImportError("libossc.so could not be loaded; tried: " + "; ".join(errors))
+
+
+ffi, lib, LIBRARY_PATH = _load()
+
+STATUS_NAMES = {
+    getattr(lib, name): name for name in dir(lib) if name.startswith("OSSC_E_") or name == "OSSC_OK"
+}
+
+
+class OsscError(Exception):
+    """A failure reported by the engine: code (an OSSC_E_* value), name and one-line message."""
+
+    def __init__(self, code: int, message: str, http_status: int = 0, server_code: str = "",
+                 sys_errno: int = 0):
+        super().__init__(message)
+        self.code = code
+        self.name = ffi.string(lib.ossc_status_name(code)).decode()
+        self.message = message
+        self.http_status = http_status
+        self.server_code = server_code
+        self.sys_errno = sys_errno
+
+    @classmethod
+    def from_c(cls, err) -> "OsscError":
+        return cls(err.code, ffi.string(err.message).decode("utf-8", "replace"),
+                   err.http_status, ffi.string(err.server_code).decode("utf-8", "replace"),
+                   err.sys_errno)
+
+
+def _check(rc: int, err) -> None:
+    if rc != 0:
+        raise OsscError.from_c(err)
+
+
+def _c_strings(items: Iterable[str]):
+    """A char*[] and the buffers that keep it alive."""
+    bufs = [ffi.new("char[]", s.encode()) for s in items]
+    return ffi.new("const char *[]", bufs) if bufs else ffi.NULL, len(bufs), bufs
+
+
+def _take_string(ptr) -> str:
+    try:
+        return ffi.string(ptr).decode()
+    finally:
+        lib.ossc_free(ptr)
+
+
+def crc64(data: bytes, crc: int = 0) -> int:
+    """CRC-64/XZ as OSS reports it in x-oss-hash-crc64ecma."""
+    return lib.ossc_crc64(crc, data, len(data))
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass
+class FetchItem:
+    """A byte range of an object and its sink: fd at fd_offset, or a writable buffer."""
+
+    key: str
+    object_size: int
+    offset: int = 0
+    length: Optional[int] = None  # None: to the end of the object
+    fd: int = -1
+    fd_offset: int = 0
+    buffer: Optional[bytearray] = None
+
+
+class Client:
+    """A connection to one store URL (oss://bucket/prefix/ or s3://bucket/prefix/).
+
+    settings are overrides ("chunkSize": "4MiB", ...) on top of the config file and the
+    environment, resolved by the engine."""
+
+    def __init__(self, url: str, settings: Optional[dict] = None):
+        overrides = [f"{k}={v}" for k, v in (settings or {}).items() if v is not None]
+        arr, n, keep = _c_strings(overrides)
+        err = ffi.new("ossc_error *")
+        handle = lib.ossc_client_new(url.encode(), arr, n, err)
+        if handle == ffi.NULL:
+            raise OsscError.from_c(err)
+        self._handle = ffi.gc(handle, lib.ossc_client_free)
+        self.url = url
+
+    @property
+    def prefix(self) -> str:
+        return ffi.string(lib.ossc_client_prefix(self._handle)).decode()
+
+    def settings(self) -> dict:
+        import json
+
+        return json.loads(_take_string(lib.ossc_client_settings_json(self._handle)))
+
+    def list(self, prefix: Optional[str] = None) -> list[ObjectInfo]:
+        out = ffi.new("ossc_listing **")
+        err = ffi.new("ossc_error *")
+        _check(lib.ossc_list(self._handle, prefix.encode() if prefix is not None else ffi.NULL,
+                             out, err), err)
+        listing = out[0]
+        try:
+            return [ObjectInfo(ffi.string(o.key).decode("utf-8", "surrogateescape"), o.size,
+                               ffi.string(o.etag).decode().strip('"'))
+                    for o in listing.objects[0:listing.count]]
+        finally:
+            lib.ossc_listing_free(listing)
+
+    def head(self, key: str) -> tuple[int, Optional[int]]:
+        """(size, CRC-64 or None when the store sends none)."""
+        size, crc, has = ffi.new("uint64_t *"), ffi.new("uint64_t *"), ffi.new("int *")
+        err = ffi.new("ossc_error *")
+        _check(lib.ossc_head(self._handle, key.encode(), size, crc, has, err), err)
+        return size[0], crc[0] if has[0] else None
+
+    def sign(self, method: str, key: Optional[str], query: Sequence[str] = (),
+             headers: Sequence[str] = (), when: Optional[int] = None) -> tuple[str, dict]:
+        """The URL and headers of the request the engine would send, signed at `when`."""
+        q, nq, keep_q = _c_strings(query)
+        h, nh, keep_h = _c_strings(headers)
+        err = ffi.new("ossc_error *")
+        out = lib.ossc_sign_request(self._handle, method.encode(),
+                                    key.encode() if key else ffi.NULL, q, nq, h, nh,
+                                    int(time.time() if when is None else when), err)
+        if out == ffi.NULL:
+            raise OsscError.from_c(err)
+        lines = _take_string(out).splitlines()
+        return lines[0], dict(line.split(": ", 1) for line in lines[1:])
+
+    def fetch(self, items: Sequence[FetchItem]) -> "Fetch":
+        return Fetch(self, items)
+
+
+class Fetch:
+    """Background download of many ranges; poll stats(), then wait()."""
+
+    def __init__(self, client: Client, items: Sequence[FetchItem]):
+        self._client = client  # the engine uses it until the fetch is freed
+        self._keep = []
+        c_items = ffi.new("ossc_fetch_item[]", len(items))
+        for i, item in enumerate(items):
+            length = item.object_size - item.offset if item.length is None else item.length
+            key = ffi.new("char[]", item.key.encode("utf-8", "surrogateescape"))
+            self._keep.append(key)
+            c = c_items[i]
+            c.key, c.object_size, c.offset, c.length = key, item.object_size, item.offset, length
+            c.fd, c.fd_offset = item.fd, item.fd_offset
+            if item.buffer is not None:
+                if len(item.buffer) < length:
+                    raise ValueError(f"buffer for {item.key} is smaller than {length} bytes")
+                buf = ffi.from_buffer(item.buffer)
+                self._keep.append(buf)
+                c.mem = buf
+        err = ffi.new("ossc_error *")
+        handle = lib.ossc_fetch_start(client._handle, c_items, len(items), ffi.NULL, ffi.NULL,
+                                      err)
+        if handle == ffi.NULL:
+            raise OsscError.from_c(err)
+        self._handle = handle
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """True when finished (raises OsscError on failure), False on timeout."""
+        err = ffi.new("ossc_error *")
+        rc = lib.ossc_fetch_wait(self._handle, -1 if timeout is None else int(timeout * 1000), err)
+        if rc == -1:
+            return False
+        _check(rc, err)
+        return True
+
+    def stats(self):
+        st = ffi.new("ossc_fetch_stats *")
+        lib.ossc_fetch_stats_get(self._handle, st)
+        return st[0]
+
+    def item_error(self, index: int) -> Optional[OsscError]:
+        err = ffi.new("ossc_error *")
+        return OsscError.from_c(err) if lib.ossc_fetch_item_error(self._handle, index, err) else None
+
+    def cancel(self) -> None:
+        lib.ossc_fetch_cancel(self._handle)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            lib.ossc_fetch_free(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
