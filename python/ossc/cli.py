@@ -41,6 +41,13 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+def _log_level(verbose: int) -> Optional[str]:
+    """The engine's log is for -v; by default the command speaks only through its own lines."""
+    if verbose:
+        return "debug" if verbose > 1 else "info"
+    return None if "OSSC_LOG_LEVEL" in os.environ else "off"
+
+
 def _settings(args) -> dict:
     """CLI overrides: only what was given, so env and the config file still apply."""
     pairs = {
@@ -54,7 +61,7 @@ def _settings(args) -> dict:
         "prefetch.workers": args.workers,
         "chunkSize": args.chunk_size,
         "retries": args.retries,
-        "logLevel": "debug" if args.verbose > 1 else None,
+        "logLevel": _log_level(args.verbose),
     }
     return {k: v for k, v in pairs.items() if v is not None}
 

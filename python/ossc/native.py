@@ -185,6 +185,7 @@ class Fetch:
     """Background download of many ranges; poll stats(), then wait()."""
 
     def __init__(self, client: Client, items: Sequence[FetchItem]):
+        self._handle = None
         self._client = client  # the engine uses it until the fetch is freed
         self._keep = []
         c_items = ffi.new("ossc_fetch_item[]", len(items))

@@ -96,6 +96,8 @@ void http_setup_easy(ossc_client *c, void *easy)
 {
     CURL *e = easy;
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* Keys may hold "/../" or "/./": send them as signed, never normalized. */
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);

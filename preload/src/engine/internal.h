@@ -32,7 +32,7 @@ void err_set(ossc_error *err, int code, const char *fmt, ...) __attribute__((for
 void err_clear(ossc_error *err);
 
 /* ---- logging (log.c) ---- */
-enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3, LOG_OFF = 4 };
 void log_configure(int level, const char *path);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define LOGE(...) log_msg(LOG_ERROR, __VA_ARGS__)

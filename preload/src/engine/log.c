@@ -14,7 +14,7 @@ static int log_fd = 2;
 
 void log_configure(int level, const char *path)
 {
-    log_level = level;
+    log_level = level == LOG_OFF ? -1 : level;
     if (path && *path) {
         int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0) {

@@ -91,15 +91,24 @@ found:
     sb_init(&path);
     sb_init(&url);
     sb_init(&auth);
+    /* curl leaves a default port out of the Host header it sends, so the host we sign must too
+     * (as botocore's does): "h:80" over http and "h:443" over https become "h". */
+    int ep_len = (int)strlen(c->ep.host);
+    const char *dflt = strcmp(c->ep.scheme, "https") == 0 ? ":443" : ":80";
+    size_t dl = strlen(dflt);
+    if ((size_t)ep_len > dl && strcmp(c->ep.host + ep_len - dl, dflt) == 0)
+        ep_len -= (int)dl;
     if (c->s.path_style) {
-        sb_puts(&host, c->ep.host);
+        sb_printf(&host, "%.*s", ep_len, c->ep.host);
         sb_printf(&path, "/%s", c->url.bucket);
         if (r->key) {
             sb_puts(&path, "/");
             url_encode(&path, r->key, true);
+        } else if (c->s.signature != SIG_AWS_V4) {
+            sb_puts(&path, "/"); /* OSS: "/bucket/", as oss2 sends it (and V4 signs it) */
         }
     } else {
-        sb_printf(&host, "%s.%s", c->url.bucket, c->ep.host);
+        sb_printf(&host, "%s.%.*s", c->url.bucket, ep_len, c->ep.host);
         sb_puts(&path, "/");
         if (r->key)
             url_encode(&path, r->key, true);

@@ -48,7 +48,7 @@ static const setting_def defs[] = {
     INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8"),
     INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10"),
     INT("stallTimeoutSec", "OSSC_STALL_TIMEOUT_SEC", NULL, stall_timeout_sec, 1, 3600, "30"),
-    ENUM("logLevel", "OSSC_LOG_LEVEL", NULL, log_level, "error|warn|info|debug", "info"),
+    ENUM("logLevel", "OSSC_LOG_LEVEL", NULL, log_level, "error|warn|info|debug|off", "info"),
     STR("logPath", "OSSC_LOG_PATH", NULL, NULL, log_path, ""),
     STR("auditPath", "OSSC_AUDIT_PATH", NULL, NULL, audit_path, ""),
     INT("expireTimeSec", "OSSC_EXPIRE_TIME_SEC", NULL, expire_time_sec, 0, 1 << 30, "120"),
@@ -272,7 +272,7 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
                      ossc_error *err)
 {
     memset(s, 0, sizeof(*s));
-    int rc;
+    int rc = 0;
     for (size_t i = 0; i < N_DEFS; i++)
         if ((rc = set_value(s, &defs[i], defs[i].def, "default", err)))
             return rc;
@@ -296,8 +296,12 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
     const char *cfg = override_value(overrides, n, "config");
     if (!cfg)
         cfg = getenv("OSSC_CONFIG");
-    if ((rc = cfg && *cfg ? read_config_file(s, cfg, true, err)
-                          : read_config_file(s, DEFAULT_CONFIG_PATH, false, err)))
+    /* An explicitly empty path means no config file at all. */
+    if (!cfg)
+        rc = read_config_file(s, DEFAULT_CONFIG_PATH, false, err);
+    else if (*cfg)
+        rc = read_config_file(s, cfg, true, err);
+    if (rc)
         return rc;
 
     for (size_t i = 0; i < N_DEFS; i++) {
