@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite: C unit tests (plain and under ASan/UBSan), a bounded
+# fuzz run of the reply parsers, and the Python tests against a real S3 server (SeaweedFS on
+# 127.0.0.1), the engine-heavy ones again with the sanitizer build of libossc.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh test
+
+echo "== C unit tests (ASan/UBSan)"
+cmake -S . -B build-asan -DOSSC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$(nproc)" >/dev/null
+(cd build-asan && ctest --output-on-failure)
+
+echo "== fuzzing the reply parsers"
+bash scripts/fuzz_listing.sh "${OSSC_FUZZ_SECONDS:-60}"
+
+echo "== engine tests against SeaweedFS with the sanitizer build"
+# Python itself is not instrumented: the runtimes must come first in the process.
+LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" \
+    python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_faults.py
+
+echo "== the whole Python suite against the installed package"
+# From outside the tree, so `import ossc` is the installed package, not python/ossc.
+cd /tmp && python3 -m pytest -q -p no:cacheprovider "$root/tests"
