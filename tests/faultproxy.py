@@ -36,6 +36,7 @@ import fcntl
 import http.client
 import itertools
 import socket
+import sys
 import socketserver
 import struct
 import termios
@@ -350,6 +351,9 @@ class _Server(socketserver.ThreadingTCPServer):
         t.start()
 
     def handle_error(self, request, client_address):
+        # A client may drop its connection at any time (it does on a reply it rejects).
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
         self.proxy.errors.append(traceback.format_exc())
         super().handle_error(request, client_address)
 

@@ -65,10 +65,10 @@ RECOVERABLE = [
     ("status", {"status": 500}),
     ("status", {"status": 503, "headers": {"x-oss-qos-delay-time": "50"}}),
     ("status", {"status": 429}),
-    ("reset", {"after_bytes": 1000}),
+    ("reset", {"after_bytes": 500}),  # < the 777-byte last chunk
     ("reset", {"after_bytes": 0}),
-    ("truncate", {"after_bytes": 5000}),
-    ("stall", {"seconds": 8.0, "after_bytes": 2000}),  # curl averages speed over seconds
+    ("truncate", {"after_bytes": 500}),
+    ("stall", {"seconds": 8.0, "after_bytes": 500}),  # curl averages speed over seconds
     ("stall", {"seconds": 5.0}),
     ("wrong_content_range", {"shift": 1}),
     ("status_200_full", {}),
