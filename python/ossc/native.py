@@ -234,6 +234,9 @@ class Fetch:
         if self._handle is not None:
             lib.ossc_fetch_free(self._handle)
             self._handle = None
+            for obj in self._keep:  # let callers close the buffers they lent us (mmaps)
+                ffi.release(obj)
+            self._keep = []
 
     def __enter__(self):
         return self

@@ -44,7 +44,7 @@ static const setting_def defs[] = {
     INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "2"),
     INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "8"),
     {"chunkSize", "OSSC_CHUNK_SIZE", NULL, NULL, T_SIZE, offsetof(settings, chunk_size), 0,
-     64 << 10, 1LL << 30, NULL, "8MiB"},
+     64 << 10, 1LL << 30, NULL, "32MiB"},
     INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8"),
     INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10"),
     INT("stallTimeoutSec", "OSSC_STALL_TIMEOUT_SEC", NULL, stall_timeout_sec, 1, 3600, "30"),
