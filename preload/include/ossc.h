@@ -123,6 +123,24 @@ char *ossc_sign_request(ossc_client *client, const char *method, const char *key
                         const char *const *query, size_t n_query, const char *const *headers,
                         size_t n_headers, int64_t unix_time, ossc_error *err);
 
+/* A session makes model_dir look local to every process with the shim: it lists url,
+ * materializes model_dir (directories, small files fetched whole, size-correct placeholders
+ * for large ones), publishes the session in /dev/shm and prefetches the large objects into
+ * it on background threads. If a live session for model_dir exists, this one attaches to it
+ * and fetches nothing. */
+typedef struct ossc_session ossc_session;
+ossc_session *ossc_session_start(const char *url, const char *model_dir,
+                                 const char *const *overrides, size_t n_overrides,
+                                 ossc_error *err);
+/* Like ossc_fetch_wait, for the session's prefetch (0 at once if attached). */
+int ossc_session_wait(ossc_session *session, int timeout_ms, ossc_error *err);
+void ossc_session_stats(ossc_session *session, ossc_fetch_stats *out);
+/* Where the session lives in /dev/shm. */
+const char *ossc_session_path(const ossc_session *session);
+/* Stops the prefetch; with remove, deletes the session from /dev/shm (open fds and mappings
+ * keep their pages). */
+void ossc_session_stop(ossc_session *session, int remove);
+
 /* CRC-64/XZ as OSS computes it (x-oss-hash-crc64ecma); crc 0 starts a new one. */
 uint64_t ossc_crc64(uint64_t crc, const void *data, size_t len);
 uint64_t ossc_crc64_combine(uint64_t crc1, uint64_t crc2, uint64_t len2);

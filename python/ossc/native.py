@@ -50,6 +50,24 @@ def _load():
 
 ffi, lib, LIBRARY_PATH = _load()
 
+
+def preload_library() -> Path:
+    """libossc_preload.so, the shim for LD_PRELOAD: next to libossc.so (or OSSC_PRELOAD)."""
+    paths = _candidates("libossc_preload.so", "OSSC_PRELOAD",
+                        [LIBRARY_PATH.parent / "libossc_preload.so"])
+    for path in paths:
+        if path.is_file():
+            return path.resolve()
+    raise FileNotFoundError("libossc_preload.so not found; tried: " + ", ".join(map(str, paths)))
+
+
+def session_dir(model_dir: str) -> str:
+    """Where the session for model_dir lives in /dev/shm (as the engine and the shim name it)."""
+    h = 0xCBF29CE484222325
+    for b in os.path.realpath(model_dir).encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"/dev/shm/ossc-{h:016x}"
+
 STATUS_NAMES = {
     getattr(lib, name): name for name in dir(lib) if name.startswith("OSSC_E_") or name == "OSSC_OK"
 }

@@ -60,6 +60,9 @@ typedef struct settings {
     char log_path[1024];
     char audit_path[1024];
     int expire_time_sec;
+    uint64_t small_file_size;   /* objects below it are fetched whole into MODEL_DIR */
+    int read_timeout_sec;
+    int allow_non_empty;        /* materialize into a non-empty MODEL_DIR we did not create */
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 

@@ -52,6 +52,11 @@ static const setting_def defs[] = {
     STR("logPath", "OSSC_LOG_PATH", NULL, NULL, log_path, ""),
     STR("auditPath", "OSSC_AUDIT_PATH", NULL, NULL, audit_path, ""),
     INT("expireTimeSec", "OSSC_EXPIRE_TIME_SEC", NULL, expire_time_sec, 0, 1 << 30, "120"),
+    {"smallFileSize", "OSSC_SMALL_FILE_SIZE", NULL, NULL, T_SIZE,
+     offsetof(settings, small_file_size), 0, 0, 1LL << 30, NULL, "4MiB"},
+    INT("readTimeoutSec", "OSSC_READ_TIMEOUT_SEC", NULL, read_timeout_sec, 1, 86400, "600"),
+    ENUM("allowNonEmptyModelDir", "OSSC_ALLOW_NON_EMPTY_MODEL_DIR", NULL, allow_non_empty,
+         "no|yes", "no"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -158,8 +163,8 @@ static int set_value(settings *s, const setting_def *d, const char *text, const 
         return 0;
     case T_SIZE:
         if (!parse_size(text, &v) || v < d->min || v > d->max) {
-            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be a size from 64KiB to 1GiB (e.g. 8MiB), "
-                    "not '%s'", where, d->key, text);
+            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be a size from %lld to %lld bytes "
+                    "(e.g. 8MiB), not '%s'", where, d->key, d->min, d->max, text);
             return OSSC_E_CONFIG;
         }
         *(uint64_t *)field = (uint64_t)v;

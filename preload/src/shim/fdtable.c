@@ -1,0 +1,39 @@
+/* fdtable.c: fd -> object of the session. Lock-free: one int per fd, set on open and dup,
+ * cleared on close. An fd beyond the table is never handed out for an object (hooks.c). */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "shim.h"
+
+static _Atomic int table[FD_TABLE_SIZE]; /* object + 1; 0: not ours */
+
+void fd_track(int fd, int object)
+{
+    if (fd >= 0 && fd < FD_TABLE_SIZE)
+        atomic_store_explicit(&table[fd], object + 1, memory_order_release);
+}
+
+int fd_object(int fd)
+{
+    if (fd < 0 || fd >= FD_TABLE_SIZE)
+        return -1;
+    return atomic_load_explicit(&table[fd], memory_order_acquire) - 1;
+}
+
+void fd_untrack(int fd)
+{
+    if (fd >= 0 && fd < FD_TABLE_SIZE)
+        atomic_store_explicit(&table[fd], 0, memory_order_release);
+}
+
+void fd_untrack_range(unsigned int first, unsigned int last)
+{
+    for (unsigned int fd = first; fd <= last && fd < FD_TABLE_SIZE; fd++)
+        atomic_store_explicit(&table[fd], 0, memory_order_relaxed);
+}
+
+void fd_reset(void)
+{
+    for (int fd = 0; fd < FD_TABLE_SIZE; fd++)
+        atomic_store_explicit(&table[fd], 0, memory_order_relaxed);
+}

@@ -1,0 +1,558 @@
+/* hooks.c: the interposed functions (the list is hooks.def). Each has the same shape: make
+ * sure the real function is known; if the path or fd is not ours, call it and return; else
+ * redirect the open to the object's data file, or wait until the bytes a read needs are
+ * present. The not-ours path costs a prefix compare or one fd-table load. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define ENSURE(name)              \
+    do {                          \
+        if (!real_##name)         \
+            real_resolve();       \
+    } while (0)
+
+static inline bool active(void) { return shim_ready == 2 && shim.enabled; }
+
+/* An absolute spelling of path (relative to dirfd) if it may lie below MODEL_DIR, else NULL. */
+static const char *absolute(int dirfd, const char *path, char *buf, size_t cap)
+{
+    if (!path)
+        return NULL;
+    if (path[0] == '/')
+        return path;
+    char base[PATH_MAX];
+    if (dirfd == AT_FDCWD) {
+        if (!getcwd(base, sizeof(base)))
+            return NULL;
+    } else {
+        char link[64];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+        ssize_t n = readlink(link, base, sizeof(base) - 1);
+        if (n <= 0)
+            return NULL;
+        base[n] = '\0';
+    }
+    if ((size_t)snprintf(buf, cap, "%s/%s", base, path) >= cap)
+        return NULL;
+    return buf;
+}
+
+/* The object a path names, or -1; relative paths only cost a getcwd when the shim is on. */
+static int object_at(int dirfd, const char *path)
+{
+    if (!active() || !path || !*path) /* "" with AT_EMPTY_PATH names dirfd itself */
+        return -1;
+    char buf[PATH_MAX + 64];
+    const char *abs = absolute(dirfd, path, buf, sizeof(buf));
+    return abs ? session_lookup(abs) : -1;
+}
+
+static int fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+/* Opens an object's data file in place of its placeholder. */
+static int open_object(int object, int flags)
+{
+    if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+        return fail(EROFS); /* the bytes are the store's */
+    int fd = session_open_data(object, flags);
+    if (fd < 0)
+        return -1;
+    if (fd >= FD_TABLE_SIZE) { /* untrackable: hand it out only once it is whole */
+        int e = session_wait(object, 0, session_object_size(object));
+        if (e) {
+            real_close(fd);
+            return fail(e);
+        }
+        return fd;
+    }
+    fd_track(fd, object);
+    return fd;
+}
+
+static int wait_fd(int object, int fd, int64_t offset, uint64_t length)
+{
+    if (offset < 0)
+        offset = lseek(fd, 0, SEEK_CUR);
+    if (offset < 0)
+        return 0; /* the real call will report the problem */
+    return session_wait(object, (uint64_t)offset, length);
+}
+
+static uint64_t iov_length(const struct iovec *iov, int n)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    return total;
+}
+
+static mode_t mode_arg(int flags, va_list ap)
+{
+    return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t)va_arg(ap, int) : 0;
+}
+
+/* ---- the open family ---- */
+
+#define OPEN_BODY(name, dirfd, path, flags, call_real)     \
+    ENSURE(name);                                          \
+    int object = object_at(dirfd, path);                   \
+    if (object < 0)                                        \
+        return call_real;                                  \
+    return open_object(object, flags)
+
+SHIM_API int open(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    OPEN_BODY(open, AT_FDCWD, path, flags, real_open(path, flags, mode));
+}
+
+SHIM_API int open64(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    OPEN_BODY(open64, AT_FDCWD, path, flags, real_open64(path, flags, mode));
+}
+
+SHIM_API int __open_2(const char *path, int flags)
+{
+    OPEN_BODY(__open_2, AT_FDCWD, path, flags, real___open_2(path, flags));
+}
+
+SHIM_API int __open64_2(const char *path, int flags)
+{
+    OPEN_BODY(__open64_2, AT_FDCWD, path, flags, real___open64_2(path, flags));
+}
+
+SHIM_API int openat(int dirfd, const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    OPEN_BODY(openat, dirfd, path, flags, real_openat(dirfd, path, flags, mode));
+}
+
+SHIM_API int openat64(int dirfd, const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    OPEN_BODY(openat64, dirfd, path, flags, real_openat64(dirfd, path, flags, mode));
+}
+
+SHIM_API int __openat_2(int dirfd, const char *path, int flags)
+{
+    OPEN_BODY(__openat_2, dirfd, path, flags, real___openat_2(dirfd, path, flags));
+}
+
+SHIM_API int __openat64_2(int dirfd, const char *path, int flags)
+{
+    OPEN_BODY(__openat64_2, dirfd, path, flags, real___openat64_2(dirfd, path, flags));
+}
+
+/* stdio reads inside libc, past every hook: a stream gets the object once it is whole. */
+static FILE *fopen_object(int object, const char *mode)
+{
+    if (strpbrk(mode, "wa+")) {
+        errno = EROFS;
+        return NULL;
+    }
+    int fd = open_object(object, O_RDONLY | (strchr(mode, 'e') ? O_CLOEXEC : 0));
+    if (fd < 0)
+        return NULL;
+    int e = session_wait(object, 0, session_object_size(object));
+    FILE *f = e ? NULL : fdopen(fd, mode);
+    if (!f) {
+        fd_untrack(fd);
+        real_close(fd);
+        errno = e ? e : errno;
+    }
+    return f;
+}
+
+SHIM_API FILE *fopen(const char *path, const char *mode)
+{
+    ENSURE(fopen);
+    int object = object_at(AT_FDCWD, path);
+    return object < 0 ? real_fopen(path, mode) : fopen_object(object, mode);
+}
+
+SHIM_API FILE *fopen64(const char *path, const char *mode)
+{
+    ENSURE(fopen64);
+    int object = object_at(AT_FDCWD, path);
+    return object < 0 ? real_fopen64(path, mode) : fopen_object(object, mode);
+}
+
+static FILE *freopen_object(int object, const char *mode, FILE *stream,
+                            FILE *(*real)(const char *, const char *, FILE *))
+{
+    if (strpbrk(mode, "wa+")) {
+        errno = EROFS;
+        return NULL;
+    }
+    int e = session_wait(object, 0, session_object_size(object));
+    if (e) {
+        errno = e;
+        return NULL;
+    }
+    char path[300];
+    snprintf(path, sizeof(path), "%s/data/%d", shim.session_dir, object);
+    return real(path, mode, stream);
+}
+
+SHIM_API FILE *freopen(const char *path, const char *mode, FILE *stream)
+{
+    ENSURE(freopen);
+    int object = object_at(AT_FDCWD, path);
+    return object < 0 ? real_freopen(path, mode, stream)
+                      : freopen_object(object, mode, stream, real_freopen);
+}
+
+SHIM_API FILE *freopen64(const char *path, const char *mode, FILE *stream)
+{
+    ENSURE(freopen64);
+    int object = object_at(AT_FDCWD, path);
+    return object < 0 ? real_freopen64(path, mode, stream)
+                      : freopen_object(object, mode, stream, real_freopen64);
+}
+
+/* Only SYS_open and SYS_openat are ours; every other number passes six arguments on. */
+SHIM_API long syscall(long number, ...)
+{
+    ENSURE(syscall);
+    va_list ap;
+    va_start(ap, number);
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (active() && (number == SYS_open || number == SYS_openat)) {
+        int dirfd = number == SYS_open ? AT_FDCWD : (int)a[0];
+        const char *path = (const char *)(number == SYS_open ? a[0] : a[1]);
+        int flags = (int)(number == SYS_open ? a[1] : a[2]);
+        int object = object_at(dirfd, path);
+        if (object >= 0)
+            return open_object(object, flags);
+    }
+    return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+/* ---- reads: wait for the bytes, then the real call on the real fd ---- */
+
+#define WAIT_OR_FAIL(fd, offset, length)                          \
+    do {                                                          \
+        int object_ = fd_object(fd);                              \
+        if (object_ >= 0) {                                       \
+            int e_ = wait_fd(object_, fd, offset, length);        \
+            if (e_)                                               \
+                return fail(e_);                                  \
+        }                                                         \
+    } while (0)
+
+SHIM_API ssize_t read(int fd, void *buf, size_t count)
+{
+    ENSURE(read);
+    WAIT_OR_FAIL(fd, -1, count);
+    return real_read(fd, buf, count);
+}
+
+SHIM_API ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+{
+    ENSURE(pread);
+    WAIT_OR_FAIL(fd, offset, count);
+    return real_pread(fd, buf, count, offset);
+}
+
+SHIM_API ssize_t pread64(int fd, void *buf, size_t count, off64_t offset)
+{
+    ENSURE(pread64);
+    WAIT_OR_FAIL(fd, offset, count);
+    return real_pread64(fd, buf, count, offset);
+}
+
+SHIM_API ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    ENSURE(readv);
+    WAIT_OR_FAIL(fd, -1, iov_length(iov, iovcnt));
+    return real_readv(fd, iov, iovcnt);
+}
+
+SHIM_API ssize_t preadv(int fd, const struct iovec *iov, int iovcnt, off_t offset)
+{
+    ENSURE(preadv);
+    WAIT_OR_FAIL(fd, offset, iov_length(iov, iovcnt));
+    return real_preadv(fd, iov, iovcnt, offset);
+}
+
+SHIM_API ssize_t preadv64(int fd, const struct iovec *iov, int iovcnt, off64_t offset)
+{
+    ENSURE(preadv64);
+    WAIT_OR_FAIL(fd, offset, iov_length(iov, iovcnt));
+    return real_preadv64(fd, iov, iovcnt, offset);
+}
+
+SHIM_API ssize_t preadv2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags)
+{
+    ENSURE(preadv2);
+    WAIT_OR_FAIL(fd, offset, iov_length(iov, iovcnt)); /* offset -1: the file offset */
+    return real_preadv2 ? real_preadv2(fd, iov, iovcnt, offset, flags) : fail(ENOSYS);
+}
+
+SHIM_API ssize_t preadv64v2(int fd, const struct iovec *iov, int iovcnt, off64_t offset,
+                            int flags)
+{
+    ENSURE(preadv64v2);
+    WAIT_OR_FAIL(fd, offset, iov_length(iov, iovcnt));
+    return real_preadv64v2 ? real_preadv64v2(fd, iov, iovcnt, offset, flags) : fail(ENOSYS);
+}
+
+/* A mapping is served by page faults no hook sees: the mapped range must be whole first. */
+SHIM_API void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+{
+    ENSURE(mmap);
+    if (!(flags & MAP_ANONYMOUS)) {
+        int object = fd_object(fd);
+        int e = object >= 0 ? session_wait(object, (uint64_t)offset, length) : 0;
+        if (e) {
+            errno = e;
+            return MAP_FAILED;
+        }
+    }
+    return real_mmap(addr, length, prot, flags, fd, offset);
+}
+
+SHIM_API void *mmap64(void *addr, size_t length, int prot, int flags, int fd, off64_t offset)
+{
+    ENSURE(mmap64);
+    if (!(flags & MAP_ANONYMOUS)) {
+        int object = fd_object(fd);
+        int e = object >= 0 ? session_wait(object, (uint64_t)offset, length) : 0;
+        if (e) {
+            errno = e;
+            return MAP_FAILED;
+        }
+    }
+    return real_mmap64(addr, length, prot, flags, fd, offset);
+}
+
+SHIM_API ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    ENSURE(sendfile);
+    WAIT_OR_FAIL(in_fd, offset ? *offset : -1, count);
+    return real_sendfile(out_fd, in_fd, offset, count);
+}
+
+SHIM_API ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t count)
+{
+    ENSURE(sendfile64);
+    WAIT_OR_FAIL(in_fd, offset ? *offset : -1, count);
+    return real_sendfile64(out_fd, in_fd, offset, count);
+}
+
+SHIM_API ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out,
+                                 size_t len, unsigned int flags)
+{
+    ENSURE(copy_file_range);
+    WAIT_OR_FAIL(fd_in, off_in ? *off_in : -1, len);
+    return real_copy_file_range(fd_in, off_in, fd_out, off_out, len, flags);
+}
+
+/* ---- fd bookkeeping: a duplicate is ours too; a closed fd no longer is ---- */
+
+static int track_dup(int from, int to)
+{
+    if (to >= 0) {
+        int object = fd_object(from);
+        if (object >= 0)
+            fd_track(to, object);
+        else
+            fd_untrack(to);
+    }
+    return to;
+}
+
+SHIM_API int dup(int fd)
+{
+    ENSURE(dup);
+    return track_dup(fd, real_dup(fd));
+}
+
+SHIM_API int dup2(int fd, int fd2)
+{
+    ENSURE(dup2);
+    return track_dup(fd, real_dup2(fd, fd2));
+}
+
+SHIM_API int dup3(int fd, int fd2, int flags)
+{
+    ENSURE(dup3);
+    return track_dup(fd, real_dup3(fd, fd2, flags));
+}
+
+static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+    int r = real(fd, cmd, arg);
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+        track_dup(fd, r);
+    return r;
+}
+
+SHIM_API int fcntl(int fd, int cmd, ...)
+{
+    ENSURE(fcntl);
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *); /* every fcntl argument fits a pointer */
+    va_end(ap);
+    return fcntl_common(real_fcntl, fd, cmd, arg);
+}
+
+SHIM_API int fcntl64(int fd, int cmd, ...)
+{
+    ENSURE(fcntl64);
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(real_fcntl64 ? real_fcntl64 : real_fcntl, fd, cmd, arg);
+}
+
+SHIM_API int close(int fd)
+{
+    ENSURE(close);
+    fd_untrack(fd);
+    return real_close(fd);
+}
+
+SHIM_API int close_range(unsigned int first, unsigned int last, int flags)
+{
+    ENSURE(close_range);
+    int r = real_close_range ? real_close_range(first, last, flags) : fail(ENOSYS);
+    if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC))
+        fd_untrack_range(first, last);
+    return r;
+}
+
+/* ---- stat: a path of ours describes its data file, so that stat(path) and fstat(fd) agree
+ * (cp checks that the file it opened is the one it stat'ed) ---- */
+
+#define STAT_BODY(name, dirfd, path, call_with)                         \
+    ENSURE(name);                                                       \
+    int object = object_at(dirfd, path);                                \
+    if (object < 0)                                                     \
+        return call_with(path);                                         \
+    char data_[300];                                                    \
+    snprintf(data_, sizeof(data_), "%s/data/%d", shim.session_dir, object); \
+    return call_with(data_)
+
+SHIM_API int stat(const char *path, struct stat *buf)
+{
+#define CALL(p) real_stat(p, buf)
+    STAT_BODY(stat, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int stat64(const char *path, struct stat64 *buf)
+{
+#define CALL(p) real_stat64(p, buf)
+    STAT_BODY(stat64, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int lstat(const char *path, struct stat *buf)
+{
+#define CALL(p) real_lstat(p, buf)
+    STAT_BODY(lstat, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int lstat64(const char *path, struct stat64 *buf)
+{
+#define CALL(p) real_lstat64(p, buf)
+    STAT_BODY(lstat64, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int fstatat(int dirfd, const char *path, struct stat *buf, int flags)
+{
+#define CALL(p) real_fstatat(dirfd, p, buf, flags)
+    STAT_BODY(fstatat, dirfd, path, CALL);
+#undef CALL
+}
+
+SHIM_API int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags)
+{
+#define CALL(p) real_fstatat64(dirfd, p, buf, flags)
+    STAT_BODY(fstatat64, dirfd, path, CALL);
+#undef CALL
+}
+
+SHIM_API int __xstat(int ver, const char *path, struct stat *buf)
+{
+#define CALL(p) real___xstat(ver, p, buf)
+    STAT_BODY(__xstat, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int __xstat64(int ver, const char *path, struct stat64 *buf)
+{
+#define CALL(p) real___xstat64(ver, p, buf)
+    STAT_BODY(__xstat64, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int __lxstat(int ver, const char *path, struct stat *buf)
+{
+#define CALL(p) real___lxstat(ver, p, buf)
+    STAT_BODY(__lxstat, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int __lxstat64(int ver, const char *path, struct stat64 *buf)
+{
+#define CALL(p) real___lxstat64(ver, p, buf)
+    STAT_BODY(__lxstat64, AT_FDCWD, path, CALL);
+#undef CALL
+}
+
+SHIM_API int __fxstatat(int ver, int dirfd, const char *path, struct stat *buf, int flags)
+{
+#define CALL(p) real___fxstatat(ver, dirfd, p, buf, flags)
+    STAT_BODY(__fxstatat, dirfd, path, CALL);
+#undef CALL
+}
+
+SHIM_API int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *buf, int flags)
+{
+#define CALL(p) real___fxstatat64(ver, dirfd, p, buf, flags)
+    STAT_BODY(__fxstatat64, dirfd, path, CALL);
+#undef CALL
+}
+
+SHIM_API int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
+{
+#define CALL(p) real_statx(dirfd, p, flags, mask, buf)
+    STAT_BODY(statx, dirfd, path, CALL);
+#undef CALL
+}

@@ -1,0 +1,240 @@
+/* session.c: the shim's view of the session: attach to the control file, find objects by
+ * path, open their data files, and wait for ranges (futex on the header's progress word). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define OWNER_SILENCE_MS 3000 /* a heartbeat older than this: check whether the owner lives */
+#define POLL_MS 100
+
+static ossc_session_header *hdr; /* NULL until attached */
+static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t *slots;          /* open-addressing hash of object names: index + 1 */
+static uint32_t n_slots;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint32_t hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static ossc_session_object *objects(void)
+{
+    return (ossc_session_object *)((char *)hdr + hdr->objects_offset);
+}
+
+static const char *name_of(const ossc_session_object *o)
+{
+    return (const char *)hdr + hdr->names_offset + o->name_offset;
+}
+
+static bool attach_locked(void)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/control", shim.session_dir);
+    int fd = real_open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    ossc_session_header *h = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(*h))
+        h = real_mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    real_close(fd);
+    if (h == MAP_FAILED)
+        return false;
+    if (h->magic != OSSC_SESSION_MAGIC || h->version != OSSC_SESSION_VERSION ||
+        h->header_size != sizeof(*h) || h->control_size != (uint64_t)st.st_size) {
+        shim_log("ERROR", "%s is not a session this shim understands (version %u); ignoring it",
+                 path, h->version);
+        munmap(h, (size_t)st.st_size);
+        return false;
+    }
+    uint32_t n = 16;
+    while (n < 2 * h->n_objects)
+        n *= 2;
+    uint32_t *table = real_mmap(NULL, n * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (table == MAP_FAILED) {
+        munmap(h, (size_t)st.st_size);
+        return false;
+    }
+    hdr = h;
+    for (uint32_t i = 0; i < h->n_objects; i++) {
+        const ossc_session_object *o = &objects()[i];
+        uint32_t k = hash(name_of(o), o->name_len) & (n - 1);
+        while (table[k])
+            k = (k + 1) & (n - 1);
+        table[k] = i + 1;
+    }
+    slots = table;
+    n_slots = n;
+    return true;
+}
+
+void session_atfork_child(void) { pthread_mutex_init(&attach_lock, NULL); }
+
+static bool attached(void)
+{
+    if (__atomic_load_n(&hdr, __ATOMIC_ACQUIRE))
+        return true;
+    pthread_mutex_lock(&attach_lock);
+    bool ok = hdr || attach_locked();
+    pthread_mutex_unlock(&attach_lock);
+    return ok;
+}
+
+/* rel: a normalized path below MODEL_DIR. */
+static int lookup_rel(const char *rel, size_t len)
+{
+    if (!attached())
+        return -1;
+    for (uint32_t k = hash(rel, len) & (n_slots - 1); slots[k]; k = (k + 1) & (n_slots - 1)) {
+        const ossc_session_object *o = &objects()[slots[k] - 1];
+        if (o->name_len == len && memcmp(name_of(o), rel, len) == 0)
+            return (int)(slots[k] - 1);
+    }
+    return -1;
+}
+
+/* Collapses "//", "/./" and "x/.." so that every spelling of a path finds its object. */
+static bool normalize(const char *rel, char *out, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    for (const char *p = rel; *p;) {
+        while (*p == '/')
+            p++;
+        size_t seg = strcspn(p, "/");
+        if (seg == 0)
+            break;
+        if (seg == 1 && p[0] == '.') {
+        } else if (seg == 2 && p[0] == '.' && p[1] == '.') {
+            if (n == 0)
+                return false; /* leaves MODEL_DIR */
+            while (n > 0 && out[n - 1] != '/')
+                n--;
+            if (n > 0)
+                n--;
+        } else {
+            if (n + seg + 2 > cap)
+                return false;
+            if (n)
+                out[n++] = '/';
+            memcpy(out + n, p, seg);
+            n += seg;
+        }
+        p += seg;
+    }
+    out[n] = '\0';
+    *len = n;
+    return n > 0;
+}
+
+int session_lookup(const char *path)
+{
+    const char *rest = NULL;
+    if (strncmp(path, shim.model_dir, shim.model_dir_len) == 0 &&
+        path[shim.model_dir_len] == '/')
+        rest = path + shim.model_dir_len + 1;
+    else if (shim.real_dir_len && strncmp(path, shim.real_dir, shim.real_dir_len) == 0 &&
+             path[shim.real_dir_len] == '/')
+        rest = path + shim.real_dir_len + 1;
+    if (!rest)
+        return -1;
+    char rel[4096];
+    size_t len;
+    if (!normalize(rest, rel, sizeof(rel), &len))
+        return -1;
+    return lookup_rel(rel, len);
+}
+
+int session_open_data(int object, int flags)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/data/%d", shim.session_dir, object);
+    /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
+    return real_open(path, (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY);
+}
+
+uint64_t session_object_size(int object) { return objects()[object].size; }
+
+static bool chunk_ready(uint32_t chunk)
+{
+    const uint64_t *bits = (const uint64_t *)((const char *)hdr + hdr->bits_offset);
+    return __atomic_load_n(&bits[chunk / 64], __ATOMIC_ACQUIRE) & (1ULL << (chunk % 64));
+}
+
+/* The owner holds an exclusive lock on the control file while it lives (a zombie or a
+ * reused pid cannot fool this); only a silent heartbeat makes us look. */
+static bool owner_gone(void)
+{
+    uint64_t beat = __atomic_load_n(&hdr->heartbeat_ms, __ATOMIC_RELAXED);
+    if (mono_ms() <= beat + OWNER_SILENCE_MS)
+        return false;
+    char path[300];
+    snprintf(path, sizeof(path), "%s/control", shim.session_dir);
+    int fd = real_open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    bool gone = flock(fd, LOCK_SH | LOCK_NB) == 0;
+    real_close(fd);
+    return gone;
+}
+
+int session_wait(int object, uint64_t offset, uint64_t length)
+{
+    ossc_session_object *o = &objects()[object];
+    if (__atomic_load_n(&o->chunks_ready, __ATOMIC_ACQUIRE) == o->n_chunks)
+        return 0; /* the common case once loading is done */
+    if (length == 0 || offset >= o->size)
+        return 0;
+    uint64_t end = offset + length > o->size ? o->size : offset + length;
+    uint32_t first = o->first_chunk + (uint32_t)(offset / hdr->chunk_size);
+    uint32_t last = o->first_chunk + (uint32_t)((end - 1) / hdr->chunk_size);
+    uint64_t start = mono_ms(), deadline = start + hdr->read_timeout_ms;
+    uint32_t asked = UINT32_MAX;
+    for (;;) {
+        uint32_t seen = __atomic_load_n(&hdr->progress, __ATOMIC_ACQUIRE);
+        while (first <= last && chunk_ready(first))
+            first++;
+        if (first > last)
+            return 0;
+        int error = __atomic_load_n(&o->error, __ATOMIC_ACQUIRE);
+        const char *why = error ? "it could not be fetched"
+                          : hdr->state == OSSC_SESSION_FAILED ? "the prefetch was stopped"
+                          : owner_gone() ? "the owner process died"
+                          : mono_ms() >= deadline ? "the read timeout passed" : NULL;
+        if (why) {
+            shim_log("ERROR", "%s/%s: bytes %llu-%llu are not here and %s: EIO", shim.model_dir,
+                     name_of(o), (unsigned long long)offset, (unsigned long long)end - 1, why);
+            return error ? error : EIO;
+        }
+        if (asked != first) { /* move what this reader needs to the front */
+            asked = first;
+            __atomic_store_n(&hdr->wanted_chunk, first, __ATOMIC_RELEASE);
+            __atomic_fetch_add(&hdr->wanted, 1, __ATOMIC_RELEASE);
+            syscall(SYS_futex, &hdr->wanted, FUTEX_WAKE, 1, NULL, NULL, 0);
+        }
+        struct timespec ts = {0, POLL_MS * 1000000L};
+        syscall(SYS_futex, &hdr->progress, FUTEX_WAIT, seen, &ts, NULL, 0);
+    }
+}

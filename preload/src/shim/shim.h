@@ -1,0 +1,59 @@
+/* shim.h: what the files of libossc_preload.so share. libc only. */
+#ifndef OSSC_SHIM_H
+#define OSSC_SHIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "session_layout.h"
+
+#define SHIM_API __attribute__((visibility("default")))
+
+/* ---- real functions (real.c), one pointer per line of hooks.def ---- */
+#define HOOK(ret, name, params) extern ret(*real_##name) params;
+#include "hooks.def"
+#undef HOOK
+void real_resolve(void);
+
+/* ---- configuration and state (init.c) ---- */
+typedef struct shim_config {
+    bool enabled;                 /* MODEL_DIR set and OSSC_DISABLE unset */
+    char model_dir[OSSC_MODEL_DIR_MAX]; /* as given, normalized */
+    size_t model_dir_len;
+    char real_dir[OSSC_MODEL_DIR_MAX];  /* its real path, if different */
+    size_t real_dir_len;
+    char session_dir[256];
+} shim_config;
+
+extern shim_config shim;
+extern volatile int shim_ready; /* 0 before init, 1 during, 2 after */
+void shim_init(void);
+
+/* ---- logging (init.c): one write(2) per line, no stdio, no malloc ---- */
+void shim_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- the session (session.c) ---- */
+/* The object index of a path below MODEL_DIR, -1 if it is not a large object of the
+ * session. path must be absolute. */
+int session_lookup(const char *path);
+/* Opens the data file of an object like open(2) with flags. */
+int session_open_data(int object, int flags);
+/* Waits until [offset, offset+length) of object is present. 0, or an errno. */
+int session_wait(int object, uint64_t offset, uint64_t length);
+uint64_t session_object_size(int object);
+/* In a forked child: a lock another thread held at fork is free again. */
+void session_atfork_child(void);
+
+/* ---- fd table (fdtable.c): which fds are data files of which object ---- */
+#define FD_TABLE_SIZE 65536
+void fd_track(int fd, int object);
+int fd_object(int fd); /* -1 if not ours */
+void fd_untrack(int fd);
+void fd_untrack_range(unsigned int first, unsigned int last);
+void fd_reset(void);
+
+#endif

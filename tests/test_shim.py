@@ -1,0 +1,282 @@
+"""The preload shim: unmodified programs read MODEL_DIR while it streams from a real store.
+
+Each test starts an owner process (ENABLE_CONNECTOR=1 with the shim preloaded) that runs a
+small script or program; results must equal what the same code gets from a local copy."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ossc.native import preload_library, session_dir
+
+PREFIX = "shim-model/"
+CHUNK = "1MiB"
+
+
+def pattern(n: int, seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+@pytest.fixture(scope="module")
+def model(store, bucket, tmp_path_factory):
+    """A local copy and the same files in the store: safetensors shards with an index, a
+    large binary, small configs, a nested directory."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch = pytest.importorskip("torch")
+    local = tmp_path_factory.mktemp("local-model")
+    weight_map = {}
+    for shard in (1, 2):
+        gen = torch.Generator().manual_seed(shard)
+        tensors = {f"layer{shard}.{name}": torch.randn(512, 1024, generator=gen)
+                   for name in ("q", "k", "v")}
+        name = f"model-0000{shard}-of-00002.safetensors"
+        safetensors_torch.save_file(tensors, str(local / name))
+        weight_map.update({t: name for t in tensors})
+    (local / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (local / "config.json").write_text('{"model_type": "test"}')
+    (local / "weights.bin").write_bytes(pattern(9 << 20, 7))
+    (local / "sub").mkdir()
+    (local / "sub" / "extra.bin").write_bytes(pattern(5 << 20, 8))
+    s3 = store.s3()
+    for path in local.rglob("*"):
+        if path.is_file():
+            s3.put_object(Bucket=bucket, Key=PREFIX + str(path.relative_to(local)),
+                          Body=path.read_bytes())
+    return local
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    path = tmp_path / "model"
+    yield path
+    shutil.rmtree(session_dir(str(path)), ignore_errors=True)
+
+
+def shim_env(store, bucket, model_dir, endpoint=None, **extra):
+    env = dict(os.environ, **store.env(), OSSC_CONFIG="", MODEL_DIR=str(model_dir),
+               OSS_PATH=f"s3://{bucket}/{PREFIX}", ENABLE_CONNECTOR="1",
+               LD_PRELOAD=str(preload_library()), OSSC_CHUNK_SIZE=CHUNK,
+               OSSC_SMALL_FILE_SIZE="64KiB", OSSC_LOG_LEVEL="warn")
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_owner(env, code, timeout=120):
+    """Runs a Python script as the owner; returns its JSON result."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def digest_tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".ossc")}
+
+
+READ_EVERYTHING = """
+import hashlib, json, mmap, os, sys
+root = sys.argv[1] if len(sys.argv) > 1 else os.environ["MODEL_DIR"]
+out = {}
+for dirpath, _, files in os.walk(root):
+    for f in files:
+        if f.startswith(".ossc"):
+            continue
+        p = os.path.join(dirpath, f)
+        rel = os.path.relpath(p, root)
+        with open(p, "rb") as fh:
+            via_read = hashlib.sha256(fh.read()).hexdigest()
+        fd = os.open(p, os.O_RDONLY)
+        size = os.fstat(fd).st_size
+        via_pread = hashlib.sha256(os.pread(fd, size + 1, 0)).hexdigest()
+        via_mmap = hashlib.sha256(mmap.mmap(fd, 0, prot=mmap.PROT_READ)).hexdigest() if size else via_read
+        os.close(fd)
+        assert via_read == via_pread == via_mmap, rel
+        out[rel] = via_read
+print(json.dumps(out))
+"""
+
+
+def test_python_read_pread_mmap_equal_local_copy(store, bucket, model, model_dir):
+    got = run_owner(shim_env(store, bucket, model_dir), READ_EVERYTHING)
+    assert got == digest_tree(model)
+
+
+def test_safetensors_and_torch_loaders(store, bucket, model, model_dir):
+    code = """
+    import json, os, torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    root = os.environ["MODEL_DIR"]
+    index = json.load(open(os.path.join(root, "model.safetensors.index.json")))
+    out = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        path = os.path.join(root, shard)
+        loaded = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                assert torch.equal(f.get_tensor(name), loaded[name])
+        out.update({k: v.double().sum().item() for k, v in loaded.items()})
+    print(json.dumps(out))
+    """
+    got = run_owner(shim_env(store, bucket, model_dir), code)
+    from safetensors.torch import load_file
+    want = {}
+    for shard in sorted(model.glob("*.safetensors")):
+        want.update({k: v.double().sum().item() for k, v in load_file(str(shard)).items()})
+    assert got == want
+
+
+def test_coreutils_see_the_model(store, bucket, model, model_dir, tmp_path):
+    copy = tmp_path / "copy"
+    script = f"""
+    import json, os, subprocess
+    root = os.environ["MODEL_DIR"]
+    def sh(cmd):
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+        return r.stdout
+    out = {{
+        "sha256sum": sh(f"cd {{root}} && sha256sum weights.bin sub/extra.bin"),
+        "cat": sh(f"cat {{root}}/weights.bin | sha256sum"),
+        "dd": sh(f"dd if={{root}}/sub/extra.bin bs=1M status=none | sha256sum"),
+        "tar": sh(f"tar -C {{root}} -cf - --exclude=.ossc-materialized . | tar -tf - | sort"),
+    }}
+    sh(f"cp -r {{root}} {copy}")
+    print(json.dumps(out))
+    """
+    got = run_owner(shim_env(store, bucket, model_dir), script)
+    w = hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
+    e = hashlib.sha256((model / "sub/extra.bin").read_bytes()).hexdigest()
+    assert got["sha256sum"].split() == [w, "weights.bin", e, "sub/extra.bin"]
+    assert got["cat"].split()[0] == w and got["dd"].split()[0] == e
+    assert "./model-00002-of-00002.safetensors" in got["tar"]
+    assert digest_tree(copy) == digest_tree(model)
+
+
+def test_reader_before_download_finishes_gets_the_bytes(store, bucket, model, model_dir, proxy):
+    # Every GET stalls a little: the reader starts long before the prefetch is done.
+    proxy.add_fault("stall", key="weights.bin", ranged_only=True, seconds=0.3, times=None)
+    code = """
+    import hashlib, json, os, time
+    root = os.environ["MODEL_DIR"]
+    t = time.monotonic()
+    with open(os.path.join(root, "weights.bin"), "rb") as f:
+        first = f.read(4096)
+        f.seek(-4096, 2)
+        last = f.read()
+    head_tail_s = time.monotonic() - t
+    data = open(os.path.join(root, "weights.bin"), "rb").read()
+    print(json.dumps({"first": first.hex(), "last": last.hex(), "head_tail_s": head_tail_s,
+                      "sha": hashlib.sha256(data).hexdigest()}))
+    """
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint,
+                   OSSC_PREFETCH_VCPUS=1, OSSC_PREFETCH_WORKERS=1)
+    got = run_owner(env, code)
+    data = (model / "weights.bin").read_bytes()
+    assert got["first"] == data[:4096].hex() and got["last"] == data[-4096:].hex()
+    assert got["sha"] == hashlib.sha256(data).hexdigest()
+    # The last chunk was asked for out of order: it came long before 9 stalled chunks would.
+    assert got["head_tail_s"] < 9 * 0.3
+
+
+def test_unfetchable_object_fails_with_eio(store, bucket, model, model_dir, proxy):
+    proxy.add_fault("status", key="sub/extra.bin", status=403, times=None)
+    code = """
+    import errno, json, os
+    root = os.environ["MODEL_DIR"]
+    ok = len(open(os.path.join(root, "weights.bin"), "rb").read())
+    try:
+        open(os.path.join(root, "sub/extra.bin"), "rb").read()
+        err = 0
+    except OSError as e:
+        err = e.errno
+    print(json.dumps({"ok": ok, "errno": err}))
+    """
+    got = run_owner(shim_env(store, bucket, model_dir, endpoint=proxy.endpoint), code)
+    assert got == {"ok": 9 << 20, "errno": 13}  # EACCES: the store refused it
+
+
+def test_owner_death_makes_readers_fail_not_hang(store, bucket, model, model_dir, proxy):
+    proxy.add_fault("stall", key="weights.bin", ranged_only=True, seconds=60, times=None)
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint)
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (model_dir / "weights.bin").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        reader_env = {k: v for k, v in env.items() if k != "ENABLE_CONNECTOR"}
+        reader = subprocess.Popen(
+            [sys.executable, "-c", "import os,sys\ntry:\n open(sys.argv[1],'rb').read()\n"
+             "except OSError as e:\n sys.exit(e.errno)", str(model_dir / "weights.bin")],
+            env=reader_env, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        os.killpg(owner.pid, signal.SIGKILL)
+        start = time.monotonic()
+        _, err = reader.communicate(timeout=30)
+        assert reader.returncode == 5  # EIO
+        assert time.monotonic() - start < 15
+        assert "owner process died" in err
+    finally:
+        if owner.poll() is None:
+            os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait()
+
+
+def test_files_outside_model_dir_are_untouched(store, bucket, model, model_dir, tmp_path):
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"outside" * 1000)
+    code = f"""
+    import json, os
+    data = open({str(other)!r}, "rb").read()
+    fd = os.open({str(other)!r}, os.O_RDWR)
+    os.pwrite(fd, b"X", 0)
+    os.close(fd)
+    print(json.dumps({{"n": len(data), "first": open({str(other)!r}, "rb").read(1).decode()}}))
+    """
+    assert run_owner(shim_env(store, bucket, model_dir), code) == {"n": 7000, "first": "X"}
+
+
+def test_disable_makes_the_shim_a_pass_through(store, bucket, model, model_dir):
+    env = shim_env(store, bucket, model_dir, OSSC_DISABLE=1)
+    r = subprocess.run([sys.executable, "-c", "print('ran')"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "ran\n"
+    assert not model_dir.exists() and not os.path.exists(session_dir(str(model_dir)))
+
+
+def test_non_empty_model_dir_is_refused_and_kept(store, bucket, model, model_dir):
+    model_dir.mkdir()
+    (model_dir / "precious.txt").write_text("mine")
+    r = subprocess.run([sys.executable, "-c", "print('must not run')"],
+                       env=shim_env(store, bucket, model_dir), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3 and "must not run" not in r.stdout
+    assert "not empty" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert [p.name for p in model_dir.iterdir()] == ["precious.txt"]
+
+
+def test_writes_to_model_files_are_refused(store, bucket, model, model_dir):
+    code = """
+    import json, os
+    try:
+        open(os.path.join(os.environ["MODEL_DIR"], "weights.bin"), "r+b")
+        err = 0
+    except OSError as e:
+        err = e.errno
+    print(json.dumps({"errno": err}))
+    """
+    assert run_owner(shim_env(store, bucket, model_dir), code) == {"errno": 30}  # EROFS
