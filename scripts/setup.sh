@@ -9,7 +9,11 @@ packages=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libex
 if [ "${1:-}" = test ]; then packages+=(clang); fi  # libFuzzer
 apt-get update -qq
 apt-get install -y -qq "${packages[@]}" >/dev/null
-# The extras never pull torch; tests that need one install the CPU wheel on disk explicitly.
 extras=""
 case "${1:-}" in demo) extras="[demo]" ;; test) extras="[test]" ;; esac
+if [ "${1:-}" = test ]; then
+    # The loaders the shim is tested with. torch first, pinned: the CPU wheel on disk; then
+    # nothing may pull another one.
+    python3 -m pip install -q torch==2.13.0
+fi
 python3 -m pip install -q "${root}${extras}"

@@ -15,11 +15,12 @@ cmake --build build-asan -j"$(nproc)" >/dev/null
 echo "== fuzzing the reply parsers"
 bash scripts/fuzz_listing.sh "${OSSC_FUZZ_SECONDS:-60}"
 
-echo "== engine tests against SeaweedFS with the sanitizer build"
+echo "== engine and shim tests against SeaweedFS with the sanitizer build"
 # Python itself is not instrumented: the runtimes must come first in the process.
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
 ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" \
-    python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_faults.py
+    python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_faults.py \
+    tests/test_shim.py
 
 echo "== the whole Python suite against the installed package"
 # From outside the tree, so `import ossc` is the installed package, not python/ossc.

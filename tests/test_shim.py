@@ -31,8 +31,9 @@ def pattern(n: int, seed: int) -> bytes:
 def model(store, bucket, tmp_path_factory):
     """A local copy and the same files in the store: safetensors shards with an index, a
     large binary, small configs, a nested directory."""
-    safetensors_torch = pytest.importorskip("safetensors.torch")
-    torch = pytest.importorskip("torch")
+    import safetensors.torch as safetensors_torch
+    import torch
+
     local = tmp_path_factory.mktemp("local-model")
     weight_map = {}
     for shard in (1, 2):
@@ -65,7 +66,10 @@ def model_dir(tmp_path):
 def shim_env(store, bucket, model_dir, endpoint=None, **extra):
     env = dict(os.environ, **store.env(), OSSC_CONFIG="", MODEL_DIR=str(model_dir),
                OSS_PATH=f"s3://{bucket}/{PREFIX}", ENABLE_CONNECTOR="1",
-               LD_PRELOAD=str(preload_library()), OSSC_CHUNK_SIZE=CHUNK,
+               # After whatever is preloaded already (a sanitizer runtime must come first).
+               LD_PRELOAD=" ".join(filter(None, [os.environ.get("LD_PRELOAD"),
+                                                 str(preload_library())])),
+               OSSC_CHUNK_SIZE=CHUNK,
                OSSC_SMALL_FILE_SIZE="64KiB", OSSC_LOG_LEVEL="warn")
     if endpoint:
         env["AWS_ENDPOINT_URL"] = endpoint

@@ -7,7 +7,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <stddef.h>
+
 #include "internal.h"
+#include "session_layout.h"
 
 static int failures, checks;
 
@@ -192,8 +195,44 @@ static void test_backoff(void)
     CHECK(http_classify_status(404, &code) == FAIL_PERMANENT && code == OSSC_E_NOT_FOUND);
 }
 
+/* The session layout is shared by processes built at different times: pin every offset. */
+static void test_session_layout(void)
+{
+    CHECK(offsetof(ossc_session_header, magic) == 0);
+    CHECK(offsetof(ossc_session_header, version) == 4);
+    CHECK(offsetof(ossc_session_header, header_size) == 6);
+    CHECK(offsetof(ossc_session_header, state) == 8);
+    CHECK(offsetof(ossc_session_header, owner_pid) == 12);
+    CHECK(offsetof(ossc_session_header, n_objects) == 16);
+    CHECK(offsetof(ossc_session_header, n_chunks) == 20);
+    CHECK(offsetof(ossc_session_header, chunk_size) == 24);
+    CHECK(offsetof(ossc_session_header, objects_offset) == 32);
+    CHECK(offsetof(ossc_session_header, bits_offset) == 40);
+    CHECK(offsetof(ossc_session_header, names_offset) == 48);
+    CHECK(offsetof(ossc_session_header, control_size) == 56);
+    CHECK(offsetof(ossc_session_header, progress) == 64);
+    CHECK(offsetof(ossc_session_header, read_timeout_ms) == 68);
+    CHECK(offsetof(ossc_session_header, heartbeat_ms) == 72);
+    CHECK(offsetof(ossc_session_header, wanted) == 80);
+    CHECK(offsetof(ossc_session_header, wanted_chunk) == 84);
+    CHECK(offsetof(ossc_session_header, log_level) == 88);
+    CHECK(offsetof(ossc_session_header, expire_time_sec) == 92);
+    CHECK(offsetof(ossc_session_header, model_dir) == 96);
+    CHECK(sizeof(ossc_session_header) == 96 + OSSC_MODEL_DIR_MAX);
+    CHECK(offsetof(ossc_session_object, size) == 0);
+    CHECK(offsetof(ossc_session_object, first_chunk) == 8);
+    CHECK(offsetof(ossc_session_object, n_chunks) == 12);
+    CHECK(offsetof(ossc_session_object, name_offset) == 16);
+    CHECK(offsetof(ossc_session_object, name_len) == 20);
+    CHECK(offsetof(ossc_session_object, error) == 24);
+    CHECK(offsetof(ossc_session_object, chunks_ready) == 28);
+    CHECK(sizeof(ossc_session_object) == 32);
+    CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 1);
+}
+
 int main(void)
 {
+    test_session_layout();
     test_crc64();
     test_encoding();
     test_urls();
