@@ -284,3 +284,49 @@ def test_writes_to_model_files_are_refused(store, bucket, model, model_dir):
     print(json.dumps({"errno": err}))
     """
     assert run_owner(shim_env(store, bucket, model_dir), code) == {"errno": 30}  # EROFS
+
+
+def test_four_processes_share_one_download(store, bucket, model, model_dir, proxy):
+    """The owner's children attach: the store serves each byte once, memory holds one copy."""
+    code = """
+    import hashlib, json, os, subprocess, sys
+    reader = ("import hashlib,os,sys\\nfrom safetensors.torch import load_file\\n"
+              "r=sys.argv[1]\\nh=hashlib.sha256(open(os.path.join(r,'weights.bin'),'rb').read())\\n"
+              "n=sum(len(load_file(os.path.join(r,f))) for f in sorted(os.listdir(r)) if f.endswith('.safetensors'))\\n"
+              "print(h.hexdigest(), n)")
+    procs = [subprocess.Popen([sys.executable, "-c", reader, os.environ["MODEL_DIR"]],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate()[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    print(json.dumps({"outs": outs}))
+    """
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint)
+    got = run_owner(env, code)
+    want = hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
+    assert got["outs"] == [[want, "6"]] * 4
+    for path in model.rglob("*"):
+        if path.is_file() and path.stat().st_size >= 64 << 10:
+            key = f"{bucket}/{PREFIX}{path.relative_to(model)}"
+            assert proxy.bytes_served(key) == path.stat().st_size, key
+    # One copy in memory: the session's data files, fully allocated, and nothing more.
+    data = Path(session_dir(str(model_dir))) / "data"
+    allocated = sum(p.stat().st_blocks * 512 for p in data.iterdir())
+    large = sum(p.stat().st_size for p in model.rglob("*")
+                if p.is_file() and p.stat().st_size >= 64 << 10)
+    assert large <= allocated < large + (1 << 20)
+
+
+def test_second_owner_attaches_instead_of_fetching(store, bucket, model, model_dir, proxy):
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint)
+    proxy.add_fault("stall", key="weights.bin", ranged_only=True, seconds=2, times=1)
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(session_dir(str(model_dir)) + "/control"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        got = run_owner(env, READ_EVERYTHING)
+    finally:
+        first.wait(timeout=30)
+    assert got == digest_tree(model)
+    assert proxy.bytes_served(f"{bucket}/{PREFIX}weights.bin") == 9 << 20
