@@ -218,7 +218,9 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_header, log_level) == 88);
     CHECK(offsetof(ossc_session_header, expire_time_sec) == 92);
     CHECK(offsetof(ossc_session_header, model_dir) == 96);
-    CHECK(sizeof(ossc_session_header) == 96 + OSSC_MODEL_DIR_MAX);
+    CHECK(offsetof(ossc_session_header, log_path) == 4192);
+    CHECK(offsetof(ossc_session_header, audit_path) == 5216);
+    CHECK(sizeof(ossc_session_header) == 6240);
     CHECK(offsetof(ossc_session_object, size) == 0);
     CHECK(offsetof(ossc_session_object, first_chunk) == 8);
     CHECK(offsetof(ossc_session_object, n_chunks) == 12);

@@ -46,7 +46,9 @@ typedef struct ossc_session_header {
     uint32_t log_level;         /*  88 */
     uint32_t expire_time_sec;   /*  92 */
     char model_dir[OSSC_MODEL_DIR_MAX]; /* 96 */
-} ossc_session_header;          /* 4192 */
+    char log_path[1024];        /* 4192 resolved logPath, "" for stderr */
+    char audit_path[1024];      /* 5216 resolved auditPath, "" for none */
+} ossc_session_header;          /* 6240 */
 
 typedef struct ossc_session_object {
     uint64_t size;              /*  0 */

@@ -359,6 +359,8 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     h->log_level = (uint32_t)s->client->s.log_level;
     h->expire_time_sec = (uint32_t)s->client->s.expire_time_sec;
     snprintf(h->model_dir, sizeof(h->model_dir), "%s", s->model_dir);
+    snprintf(h->log_path, sizeof(h->log_path), "%s", s->client->s.log_path);
+    snprintf(h->audit_path, sizeof(h->audit_path), "%s", s->client->s.audit_path);
 
     ossc_session_object *objs = objects_of(h);
     char *name_area = (char *)h + names_off;

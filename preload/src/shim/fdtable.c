@@ -6,11 +6,25 @@
 #include "shim.h"
 
 static _Atomic int table[FD_TABLE_SIZE]; /* object + 1; 0: not ours */
+static _Atomic uint32_t waited[FD_TABLE_SIZE]; /* ms this fd's calls spent waiting */
 
 void fd_track(int fd, int object)
 {
-    if (fd >= 0 && fd < FD_TABLE_SIZE)
+    if (fd >= 0 && fd < FD_TABLE_SIZE) {
+        atomic_store_explicit(&waited[fd], 0, memory_order_relaxed);
         atomic_store_explicit(&table[fd], object + 1, memory_order_release);
+    }
+}
+
+void fd_add_wait(int fd, uint32_t ms)
+{
+    if (ms && fd >= 0 && fd < FD_TABLE_SIZE)
+        atomic_fetch_add_explicit(&waited[fd], ms, memory_order_relaxed);
+}
+
+uint32_t fd_waited_ms(int fd)
+{
+    return fd >= 0 && fd < FD_TABLE_SIZE ? atomic_load(&waited[fd]) : 0;
 }
 
 int fd_object(int fd)

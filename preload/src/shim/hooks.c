@@ -72,7 +72,7 @@ static int open_object(int object, int flags)
     if (fd < 0)
         return -1;
     if (fd >= FD_TABLE_SIZE) { /* untrackable: hand it out only once it is whole */
-        int e = session_wait(object, 0, session_object_size(object));
+        int e = session_wait(object, 0, session_object_size(object), NULL);
         if (e) {
             real_close(fd);
             return fail(e);
@@ -89,7 +89,10 @@ static int wait_fd(int object, int fd, int64_t offset, uint64_t length)
         offset = lseek(fd, 0, SEEK_CUR);
     if (offset < 0)
         return 0; /* the real call will report the problem */
-    return session_wait(object, (uint64_t)offset, length);
+    uint32_t waited = 0;
+    int e = session_wait(object, (uint64_t)offset, length, &waited);
+    fd_add_wait(fd, waited);
+    return e;
 }
 
 static uint64_t iov_length(const struct iovec *iov, int n)
@@ -180,12 +183,17 @@ static FILE *fopen_object(int object, const char *mode)
     int fd = open_object(object, O_RDONLY | (strchr(mode, 'e') ? O_CLOEXEC : 0));
     if (fd < 0)
         return NULL;
-    int e = session_wait(object, 0, session_object_size(object));
+    uint32_t waited = 0;
+    int e = session_wait(object, 0, session_object_size(object), &waited);
+    /* fclose closes inside libc, past our close: forget the fd now (the object is whole, no
+     * read on it needs a wait), so a later file that gets its number is not taken for ours. */
+    fd_untrack(fd);
     FILE *f = e ? NULL : fdopen(fd, mode);
     if (!f) {
-        fd_untrack(fd);
         real_close(fd);
         errno = e ? e : errno;
+    } else {
+        session_audit(object, waited);
     }
     return f;
 }
@@ -211,7 +219,7 @@ static FILE *freopen_object(int object, const char *mode, FILE *stream,
         errno = EROFS;
         return NULL;
     }
-    int e = session_wait(object, 0, session_object_size(object));
+    int e = session_wait(object, 0, session_object_size(object), NULL);
     if (e) {
         errno = e;
         return NULL;
@@ -333,7 +341,7 @@ SHIM_API void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_
     ENSURE(mmap);
     if (!(flags & MAP_ANONYMOUS)) {
         int object = fd_object(fd);
-        int e = object >= 0 ? session_wait(object, (uint64_t)offset, length) : 0;
+        int e = object >= 0 ? wait_fd(object, fd, (int64_t)offset, length) : 0;
         if (e) {
             errno = e;
             return MAP_FAILED;
@@ -347,7 +355,7 @@ SHIM_API void *mmap64(void *addr, size_t length, int prot, int flags, int fd, of
     ENSURE(mmap64);
     if (!(flags & MAP_ANONYMOUS)) {
         int object = fd_object(fd);
-        int e = object >= 0 ? session_wait(object, (uint64_t)offset, length) : 0;
+        int e = object >= 0 ? wait_fd(object, fd, (int64_t)offset, length) : 0;
         if (e) {
             errno = e;
             return MAP_FAILED;
@@ -441,7 +449,11 @@ SHIM_API int fcntl64(int fd, int cmd, ...)
 SHIM_API int close(int fd)
 {
     ENSURE(close);
-    fd_untrack(fd);
+    int object = fd_object(fd);
+    if (object >= 0) {
+        session_audit(object, fd_waited_ms(fd));
+        fd_untrack(fd);
+    }
     return real_close(fd);
 }
 

@@ -200,7 +200,38 @@ static bool owner_gone(void)
     return gone;
 }
 
-int session_wait(int object, uint64_t offset, uint64_t length)
+static int wait_range(int object, uint64_t offset, uint64_t length);
+
+int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_ms)
+{
+    uint64_t start = mono_ms();
+    int e = wait_range(object, offset, length);
+    if (waited_ms)
+        *waited_ms += (uint32_t)(mono_ms() - start);
+    return e;
+}
+
+void session_audit(int object, uint32_t waited_ms)
+{
+    static int audit_fd = -2;
+    if (audit_fd == -2) /* opened once per process, on first use */
+        audit_fd = hdr->audit_path[0]
+                       ? real_open(hdr->audit_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
+                       : -1;
+    if (audit_fd < 0)
+        return;
+    const ossc_session_object *o = &objects()[object];
+    char line[OSSC_MODEL_DIR_MAX + 256];
+    int n = snprintf(line, sizeof(line), "%llu pid=%d path=%s/%s bytes=%llu waited_ms=%u\n",
+                     (unsigned long long)time(NULL), (int)getpid(), hdr->model_dir, name_of(o),
+                     (unsigned long long)o->size, waited_ms);
+    if (n > 0 && (size_t)n < sizeof(line)) {
+        ssize_t w = write(audit_fd, line, (size_t)n);
+        (void)w;
+    }
+}
+
+static int wait_range(int object, uint64_t offset, uint64_t length)
 {
     ossc_session_object *o = &objects()[object];
     if (__atomic_load_n(&o->chunks_ready, __ATOMIC_ACQUIRE) == o->n_chunks)

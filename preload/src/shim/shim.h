@@ -42,8 +42,11 @@ void shim_log(const char *level, const char *fmt, ...) __attribute__((format(pri
 int session_lookup(const char *path);
 /* Opens the data file of an object like open(2) with flags. */
 int session_open_data(int object, int flags);
-/* Waits until [offset, offset+length) of object is present. 0, or an errno. */
-int session_wait(int object, uint64_t offset, uint64_t length);
+/* Waits until [offset, offset+length) of object is present. 0, or an errno; *waited_ms
+ * (if given) grows by the time spent. */
+int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_ms);
+/* One audit line (auditPath) for a closed fd of an object. */
+void session_audit(int object, uint32_t waited_ms);
 uint64_t session_object_size(int object);
 /* In a forked child: a lock another thread held at fork is free again. */
 void session_atfork_child(void);
@@ -53,6 +56,8 @@ void session_atfork_child(void);
 void fd_track(int fd, int object);
 int fd_object(int fd); /* -1 if not ours */
 void fd_untrack(int fd);
+void fd_add_wait(int fd, uint32_t ms);
+uint32_t fd_waited_ms(int fd);
 void fd_untrack_range(unsigned int first, unsigned int last);
 void fd_reset(void);
 
