@@ -44,6 +44,9 @@ def model(store, bucket, tmp_path_factory):
         safetensors_torch.save_file(tensors, str(local / name))
         weight_map.update({t: name for t in tensors})
     (local / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    gen = torch.Generator().manual_seed(3)
+    torch.save({"emb": torch.randn(1024, 512, generator=gen), "bias": torch.arange(100)},
+               str(local / "pytorch_model.bin"))
     (local / "config.json").write_text('{"model_type": "test"}')
     (local / "weights.bin").write_bytes(pattern(9 << 20, 7))
     (local / "sub").mkdir()
@@ -147,6 +150,20 @@ def test_safetensors_and_torch_loaders(store, bucket, model, model_dir):
     for shard in sorted(model.glob("*.safetensors")):
         want.update({k: v.double().sum().item() for k, v in load_file(str(shard)).items()})
     assert got == want
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_torch_load_bin(store, bucket, model, model_dir, mmap):
+    code = f"""
+    import json, os, torch
+    sd = torch.load(os.path.join(os.environ["MODEL_DIR"], "pytorch_model.bin"), mmap={mmap},
+                    weights_only=True)
+    print(json.dumps({{k: v.double().sum().item() for k, v in sd.items()}}))
+    """
+    import torch
+    want = torch.load(str(model / "pytorch_model.bin"), weights_only=True)
+    got = run_owner(shim_env(store, bucket, model_dir), code)
+    assert got == {k: v.double().sum().item() for k, v in want.items()}
 
 
 def test_coreutils_see_the_model(store, bucket, model, model_dir, tmp_path):

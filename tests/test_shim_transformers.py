@@ -1,0 +1,68 @@
+"""transformers and peft load a tiny Llama, its tokenizer and a LoRA adapter through the shim
+exactly as from a local copy."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import tiny_llama
+from ossc.native import preload_library, session_dir
+
+PREFIX = "tiny-llama/"
+
+LOAD = textwrap.dedent("""
+    import json, os, sys, torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    root = sys.argv[1]
+    tok = AutoTokenizer.from_pretrained(root)
+    ids = tok("Object storage keeps models", return_tensors="pt").input_ids
+    base = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32)
+    with torch.no_grad():
+        plain = base(ids).logits
+        lora = PeftModel.from_pretrained(base, os.path.join(root, "loras", "a"))(ids).logits
+    print(json.dumps({"ids": ids.tolist(), "plain": plain.double().sum().item(),
+                      "lora": lora.double().sum().item(),
+                      "argmax": plain.argmax(-1).tolist()}))
+""")
+
+
+@pytest.fixture(scope="module")
+def tiny(store, bucket, tmp_path_factory):
+    local = tmp_path_factory.mktemp("tiny")
+    tiny_llama.build(local)
+    s3 = store.s3()
+    for p in local.rglob("*"):
+        if p.is_file():
+            s3.put_object(Bucket=bucket, Key=PREFIX + str(p.relative_to(local)),
+                          Body=p.read_bytes())
+    return local
+
+
+def run(cmd, env):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_transformers_and_peft_match_local_copy(store, bucket, tiny, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    want = run([sys.executable, "-c", LOAD, str(tiny)], env)
+    model_dir = tmp_path / "model"
+    shim = dict(env, **store.env(), OSSC_CONFIG="", MODEL_DIR=str(model_dir),
+                OSS_PATH=f"s3://{bucket}/{PREFIX}", ENABLE_CONNECTOR="1",
+                LD_PRELOAD=" ".join(filter(None, [os.environ.get("LD_PRELOAD"),
+                                                  str(preload_library())])),
+                # Shards and the adapter weights stream through the shim; configs are small.
+                OSSC_SMALL_FILE_SIZE="20KiB", OSSC_CHUNK_SIZE="64KiB", OSSC_LOG_LEVEL="warn")
+    try:
+        got = run([sys.executable, "-c", LOAD, str(model_dir)], shim)
+        served = [p for p in (model_dir).rglob("*.safetensors")]
+        assert len(served) >= 3
+    finally:
+        subprocess.run(["rm", "-rf", session_dir(str(model_dir))])
+    assert got == want
