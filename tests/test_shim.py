@@ -51,11 +51,7 @@ def model(store, bucket, tmp_path_factory):
     (local / "weights.bin").write_bytes(pattern(9 << 20, 7))
     (local / "sub").mkdir()
     (local / "sub" / "extra.bin").write_bytes(pattern(5 << 20, 8))
-    s3 = store.s3()
-    for path in local.rglob("*"):
-        if path.is_file():
-            s3.put_object(Bucket=bucket, Key=PREFIX + str(path.relative_to(local)),
-                          Body=path.read_bytes())
+    store.upload_dir(bucket, PREFIX, str(local))
     return local
 
 

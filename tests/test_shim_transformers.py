@@ -35,11 +35,7 @@ LOAD = textwrap.dedent("""
 def tiny(store, bucket, tmp_path_factory):
     local = tmp_path_factory.mktemp("tiny")
     tiny_llama.build(local)
-    s3 = store.s3()
-    for p in local.rglob("*"):
-        if p.is_file():
-            s3.put_object(Bucket=bucket, Key=PREFIX + str(p.relative_to(local)),
-                          Body=p.read_bytes())
+    store.upload_dir(bucket, PREFIX, str(local))
     return local
 
 
@@ -61,8 +57,7 @@ def test_transformers_and_peft_match_local_copy(store, bucket, tiny, tmp_path):
                 OSSC_SMALL_FILE_SIZE="20KiB", OSSC_CHUNK_SIZE="64KiB", OSSC_LOG_LEVEL="warn")
     try:
         got = run([sys.executable, "-c", LOAD, str(model_dir)], shim)
-        served = [p for p in (model_dir).rglob("*.safetensors")]
-        assert len(served) >= 3
+        assert len(list(model_dir.rglob("*.safetensors"))) >= 3
     finally:
         subprocess.run(["rm", "-rf", session_dir(str(model_dir))])
     assert got == want
