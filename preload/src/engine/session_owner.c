@@ -151,10 +151,13 @@ static void order_by_index(ossc_session *s, size_t *order, size_t n)
     FILE *f = fopen(path, "re");
     if (!f)
         return;
-    static char buf[4 << 20];
-    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    size_t cap = 16 << 20, len = 0;
+    char *buf = malloc(cap);
+    if (buf)
+        len = fread(buf, 1, cap, f);
     fclose(f);
-    cJSON *root = cJSON_ParseWithLength(buf, len);
+    cJSON *root = buf ? cJSON_ParseWithLength(buf, len) : NULL;
+    free(buf);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     size_t placed = 0;
     for (const cJSON *e = map ? map->child : NULL; e; e = e->next) {

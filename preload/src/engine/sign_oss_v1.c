@@ -100,7 +100,8 @@ int sign_oss_v1(const sign_input *in, request *r, strbuf *auth)
         sb_free(&sts);
         return OSSC_E_NOMEM;
     }
-    LOGD("oss v1 string to sign: %s", sts.data);
+    if (!*in->creds->security_token) /* else it holds the token */
+        LOGD("oss v1 string to sign: %s", sts.data);
 
     unsigned char mac[20];
     const char *secret = in->creds->access_key_secret;

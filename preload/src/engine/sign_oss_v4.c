@@ -78,8 +78,7 @@ int sign_oss_v4(const sign_input *in, request *r, strbuf *auth)
         rc = OSSC_E_NOMEM;
         goto out;
     }
-    LOGD("oss v4 canonical request: %s", creq.data);
-    LOGD("oss v4 string to sign: %s", sts.data);
+    LOGD("oss v4 string to sign: %s", sts.data); /* the canonical request holds the token */
 
     strbuf k0;
     sb_init(&k0);

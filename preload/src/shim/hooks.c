@@ -469,102 +469,104 @@ SHIM_API int close_range(unsigned int first, unsigned int last, int flags)
 /* ---- stat: a path of ours describes its data file, so that stat(path) and fstat(fd) agree
  * (cp checks that the file it opened is the one it stat'ed) ---- */
 
-#define STAT_BODY(name, dirfd, path, call_with)                         \
-    ENSURE(name);                                                       \
-    int object = object_at(dirfd, path);                                \
-    if (object < 0)                                                     \
-        return call_with(path);                                         \
-    char data_[300];                                                    \
-    snprintf(data_, sizeof(data_), "%s/data/%d", shim.session_dir, object); \
-    return call_with(data_)
+#define DATA_PATH_MAX 300
 
-SHIM_API int stat(const char *path, struct stat *buf)
+static const char *stat_target(int dirfd, const char *path, char *buf)
 {
-#define CALL(p) real_stat(p, buf)
-    STAT_BODY(stat, AT_FDCWD, path, CALL);
-#undef CALL
+    int object = object_at(dirfd, path);
+    if (object < 0)
+        return path;
+    snprintf(buf, DATA_PATH_MAX, "%s/data/%d", shim.session_dir, object);
+    return buf;
 }
 
-SHIM_API int stat64(const char *path, struct stat64 *buf)
+SHIM_API int stat(const char *path, struct stat *st)
 {
-#define CALL(p) real_stat64(p, buf)
-    STAT_BODY(stat64, AT_FDCWD, path, CALL);
-#undef CALL
+    ENSURE(stat);
+    char buf[DATA_PATH_MAX];
+    return real_stat(stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int lstat(const char *path, struct stat *buf)
+SHIM_API int stat64(const char *path, struct stat64 *st)
 {
-#define CALL(p) real_lstat(p, buf)
-    STAT_BODY(lstat, AT_FDCWD, path, CALL);
-#undef CALL
+    ENSURE(stat64);
+    char buf[DATA_PATH_MAX];
+    return real_stat64(stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int lstat64(const char *path, struct stat64 *buf)
+SHIM_API int lstat(const char *path, struct stat *st)
 {
-#define CALL(p) real_lstat64(p, buf)
-    STAT_BODY(lstat64, AT_FDCWD, path, CALL);
-#undef CALL
+    ENSURE(lstat);
+    char buf[DATA_PATH_MAX];
+    return real_lstat(stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int fstatat(int dirfd, const char *path, struct stat *buf, int flags)
+SHIM_API int lstat64(const char *path, struct stat64 *st)
 {
-#define CALL(p) real_fstatat(dirfd, p, buf, flags)
-    STAT_BODY(fstatat, dirfd, path, CALL);
-#undef CALL
+    ENSURE(lstat64);
+    char buf[DATA_PATH_MAX];
+    return real_lstat64(stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags)
+SHIM_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 {
-#define CALL(p) real_fstatat64(dirfd, p, buf, flags)
-    STAT_BODY(fstatat64, dirfd, path, CALL);
-#undef CALL
+    ENSURE(fstatat);
+    char buf[DATA_PATH_MAX];
+    return real_fstatat(dirfd, stat_target(dirfd, path, buf), st, flags);
 }
 
-SHIM_API int __xstat(int ver, const char *path, struct stat *buf)
+SHIM_API int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
 {
-#define CALL(p) real___xstat(ver, p, buf)
-    STAT_BODY(__xstat, AT_FDCWD, path, CALL);
-#undef CALL
+    ENSURE(fstatat64);
+    char buf[DATA_PATH_MAX];
+    return real_fstatat64(dirfd, stat_target(dirfd, path, buf), st, flags);
 }
 
-SHIM_API int __xstat64(int ver, const char *path, struct stat64 *buf)
+SHIM_API int __xstat(int ver, const char *path, struct stat *st)
 {
-#define CALL(p) real___xstat64(ver, p, buf)
-    STAT_BODY(__xstat64, AT_FDCWD, path, CALL);
-#undef CALL
+    ENSURE(__xstat);
+    char buf[DATA_PATH_MAX];
+    return real___xstat(ver, stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int __lxstat(int ver, const char *path, struct stat *buf)
+SHIM_API int __xstat64(int ver, const char *path, struct stat64 *st)
 {
-#define CALL(p) real___lxstat(ver, p, buf)
-    STAT_BODY(__lxstat, AT_FDCWD, path, CALL);
-#undef CALL
+    ENSURE(__xstat64);
+    char buf[DATA_PATH_MAX];
+    return real___xstat64(ver, stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int __lxstat64(int ver, const char *path, struct stat64 *buf)
+SHIM_API int __lxstat(int ver, const char *path, struct stat *st)
 {
-#define CALL(p) real___lxstat64(ver, p, buf)
-    STAT_BODY(__lxstat64, AT_FDCWD, path, CALL);
-#undef CALL
+    ENSURE(__lxstat);
+    char buf[DATA_PATH_MAX];
+    return real___lxstat(ver, stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int __fxstatat(int ver, int dirfd, const char *path, struct stat *buf, int flags)
+SHIM_API int __lxstat64(int ver, const char *path, struct stat64 *st)
 {
-#define CALL(p) real___fxstatat(ver, dirfd, p, buf, flags)
-    STAT_BODY(__fxstatat, dirfd, path, CALL);
-#undef CALL
+    ENSURE(__lxstat64);
+    char buf[DATA_PATH_MAX];
+    return real___lxstat64(ver, stat_target(AT_FDCWD, path, buf), st);
 }
 
-SHIM_API int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *buf, int flags)
+SHIM_API int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags)
 {
-#define CALL(p) real___fxstatat64(ver, dirfd, p, buf, flags)
-    STAT_BODY(__fxstatat64, dirfd, path, CALL);
-#undef CALL
+    ENSURE(__fxstatat);
+    char buf[DATA_PATH_MAX];
+    return real___fxstatat(ver, dirfd, stat_target(dirfd, path, buf), st, flags);
 }
 
-SHIM_API int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
+SHIM_API int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags)
 {
-#define CALL(p) real_statx(dirfd, p, flags, mask, buf)
-    STAT_BODY(statx, dirfd, path, CALL);
-#undef CALL
+    ENSURE(__fxstatat64);
+    char buf[DATA_PATH_MAX];
+    return real___fxstatat64(ver, dirfd, stat_target(dirfd, path, buf), st, flags);
+}
+
+SHIM_API int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *st)
+{
+    ENSURE(statx);
+    char buf[DATA_PATH_MAX];
+    return real_statx(dirfd, stat_target(dirfd, path, buf), flags, mask, st);
 }
