@@ -214,3 +214,11 @@ def test_keys_that_escape_the_target_are_refused():
     for bad in ("p/../x", "p//x", "p/./x", "p/a/../../x"):
         with pytest.raises(UserError):
             _relative_path(bad, "p/")
+
+
+def test_debug_log_shows_no_secret_or_token(bucket, env):
+    e = dict(env, AWS_SESSION_TOKEN="sts-token-must-not-leak")
+    r = run_cli(e, "ls", f"s3://{bucket}/", "-vv", "--retries", "0")
+    assert "string to sign" in r.stderr  # the debug log is on
+    assert "sts-token-must-not-leak" not in r.stderr
+    assert env["AWS_SECRET_ACCESS_KEY"] not in r.stderr
