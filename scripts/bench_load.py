@@ -6,34 +6,46 @@ Contenders (each a fresh process, timed from spawn to exit, `import torch` inclu
   local      the model already on /dev/shm (the floor: no transfer at all)
   shim       env-var mode: the shim preloaded with ENABLE_CONNECTOR=1, so the owner starts the
              prefetch at t=0 and the same process loads from MODEL_DIR at once
+             (goal: within 1.1x of curl-shm)
   shim-x4    sharing: the owner process starts 4 loaders at once, which attach to its session
              (goal: within 1.2x of one loader, one download, one copy in memory)
   s5cmd      `s5cmd cp` to /dev/shm, then the same load
-Each loader sums every tensor, so every byte is really read; sums are compared with local.
+  runai      Run:ai Model Streamer, default settings: every shard streamed from s3:// into CPU
+             tensors in one process, which sums them as the other loaders do
+  curl-shm   the transfer ceiling of bench_fetch.py: 16 concurrent `curl --aws-sigv4 -r` of
+             64 MiB ranges into /dev/shm, the whole model, no load (verified by sha256 instead)
+Each loader sums every tensor, so every byte is really read; the sums must equal those of an
+untimed load of the local copy. Before that, one untimed curl pass warms the store. Ratios are
+medians of same-round ratios; CPU-s is user+sys of the contender's processes (wait4 rusage).
 
-Usage: python3 scripts/bench_load.py [--size-gib 4] [--rounds 3]
+Usage: python3 scripts/bench_load.py [--size-gib 4] [--rounds 3] [--tools shim,curl-shm]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shlex
 import shutil
-import statistics
-import subprocess
+import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "python"))
+from bench_fetch import (  # noqa: E402
+    Bench, Run, Store, _cleanup_children, _f, _on_sigterm, med, parse_worker, run_child,
+    settle, tail)
 from synth_model import ensure_model  # noqa: E402
 
 from ossc.localstore import LocalStore  # noqa: E402
 from ossc.native import preload_library, session_dir  # noqa: E402
+
+ALL_TOOLS = ["local", "shim", "shim-x4", "s5cmd", "runai", "curl-shm"]
+RUNAI_ENV = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}  # SeaweedFS: path-style URLs
+TARGETS = [("shim", "curl-shm", 1.1), ("shim-x4", "shim", 1.2)]  # (tool, reference, at most)
 
 FOUR = """
 import subprocess, sys
@@ -56,78 +68,179 @@ for shard in shards:
 print(json.dumps(sums))
 """
 
+RUNAI_LOADER = """
+import json, sys, torch
+from runai_model_streamer import SafetensorsStreamer, list_safetensors
+sums = {}
+with SafetensorsStreamer() as s:
+    s.stream_files(sorted(list_safetensors(sys.argv[1])))
+    for name, t in s.get_tensors():  # CPU tensors in the streamer's buffer: summed at once
+        sums[name] = t.float().sum().item()
+print(json.dumps(sums))
+"""
 
-def timed(cmd, env) -> tuple[float, dict]:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"{cmd[:3]} failed: {r.stderr[-800:]}")
-    return wall, json.loads(r.stdout.strip().splitlines()[-1])
+
+def tool_list(arg: str) -> list[str]:
+    tools = [t.strip() for t in arg.split(",") if t.strip()]
+    if not tools or not set(tools) <= set(ALL_TOOLS):
+        raise argparse.ArgumentTypeError(f"a comma-separated subset of {','.join(ALL_TOOLS)}")
+    return tools
 
 
-def main() -> int:
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-gib", type=float, default=4.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=lambda n: max(1, int(n)), default=3, help="at least 1")
     ap.add_argument("--model-dir", default="/var/tmp/ossc-bench/model")
-    a = ap.parse_args()
-    model, _ = ensure_model(Path(a.model_dir), a.size_gib)
-    local = Path("/dev/shm/ossc-load-local")
-    s5 = Path("/dev/shm/ossc-load-s5cmd")
-    mdir = Path("/dev/shm/ossc-load-model")  # MODEL_DIR: on tmpfs, as a container would have it
-    store_dir = tempfile.mkdtemp(prefix="ossc-load-store-")
-    bucket, prefix = "ossc-load", "model/"
-    py = sys.executable
-    results: dict[str, list[float]] = {"local": [], "shim": [], "shim-x4": [], "s5cmd": []}
-    try:
-        shutil.copytree(model, local, dirs_exist_ok=True)
-        with LocalStore(store_dir) as store:
-            store.create_bucket(bucket)
-            store.upload_dir(bucket, prefix, str(model))
-            env = dict(os.environ, **store.env(), OSSC_CONFIG="")
-            # An untimed pass, so no contender pays for the store's first reads after upload.
-            subprocess.run(["s5cmd", "--endpoint-url", store.endpoint, "cp",
-                            f"s3://{bucket}/{prefix}*", f"{s5}/"], env=env, check=True,
-                           capture_output=True)
-            want = None
-            for r in range(a.rounds):
-                order = list(results)
-                order = order[r % len(order):] + order[:r % len(order)]
-                for tool in order:
-                    shutil.rmtree(s5, ignore_errors=True)
-                    shutil.rmtree(mdir, ignore_errors=True)
-                    shutil.rmtree(session_dir(str(mdir)) if mdir.exists() else
-                                  "/nonexistent", ignore_errors=True)
-                    if tool == "local":
-                        wall, sums = timed([py, "-c", LOADER, str(local)], env)
-                    elif tool.startswith("shim"):
-                        e = dict(env, LD_PRELOAD=str(preload_library()), ENABLE_CONNECTOR="1",
-                                 OSS_PATH=f"s3://{bucket}/{prefix}", MODEL_DIR=str(mdir))
-                        cmd = [py, "-c", LOADER, str(mdir)] if tool == "shim" else \
-                            [py, "-c", FOUR, LOADER, str(mdir)]
-                        wall, sums = timed(cmd, e)
-                        shutil.rmtree(session_dir(str(mdir)), ignore_errors=True)
-                    else:
-                        script = (f"s5cmd --endpoint-url {store.endpoint} cp "
-                                  f"'s3://{bucket}/{prefix}*' {s5}/ >/dev/null && "
-                                  f"{py} -c '{LOADER}' {s5}")
-                        wall, sums = timed(["sh", "-c", script], env)
-                    want = want or sums
-                    assert sums == want, f"{tool} loaded different tensors"
-                    results[tool].append(wall)
-                    print(f"round {r + 1}/{a.rounds} {tool:<8} {wall:6.2f} s", flush=True)
-    finally:
-        for d in (local, s5, mdir):
+    ap.add_argument("--tools", type=tool_list, default=ALL_TOOLS,
+                    help=f"contenders to run, from {','.join(ALL_TOOLS)} (default: all)")
+    return ap.parse_args(argv)
+
+
+class Loads:
+    """The contenders; each returns a Run whose wall is spawn-to-exit of its processes."""
+
+    LOCAL = Path("/dev/shm/ossc-load-local")
+    S5 = Path("/dev/shm/ossc-load-s5cmd")
+    MDIR = Path("/dev/shm/ossc-load-model")  # MODEL_DIR: on tmpfs, as a container would have it
+
+    def __init__(self, st: Store, man: dict):
+        self.st = st
+        self.env = {**os.environ, **st.env(), "OSSC_CONFIG": ""}
+        self.url = f"s3://{st.bucket}/{st.prefix}/"
+        # bench_fetch's runner, for its curl ceiling (and its sha256 check of what curl wrote)
+        self.fetch = Bench(argparse.Namespace(ossc_cmd=None, verify="first"), st, man)
+        self.want: dict | None = None  # tensor sums of the local copy
+
+    @classmethod
+    def clean(cls) -> None:
+        for d in (cls.S5, cls.MDIR, Path(session_dir(str(cls.MDIR)))):
             shutil.rmtree(d, ignore_errors=True)
-        shutil.rmtree(session_dir(str(mdir)), ignore_errors=True)
+
+    def _load(self, tool, rnd, cmd, env) -> tuple[Run, dict]:
+        p = run_child(cmd, env)
+        sums = parse_worker(p)  # the last JSON line: {tensor: sum}
+        r = Run(tool, rnd, p.rc == 0 and bool(sums), p.wall, 0, p.cpu)
+        if not r.ok:
+            r.note = f"exit {p.rc}: {tail(p.out)}"
+        elif self.want is not None and sums != self.want:
+            bad = sorted(k for k in self.want.keys() | sums.keys()
+                         if sums.get(k) != self.want.get(k))
+            r.ok = False
+            r.verified = f"FAIL: {len(bad)} tensor sums differ from local, e.g. {bad[:3]}"
+        else:
+            r.verified = f"ok ({len(sums)} tensor sums)"
+        return r, sums
+
+    def reference(self) -> Run:
+        """Untimed: the sums every loader must reproduce (and torch in the page cache)."""
+        r, self.want = self._load("reference", -1, *self.c_local())
+        if not r.ok:
+            raise SystemExit(f"local reference load failed: {r.note}")
+        return r
+
+    def measure(self, tool: str, rnd: int) -> Run:
+        if tool == "curl-shm":
+            return self.fetch.measure(tool, rnd, "first")  # settles, times, verifies, cleans
+        self.clean()
+        settle()
+        try:
+            return self._load(tool, rnd, *getattr(self, "c_" + tool.replace("-", "_"))())[0]
+        finally:
+            self.clean()
+
+    def c_local(self):
+        return [sys.executable, "-c", LOADER, str(self.LOCAL)], self.env
+
+    def _shim_env(self):
+        return dict(self.env, LD_PRELOAD=str(preload_library()), ENABLE_CONNECTOR="1",
+                    OSS_PATH=self.url, MODEL_DIR=str(self.MDIR))
+
+    def c_shim(self):
+        return [sys.executable, "-c", LOADER, str(self.MDIR)], self._shim_env()
+
+    def c_shim_x4(self):
+        return [sys.executable, "-c", FOUR, LOADER, str(self.MDIR)], self._shim_env()
+
+    def c_s5cmd(self):
+        script = (shlex.join(["s5cmd", "--endpoint-url", self.st.endpoint, "cp", self.url + "*",
+                              f"{self.S5}/"]) + " >/dev/null && "
+                  + shlex.join([sys.executable, "-c", LOADER, str(self.S5)]))
+        return ["sh", "-c", script], self.env
+
+    def c_runai(self):
+        return [sys.executable, "-c", RUNAI_LOADER, self.url], {**self.env, **RUNAI_ENV}
+
+
+def same_round_ratio(runs: list[Run], tool: str, ref: str) -> float:
+    wall = {(r.tool, r.round): r.wall for r in runs if r.ok}
+    return med([w / wall[ref, n] for (t, n), w in wall.items() if t == tool and (ref, n) in wall])
+
+
+def report(runs: list[Run], tools: list[str], size_gib: float) -> None:
+    refs = [("local", "local"), ("s5cmd", "s5cmd+load"), ("shim", "shim"), ("curl-shm", "curl-shm")]
+    refs = [(t, name) for t, name in refs if t in tools]
+    hdr = (f"{'tool':<9} {'median s':>8} {'(min-max)':>13} {'CPU-s':>6} "
+           + " ".join(f"{'vs ' + name:>13}" for _, name in refs) + f" {'ok':>5}")
+    print(f"\nseconds to every tensor loaded ({size_gib:g} GiB model; curl-shm: to every byte in "
+          "/dev/shm, no load)\nvs X = median over rounds of (tool / X in the same round)")
+    print(hdr)
+    print("-" * len(hdr))
+    for t in tools:
+        ok = [r for r in runs if r.tool == t and r.ok]
+        n = sum(r.tool == t for r in runs)
+        if not ok:
+            print(f"{t:<9} {'failed':>8}  (0/{n} runs ok)")
+            continue
+        walls = [r.wall for r in ok]
+        print(f"{t:<9} {_f(med(walls), 8)} {min(walls):6.2f}-{max(walls):<6.2f} "
+              f"{_f(med([r.cpu for r in ok]), 6)} "
+              + " ".join(f"{_f(same_round_ratio(runs, t, ref), 12)}x" for ref, _ in refs)
+              + f" {len(ok):>2}/{n}")
+    for t, ref, goal in TARGETS:
+        if t in tools and ref in tools:
+            x = same_round_ratio(runs, t, ref)
+            verdict = "n/a" if x != x else "met" if x <= goal else "NOT met"
+            print(f"target {t} <= {goal}x {ref}: {_f(x, 4).strip()}x, {verdict}")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    model, man = ensure_model(Path(a.model_dir), a.size_gib)
+    store_dir = tempfile.mkdtemp(prefix="ossc-load-store-")
+    runs: list[Run] = []
+    try:
+        shutil.copytree(model, Loads.LOCAL, dirs_exist_ok=True)
+        with LocalStore(store_dir) as ls:
+            ls.create_bucket("ossc-load")
+            ls.upload_dir("ossc-load", "model/", str(model))
+            st = Store(ls.endpoint, ls.access_key, ls.secret_key, "ossc-load", "model",
+                       region=ls.env()["AWS_REGION"])
+            b = Loads(st, man)
+            # Untimed: every object once through the store (its first reads after the upload)
+            # and into /dev/shm; then the local reference sums.
+            curl, local = b.fetch.warm_up(), b.reference()
+            print(f"warm-up: curl {curl.wall:.2f} s{'' if curl.ok else ' FAILED ' + curl.note}, "
+                  f"local load {local.wall:.2f} s", flush=True)
+            for rnd in range(a.rounds):
+                k = rnd % len(a.tools)
+                for tool in a.tools[k:] + a.tools[:k]:  # rotate the order each round
+                    r = b.measure(tool, rnd)
+                    runs.append(r)
+                    done = r.verified if r.ok else f"FAILED {r.verified} {r.note}"
+                    print(f"round {rnd + 1}/{a.rounds} {tool:<9} {r.wall:6.2f} s "
+                          f"CPU {r.cpu:6.2f} s {done}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _cleanup_children()
+        Loads.clean()
+        shutil.rmtree(Loads.LOCAL, ignore_errors=True)
         shutil.rmtree(store_dir, ignore_errors=True)
-    med = {t: statistics.median(v) for t, v in results.items()}
-    print(f"\nmedian seconds to every tensor loaded ({a.size_gib:g} GiB model)")
-    for t, m in med.items():
-        print(f"  {t:<8} {m:6.2f} s   {m / med['local']:.2f}x local   "
-              f"{m / med['s5cmd']:.2f}x s5cmd+load   {m / med['shim']:.2f}x shim")
-    return 0
+    report(runs, a.tools, a.size_gib)
+    return 0 if all(r.ok for r in runs) else 1
 
 
 if __name__ == "__main__":

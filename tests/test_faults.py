@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import ossc
-from ossc.cli import EXIT_CODES
+from ossc.errors import EXIT_CODES
 from ossc.native import lib
 
 CHUNK = 64 << 10

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-import tiny_llama
+import tiny_llama  # scripts/tiny_llama.py (conftest puts scripts/ on sys.path)
 from ossc.native import preload_library, session_dir
 
 PREFIX = "tiny-llama/"
@@ -54,10 +54,13 @@ def test_transformers_and_peft_match_local_copy(store, bucket, tiny, tmp_path):
                 LD_PRELOAD=" ".join(filter(None, [os.environ.get("LD_PRELOAD"),
                                                   str(preload_library())])),
                 # Shards and the adapter weights stream through the shim; configs are small.
-                OSSC_SMALL_FILE_SIZE="20KiB", OSSC_CHUNK_SIZE="64KiB", OSSC_LOG_LEVEL="warn")
+                OSSC_SMALL_FILE_SIZE="20KiB", OSSC_CHUNK_SIZE="64KiB", OSSC_LOG_LEVEL="warn",
+                OSSC_AUDIT_PATH=str(tmp_path / "audit.log"))
     try:
         got = run([sys.executable, "-c", LOAD, str(model_dir)], shim)
-        assert len(list(model_dir.rglob("*.safetensors"))) >= 3
+        # The shards and the adapter's weights were served by the shim (one audit line each).
+        served = {line.split()[2] for line in (tmp_path / "audit.log").read_text().splitlines()}
+        assert len({p for p in served if p.endswith(".safetensors")}) >= 3, served
     finally:
         subprocess.run(["rm", "-rf", session_dir(str(model_dir))])
     assert got == want

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import ossc
-from ossc.cli import EXIT_CODES, _relative_path, UserError
+from ossc.cli import _relative_path
+from ossc.errors import EXIT_CODES, UserError
 from ossc.native import lib
 
 CHUNK = 64 << 10  # the smallest chunk size: many chunks from small objects

@@ -94,6 +94,12 @@ ossc_client *ossc_client_new(const char *url, const char *const *overrides, size
 void ossc_client_free(ossc_client *client);
 /* The resolved settings as a JSON object (no secrets); the caller frees with ossc_free. */
 char *ossc_client_settings_json(const ossc_client *client);
+/* The settings a client for url (NULL: an oss:// one) would use, resolved from overrides,
+ * envp ("NAME=value" items, NULL-terminated; NULL: this process's environment) and the
+ * config file, as a JSON object in config-file form; nothing is contacted. The caller frees
+ * with ossc_free. */
+char *ossc_settings_json(const char *url, const char *const *overrides, size_t n_overrides,
+                         const char *const *envp, ossc_error *err);
 /* The key prefix the URL names ("" for a bucket root). */
 const char *ossc_client_prefix(const ossc_client *client);
 
@@ -137,8 +143,11 @@ int ossc_session_wait(ossc_session *session, int timeout_ms, ossc_error *err);
 void ossc_session_stats(ossc_session *session, ossc_fetch_stats *out);
 /* Where the session lives in /dev/shm. */
 const char *ossc_session_path(const ossc_session *session);
-/* Stops the prefetch; with remove, deletes the session from /dev/shm (open fds and mappings
- * keep their pages). */
+/* The MODEL_DIR-relative name of the prefetch's item (ossc_fetch_stats.current_item); NULL
+ * when there is none. */
+const char *ossc_session_item_name(const ossc_session *session, size_t item);
+/* Stops the prefetch; with remove, deletes the session from /dev/shm and its placeholders
+ * from MODEL_DIR (open fds and mappings keep their pages). */
 void ossc_session_stop(ossc_session *session, int remove);
 
 /* CRC-64/XZ as OSS computes it (x-oss-hash-crc64ecma); crc 0 starts a new one. */

@@ -93,7 +93,7 @@ static void test_settings(void)
     ossc_error e;
     unsetenv("OSSC_CHUNK_SIZE");
     setenv("OSSC_CONFIG", "/nonexistent/ossc-test.json", 1);
-    CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, &e) == OSSC_E_CONFIG);
+    CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, NULL, &e) == OSSC_E_CONFIG);
     unsetenv("OSSC_CONFIG");
 
     char path[] = "/tmp/ossc-test-config-XXXXXX";
@@ -105,7 +105,7 @@ static void test_settings(void)
     setenv("OSSC_CONFIG", path, 1);
     setenv("OSSC_PREFETCH_WORKERS", "7", 1);
     const char *ov[] = {"prefetch.vcpus=4"};
-    CHECK(settings_resolve(&s, SCHEME_OSS, ov, 1, &e) == 0);
+    CHECK(settings_resolve(&s, SCHEME_OSS, ov, 1, NULL, &e) == 0);
     CHECK(s.vcpus == 4);                 /* option beats file */
     CHECK(s.workers == 7);               /* env beats file */
     CHECK(s.chunk_size == 4u << 20);     /* file beats default */
@@ -114,18 +114,18 @@ static void test_settings(void)
     unsetenv("OSSC_PREFETCH_WORKERS");
 
     const char *bad_key[] = {"prefetch.vcpu=4"};
-    CHECK(settings_resolve(&s, SCHEME_OSS, bad_key, 1, &e) == OSSC_E_CONFIG);
+    CHECK(settings_resolve(&s, SCHEME_OSS, bad_key, 1, NULL, &e) == OSSC_E_CONFIG);
     CHECK(strstr(e.message, "did you mean 'prefetch.vcpus'") != NULL);
     const char *bad_val[] = {"chunkSize=lots"};
-    CHECK(settings_resolve(&s, SCHEME_OSS, bad_val, 1, &e) == OSSC_E_CONFIG);
+    CHECK(settings_resolve(&s, SCHEME_OSS, bad_val, 1, NULL, &e) == OSSC_E_CONFIG);
     const char *v1_s3[] = {"signature=v1"};
-    CHECK(settings_resolve(&s, SCHEME_S3, v1_s3, 1, &e) == OSSC_E_CONFIG);
+    CHECK(settings_resolve(&s, SCHEME_S3, v1_s3, 1, NULL, &e) == OSSC_E_CONFIG);
 
     fd = open(path, O_WRONLY | O_TRUNC);
     const char *unknown = "{\"logLevle\": \"info\"}";
     CHECK(write(fd, unknown, strlen(unknown)) == (ssize_t)strlen(unknown));
     close(fd);
-    CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, &e) == OSSC_E_CONFIG);
+    CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, NULL, &e) == OSSC_E_CONFIG);
     CHECK(strstr(e.message, "did you mean 'logLevel'") != NULL);
     unlink(path);
     unsetenv("OSSC_CONFIG");
@@ -133,11 +133,24 @@ static void test_settings(void)
     /* Addressing: path-style for a custom S3 endpoint, virtual for OSS. */
     setenv("OSSC_CONFIG", "", 1);
     const char *custom[] = {"endpoint=http://127.0.0.1:9000"};
-    CHECK(settings_resolve(&s, SCHEME_S3, custom, 1, &e) == 0 && s.path_style == 1);
+    CHECK(settings_resolve(&s, SCHEME_S3, custom, 1, NULL, &e) == 0 && s.path_style == 1);
     CHECK(s.signature == SIG_AWS_V4);
     const char *oss[] = {"endpoint=oss-cn-hangzhou.aliyuncs.com"};
-    CHECK(settings_resolve(&s, SCHEME_OSS, oss, 1, &e) == 0 && s.path_style == 0);
+    CHECK(settings_resolve(&s, SCHEME_OSS, oss, 1, NULL, &e) == 0 && s.path_style == 0);
     unsetenv("OSSC_CONFIG");
+
+    /* An explicit environment replaces the process's: CLI > env > default. */
+    setenv("OSSC_RETRIES", "5", 1);
+    const char *envp[] = {"OSSC_CONFIG=", "OSSC_PREFETCH_WORKERS=9", "OSS_ENDPOINT=http://e:1",
+                          NULL};
+    const char *workers[] = {"prefetch.workers=11"};
+    CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, envp, &e) == 0 && s.workers == 9);
+    CHECK(s.retries == 8 && strcmp(s.endpoint, "http://e:1") == 0);
+    CHECK(settings_resolve(&s, SCHEME_OSS, workers, 1, envp, &e) == 0 && s.workers == 11);
+    unsetenv("OSSC_RETRIES");
+    char *out = settings_to_json(&s);
+    CHECK(out && strstr(out, "\"workers\":11") && strstr(out, "\"retries\":8"));
+    free(out);
 }
 
 static void test_listing(void)

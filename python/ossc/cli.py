@@ -1,6 +1,7 @@
-"""The `ossc` command: ls, stat and get over the fetch engine.
+"""The `ossc` command: ls, stat and get over the fetch engine; config to generate, show and
+validate config.json.
 
-Every user error ends in one line on stderr and a distinct exit code (EXIT_CODES); tracebacks
+Every user error ends in one line on stderr and a distinct exit code (ossc.errors); tracebacks
 only with -v.
 """
 
@@ -14,31 +15,11 @@ import time
 from pathlib import PurePosixPath
 from typing import Optional
 
+from ossc import settings as setting_options
+from ossc.config import DEFAULT_PATH, ConfigFile
+from ossc.errors import EXIT_CODES, EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code
 from ossc.native import Client, FetchItem, ObjectInfo, OsscError, lib
 from ossc.progress import Progress, human_bytes
-
-# One exit code per kind of failure, so scripts can tell them apart.
-EXIT_USAGE = 2
-EXIT_CODES = {
-    lib.OSSC_E_CONFIG: 3,
-    lib.OSSC_E_CREDENTIALS: 4,
-    lib.OSSC_E_AUTH: 5,
-    lib.OSSC_E_NOT_FOUND: 6,
-    lib.OSSC_E_NETWORK: 7,
-    lib.OSSC_E_PROTOCOL: 8,
-    lib.OSSC_E_INTEGRITY: 9,
-    lib.OSSC_E_IO: 10,
-    lib.OSSC_E_SERVER: 11,
-    lib.OSSC_E_NOMEM: 12,
-    lib.OSSC_E_CANCELLED: 130,
-}
-EXIT_LOCAL = 10  # a local path problem, like OSSC_E_IO
-
-
-class UserError(Exception):
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _log_level(verbose: int) -> Optional[str]:
@@ -50,20 +31,13 @@ def _log_level(verbose: int) -> Optional[str]:
 
 def _settings(args) -> dict:
     """CLI overrides: only what was given, so env and the config file still apply."""
-    pairs = {
-        "config": args.config,
-        "endpoint": args.endpoint,
-        "region": args.region,
-        "signature": args.signature,
-        "addressing": args.addressing,
-        "credentialsFile": args.credentials_file,
-        "prefetch.vcpus": args.vcpus,
-        "prefetch.workers": args.workers,
-        "chunkSize": args.chunk_size,
-        "retries": args.retries,
-        "logLevel": _log_level(args.verbose),
-    }
-    return {k: v for k, v in pairs.items() if v is not None}
+    given = setting_options.overrides(args)
+    if args.config is not None:
+        given["config"] = args.config
+    level = _log_level(args.verbose)
+    if level is not None:
+        given["logLevel"] = level
+    return given
 
 
 def _relative_path(key: str, prefix: str) -> Optional[PurePosixPath]:
@@ -168,22 +142,70 @@ def cmd_get(args) -> int:
     return 0
 
 
+def _config_settings(args, config: Optional[str]) -> dict:
+    try:
+        return setting_options.resolve(args.url, setting_options.overrides(args), os.environ,
+                                       config=config)
+    except OsscError as exc:
+        raise UserError(exc.message, EXIT_CONFIG) from exc
+
+
+def cmd_config_generate(args) -> int:
+    """The settings from the options and the environment (no config file), as config.json."""
+    config = ConfigFile(args.write or "-", _config_settings(args, ""))
+    if not args.write:
+        sys.stdout.write(config.text())
+        return 0
+    wrote = config.to_file(force=args.force)
+    print(f"{'wrote' if wrote else 'unchanged:'} {args.write}", file=sys.stderr)
+    return 0
+
+
+def cmd_config_show(args) -> int:
+    """What the engine would use now: options > environment > config file > defaults."""
+    sys.stdout.write(ConfigFile("-", _config_settings(args, args.config)).text())
+    return 0
+
+
+def cmd_config_validate(args) -> int:
+    """The file alone, environment ignored: unknown keys and bad values fail with a hint."""
+    path = args.path
+    if not os.path.exists(path):
+        raise UserError(f"no config file at {path}", EXIT_CONFIG)
+    try:
+        setting_options.resolve(None, {}, {}, config=path)
+    except OsscError as exc:
+        raise UserError(exc.message, EXIT_CONFIG) from exc
+    print(f"{path}: valid")
+    return 0
+
+
+def _add_config_parsers(sub, common) -> None:
+    config = sub.add_parser("config", help="generate, show or validate config.json")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument("--url", help="the store URL the settings are for (s3:// changes "
+                          "defaults: SigV4, region us-east-1, path-style for custom endpoints)")
+    setting_options.add_options(settings, ("store", "tuning", "session", "logging"))
+    p = config_sub.add_parser("generate", parents=[settings], help="config.json from the "
+                              "options and the environment, on stdout or --write PATH")
+    p.add_argument("--write", metavar="PATH", help=f"write it, e.g. {DEFAULT_PATH}")
+    p.add_argument("--force", action="store_true", help="replace a file with other settings")
+    p.set_defaults(func=cmd_config_generate, verbose=0)
+    p = config_sub.add_parser("show", parents=[settings], help="the settings in effect: "
+                              "options > environment > config file > defaults")
+    p.add_argument("--config", help=f"config file (default OSSC_CONFIG, else {DEFAULT_PATH})")
+    p.set_defaults(func=cmd_config_show, verbose=0)
+    p = config_sub.add_parser("validate", help="check a config file: unknown keys and bad "
+                              "values are errors")
+    p.add_argument("path", nargs="?", default=os.environ.get("OSSC_CONFIG") or DEFAULT_PATH)
+    p.set_defaults(func=cmd_config_validate, verbose=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    store = common.add_argument_group("store")
-    store.add_argument("--endpoint", help="e.g. http://oss-cn-hangzhou-internal.aliyuncs.com "
-                       "(default: OSS_ENDPOINT, or AWS_ENDPOINT_URL for s3://)")
-    store.add_argument("--region", help="region for V4 signing (default: from the endpoint)")
-    store.add_argument("--signature", choices=["v4", "v1"], help="OSS signature version")
-    store.add_argument("--addressing", choices=["virtual", "path"])
-    store.add_argument("--credentials-file", help="JSON file with AccessKeyId, AccessKeySecret, "
-                       "SecurityToken, Expiration")
-    store.add_argument("--config", help="config file (default /etc/oss-connector/config.json)")
-    tuning = common.add_argument_group("tuning")
-    tuning.add_argument("--vcpus", type=int, help="fetch threads (prefetch.vcpus)")
-    tuning.add_argument("--workers", type=int, help="transfers per thread (prefetch.workers)")
-    tuning.add_argument("--chunk-size", help="bytes per ranged GET, e.g. 8MiB")
-    tuning.add_argument("--retries", type=int, help="retries per chunk after the first attempt")
+    setting_options.add_options(common, ("store", "tuning"))
+    common.add_argument("--config", help=f"config file (default {DEFAULT_PATH})")
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="-v: tracebacks on errors; -vv: debug log of the engine")
 
@@ -201,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url")
     p.add_argument("dir", help="target directory, e.g. /dev/shm/model")
     p.set_defaults(func=cmd_get)
+    _add_config_parsers(sub, common)
     return parser
 
 
@@ -214,8 +237,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             traceback.print_exc()
         print(f"ossc: {exc}", file=sys.stderr)
-        code = exc.exit_code if isinstance(exc, UserError) else EXIT_CODES.get(exc.code, 1)
-        return code
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("ossc: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

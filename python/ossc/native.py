@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import cffi
 
@@ -109,6 +109,25 @@ def _take_string(ptr) -> str:
         return ffi.string(ptr).decode()
     finally:
         lib.ossc_free(ptr)
+
+
+def resolve_settings(url: Optional[str], overrides: Sequence[str],
+                     env: Optional[Mapping[str, str]] = None) -> dict:
+    """The settings a client for url would use ("key=value" overrides > env > config file >
+    defaults), in config-file form. env None: this process's environment."""
+    import json
+
+    ov, n_ov, keep_ov = _c_strings(overrides)
+    envp = keep_env = ffi.NULL
+    if env is not None:
+        keep_env = [ffi.new("char[]", f"{k}={v}".encode("utf-8", "surrogateescape"))
+                    for k, v in env.items()]
+        envp = ffi.new("const char *[]", keep_env + [ffi.NULL])
+    err = ffi.new("ossc_error *")
+    out = lib.ossc_settings_json(url.encode() if url else ffi.NULL, ov, n_ov, envp, err)
+    if out == ffi.NULL:
+        raise OsscError.from_c(err)
+    return json.loads(_take_string(out))
 
 
 def crc64(data: bytes, crc: int = 0) -> int:
@@ -264,3 +283,46 @@ class Fetch:
 
     def __del__(self):
         self.close()
+
+
+class Session:
+    """The owner of a session: MODEL_DIR materialized, large objects prefetched into /dev/shm
+    for every process with the shim (ossc_session_start). Attaches if one already runs."""
+
+    def __init__(self, url: str, model_dir: str, settings: Optional[dict] = None):
+        overrides = [f"{k}={v}" for k, v in (settings or {}).items() if v is not None]
+        arr, n, keep = _c_strings(overrides)
+        err = ffi.new("ossc_error *")
+        handle = lib.ossc_session_start(url.encode(), model_dir.encode(), arr, n, err)
+        if handle == ffi.NULL:
+            raise OsscError.from_c(err)
+        self._handle = handle
+
+    @property
+    def path(self) -> str:
+        return ffi.string(lib.ossc_session_path(self._handle)).decode()
+
+    def stats(self):
+        st = ffi.new("ossc_fetch_stats *")
+        lib.ossc_session_stats(self._handle, st)
+        return st[0]
+
+    def item_name(self, item: int) -> str:
+        name = lib.ossc_session_item_name(self._handle, item) if item >= 0 else ffi.NULL
+        return ffi.string(name).decode("utf-8", "replace") if name != ffi.NULL else ""
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """True when the prefetch has finished (raises OsscError if it failed)."""
+        err = ffi.new("ossc_error *")
+        rc = lib.ossc_session_wait(self._handle,
+                                   -1 if timeout is None else int(timeout * 1000), err)
+        if rc == -1:
+            return False
+        _check(rc, err)
+        return True
+
+    def stop(self, remove: bool = True) -> None:
+        """Ends the prefetch; remove deletes the session from /dev/shm and its placeholders."""
+        if self._handle is not None:
+            lib.ossc_session_stop(self._handle, int(remove))
+            self._handle = None

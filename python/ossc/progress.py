@@ -20,8 +20,9 @@ class Progress:
     BAR_WIDTH = 28
 
     def __init__(self, total_bytes: int, stream: TextIO = sys.stderr,
-                 tty: Optional[bool] = None):
+                 tty: Optional[bool] = None, name: str = "ossc"):
         self.total = total_bytes
+        self.name = name
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.start = time.monotonic()
@@ -45,7 +46,7 @@ class Progress:
             self._drawn = True
         elif now - self._last_log >= self.LOG_INTERVAL:
             self._last_log = now
-            print(f"ossc: {frac * 100:.1f}% {human_bytes(done)} of {human_bytes(self.total)}, "
+            print(f"{self.name}: {frac * 100:.1f}% {human_bytes(done)} of {human_bytes(self.total)}, "
                   f"{rate / 1e9:.2f} GB/s, ETA {eta_text}, {current}", file=self.stream,
                   flush=True)
 

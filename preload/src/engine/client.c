@@ -23,7 +23,7 @@ OSSC_API ossc_client *ossc_client_new(const char *url, const char *const *overri
     }
     strcpy(c->product, "oss");
     if (url_parse_store(url, &c->url, err) ||
-        settings_resolve(&c->s, c->url.scheme, overrides, n_overrides, err))
+        settings_resolve(&c->s, c->url.scheme, overrides, n_overrides, NULL, err))
         goto fail;
     log_configure(c->s.log_level, c->s.log_path);
     if (!*c->s.endpoint) {
@@ -61,6 +61,23 @@ OSSC_API void ossc_client_free(ossc_client *c)
 }
 
 OSSC_API char *ossc_client_settings_json(const ossc_client *c) { return settings_to_json(&c->s); }
+
+OSSC_API char *ossc_settings_json(const char *url, const char *const *overrides,
+                                  size_t n_overrides, const char *const *envp, ossc_error *err)
+{
+    err_clear(err);
+    store_url parsed = {.scheme = SCHEME_OSS};
+    if (url && url_parse_store(url, &parsed, err))
+        return NULL;
+    free(parsed.prefix);
+    settings s;
+    if (settings_resolve(&s, parsed.scheme, overrides, n_overrides, envp, err))
+        return NULL;
+    char *json = settings_to_json(&s);
+    if (!json)
+        err_set(err, OSSC_E_NOMEM, "out of memory");
+    return json;
+}
 
 OSSC_API const char *ossc_client_prefix(const ossc_client *c) { return c->url.prefix; }
 

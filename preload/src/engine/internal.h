@@ -66,8 +66,9 @@ typedef struct settings {
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 
+/* envp: "NAME=value" items, NULL-terminated; NULL reads the process environment. */
 int settings_resolve(settings *s, int scheme, const char *const *overrides, size_t n,
-                     ossc_error *err);
+                     const char *const *envp, ossc_error *err);
 char *settings_to_json(const settings *s);
 
 /* ---- URLs and encoding (url.c) ---- */

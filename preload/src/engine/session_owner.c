@@ -108,6 +108,20 @@ static int mkdirs(const char *path, ossc_error *err)
     }
 }
 
+/* A prefix with nothing to serve is a wrong path, not an empty model. */
+static int check_listing(ossc_session *s, const char *url, ossc_error *err)
+{
+    for (size_t i = 0; i < s->listing->count; i++) {
+        const char *rel;
+        int rc = relative_name(s->listing->objects[i].key, ossc_client_prefix(s->client), &rel,
+                               err);
+        if (rc || rel)
+            return rc;
+    }
+    err_set(err, OSSC_E_NOT_FOUND, "no objects under %s: check the bucket and prefix", url);
+    return OSSC_E_NOT_FOUND;
+}
+
 /* MODEL_DIR must be new, empty, or one we materialized before. */
 static int prepare_model_dir(ossc_session *s, ossc_error *err)
 {
@@ -249,6 +263,19 @@ static bool live_session(const char *control)
                 (h.state == OSSC_SESSION_COMPLETE || owner_alive);
     close(fd);
     return live;
+}
+
+/* The placeholders stand for bytes only the session can serve: without it they would read
+ * as zeros, so they go with it. */
+static void remove_placeholders(ossc_session *s)
+{
+    const ossc_session_object *objs = objects_of(s->hdr);
+    const char *names = (const char *)s->hdr + s->hdr->names_offset;
+    for (size_t i = 0; i < s->n_data; i++) {
+        char path[OSSC_MODEL_DIR_MAX + 1100];
+        snprintf(path, sizeof(path), "%s/%s", s->model_dir, names + objs[i].name_offset);
+        unlink(path);
+    }
 }
 
 static void remove_session_files(const char *path)
@@ -455,7 +482,9 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         return s;
     }
     remove_session_files(s->path); /* a dead owner's leftovers */
-    if ((rc = prepare_model_dir(s, err)) || (rc = ossc_list(s->client, NULL, &s->listing, err)))
+    /* The store first: bad credentials or a wrong path must not leave MODEL_DIR touched. */
+    if ((rc = ossc_list(s->client, NULL, &s->listing, err)) || (rc = check_listing(s, url, err)) ||
+        (rc = prepare_model_dir(s, err)))
         goto fail;
 
     size_t n = s->listing->count, n_small = 0, n_large = 0;
@@ -539,6 +568,14 @@ OSSC_API void ossc_session_stats(ossc_session *s, ossc_fetch_stats *out)
 
 OSSC_API const char *ossc_session_path(const ossc_session *s) { return s->path; }
 
+OSSC_API const char *ossc_session_item_name(const ossc_session *s, size_t item)
+{
+    if (!s->hdr || item >= s->n_data)
+        return NULL;
+    const ossc_session_object *o = &objects_of(s->hdr)[s->item_object[item]];
+    return (const char *)s->hdr + s->hdr->names_offset + o->name_offset;
+}
+
 OSSC_API void ossc_session_stop(ossc_session *s, int remove)
 {
     if (!s)
@@ -554,6 +591,8 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
             atomic_fetch_add((_Atomic uint32_t *)&s->hdr->progress, 1);
             futex(&s->hdr->progress, FUTEX_WAKE, INT32_MAX, NULL);
         }
+        if (remove && !s->attached)
+            remove_placeholders(s);
         munmap(s->hdr, s->control_size);
     }
     for (size_t i = 0; i < s->n_data; i++)

@@ -273,8 +273,21 @@ static bool is_custom_s3_endpoint(const char *url)
     return !strstr(url, "amazonaws.com") && !strstr(url, "aliyuncs.com");
 }
 
+/* A variable from envp ("NAME=value" items, NULL-terminated), or from the process
+ * environment when envp is NULL. */
+static const char *env_get(const char *const *envp, const char *name)
+{
+    if (!envp)
+        return getenv(name);
+    size_t len = strlen(name);
+    for (; *envp; envp++)
+        if (strncmp(*envp, name, len) == 0 && (*envp)[len] == '=')
+            return *envp + len + 1;
+    return NULL;
+}
+
 int settings_resolve(settings *s, int scheme, const char *const *overrides, size_t n,
-                     ossc_error *err)
+                     const char *const *envp, ossc_error *err)
 {
     memset(s, 0, sizeof(*s));
     int rc = 0;
@@ -300,7 +313,7 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
 
     const char *cfg = override_value(overrides, n, "config");
     if (!cfg)
-        cfg = getenv("OSSC_CONFIG");
+        cfg = env_get(envp, "OSSC_CONFIG");
     /* An explicitly empty path means no config file at all. */
     if (!cfg)
         rc = read_config_file(s, DEFAULT_CONFIG_PATH, false, err);
@@ -314,11 +327,11 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
         const char *v = NULL, *src = NULL;
         if ((v = override_value(overrides, n, d->key))) {
             src = "option";
-        } else if (d->env && (v = getenv(d->env))) {
+        } else if (d->env && (v = env_get(envp, d->env))) {
             src = d->env;
-        } else if (d->oss_env && (v = getenv(d->oss_env))) {
+        } else if (d->oss_env && (v = env_get(envp, d->oss_env))) {
             src = d->oss_env;
-        } else if (scheme == SCHEME_S3 && d->s3_env && (v = getenv(d->s3_env))) {
+        } else if (scheme == SCHEME_S3 && d->s3_env && (v = env_get(envp, d->s3_env))) {
             src = d->s3_env;
         }
         if (v && (rc = set_value(s, d, v, src, err)))
@@ -332,9 +345,9 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
             return OSSC_E_CONFIG;
         }
         s->signature = SIG_AWS_V4;
+        const char *region = env_get(envp, "AWS_DEFAULT_REGION");
         if (!*s->region)
-            strcpy(s->region, getenv("AWS_DEFAULT_REGION") ? getenv("AWS_DEFAULT_REGION")
-                                                          : "us-east-1");
+            snprintf(s->region, sizeof(s->region), "%s", region ? region : "us-east-1");
     }
     /* addressing: 0 auto, 1 virtual, 2 path -> path_style flag */
     int addressing = s->path_style;
@@ -380,7 +393,7 @@ char *settings_to_json(const settings *s)
                 break;
             }
             if (d->offset == offsetof(settings, signature) && idx == SIG_AWS_V4) {
-                cJSON_AddStringToObject(parent, name, "aws-v4");
+                cJSON_AddStringToObject(parent, name, "v4"); /* SigV4: v4 in a config file */
                 break;
             }
             for (int k = 0; k < idx && *c; k++)

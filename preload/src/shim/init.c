@@ -52,6 +52,12 @@ typedef struct {
 } engine_error;
 typedef void *(*session_start_fn)(const char *, const char *, const char *const *, size_t,
                                   engine_error *);
+typedef void (*session_stop_fn)(void *, int);
+
+/* The session this process owns (env-var mode), removed when the process exits. */
+static void *owned_session;
+static session_stop_fn owned_session_stop;
+static pid_t owner_pid;
 
 /* Exit codes as the ossc command uses them, so a wrapper script can tell failures apart. */
 static int exit_code_for(int status)
@@ -88,10 +94,12 @@ static void start_owner(void)
     }
     engine_error err;
     memset(&err, 0, sizeof(err));
-    if (!start(url, shim.model_dir, NULL, 0, &err)) {
+    owned_session_stop = (session_stop_fn)dlsym(h, "ossc_session_stop");
+    if (!(owned_session = start(url, shim.model_dir, NULL, 0, &err))) {
         shim_log("ERROR", "%s", err.message);
         _exit(exit_code_for(err.code));
     }
+    owner_pid = getpid();
     /* Children (vLLM's engine and workers) attach; they must not own too. */
     unsetenv("ENABLE_CONNECTOR");
 }
@@ -136,4 +144,13 @@ __attribute__((constructor)) void shim_init(void)
     }
     pthread_atfork(NULL, NULL, session_atfork_child);
     shim_ready = 2;
+}
+
+/* The owner's exit ends the session: /dev/shm is freed (fds and mappings others still hold
+ * keep their pages). Only in the owner itself: a forked child that exits has no fetch
+ * threads to stop and must not end its parent's session. */
+__attribute__((destructor)) static void shim_fini(void)
+{
+    if (owned_session && owned_session_stop && getpid() == owner_pid)
+        owned_session_stop(owned_session, 1);
 }

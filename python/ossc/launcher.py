@@ -1,0 +1,329 @@
+"""ossc-run: COMMAND sees MODEL_DIR as a local directory while the model streams from the store.
+
+    ossc-run --oss-path oss://bucket/models/qwen/ --model-dir /models/qwen -- \\
+        python -m vllm.entrypoints.openai.api_server --model /models/qwen
+
+Layered as parse_args -> build_plan(args, env) -> execute(plan). build_plan is pure (the
+environment comes in as a mapping) and resolves every setting once, through the engine's own
+resolver. execute checks the store before anything starts, owns the session (the prefetch runs
+in this process), runs COMMAND with the shim preloaded in its own process group, forwards
+signals to it, and removes the session when it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from ossc import settings as setting_options
+from ossc.config import DEFAULT_PATH, ConfigFile
+from ossc.errors import (EXIT_CODES, EXIT_COMMAND_NOT_FOUND, EXIT_CONFIG, EXIT_LOCAL,
+                         EXIT_USAGE, UserError, exit_code)
+from ossc.native import Client, OsscError, Session, lib, preload_library
+from ossc.progress import Progress, human_bytes
+
+PROG = "ossc-run"
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    oss_path: str
+    model_dir: str
+    command: tuple[str, ...]
+    settings: dict             # resolved, config-file form
+    config_path: str
+    config_explicit: bool      # --config given: failing to write it is an error
+    force: bool
+    child_env: dict
+    ready_url: Optional[str]
+    grace_seconds: float
+    print_env: bool
+    given: dict                # the settings given as options (for --print-env)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, usage=f"{PROG} [OPTIONS] -- COMMAND [ARGS...]",
+        description="Run COMMAND with MODEL_DIR served from object storage: the store is "
+        "checked and the prefetch started before COMMAND starts; every process of COMMAND "
+        "reads MODEL_DIR through the shim.")
+    parser.add_argument("--oss-path", help="oss://bucket/prefix/ or s3://bucket/prefix/ "
+                        "(default: OSS_PATH)")
+    parser.add_argument("--model-dir", help="the directory COMMAND loads (default: MODEL_DIR)")
+    parser.add_argument("--config", help=f"where the resolved settings are written (default "
+                        f"{DEFAULT_PATH}; also read as the config file layer)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a config file that holds different settings")
+    setting_options.add_options(parser, ("store", "tuning", "session", "logging"))
+    run = parser.add_argument_group("run")
+    run.add_argument("--ready-url", help="poll this URL (e.g. http://127.0.0.1:8000/health) "
+                     "and report the time until it answers 200")
+    run.add_argument("--grace-period", type=float, default=10.0, metavar="SEC",
+                     help="after forwarding a stop signal, SIGKILL COMMAND's process group "
+                     "this much later (default 10)")
+    run.add_argument("--print-env", action="store_true", help="print export lines for "
+                     "env-var mode (containers, Dockerfiles) and exit")
+    run.add_argument("-v", "--verbose", action="count", default=0,
+                     help="tracebacks on errors")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="the program to run, after --")
+    args = parser.parse_args(argv)
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    return args
+
+
+def _with_preload(current: str, library: str) -> str:
+    """library first in LD_PRELOAD, once; whatever else was there stays."""
+    others = [p for p in current.replace(":", " ").split() if p != library]
+    return " ".join([library, *others])
+
+
+def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
+               cwd: str = "/") -> LaunchPlan:
+    """Everything execute needs, from the options and the environment; touches nothing but
+    the config file it reads."""
+    oss_path = args.oss_path or env.get("OSS_PATH")
+    model_dir = args.model_dir or env.get("MODEL_DIR")
+    if not oss_path:
+        raise UserError("no store path: give --oss-path oss://bucket/prefix/ or set OSS_PATH",
+                        EXIT_USAGE)
+    if not model_dir:
+        raise UserError("no model directory: give --model-dir DIR or set MODEL_DIR", EXIT_USAGE)
+    if not args.command and not args.print_env:
+        raise UserError("no command: put it after --, e.g. ossc-run ... -- python -m "
+                        "vllm.entrypoints.openai.api_server --model DIR", EXIT_USAGE)
+    model_dir = os.path.normpath(os.path.join(cwd, model_dir))
+    config_path = args.config or env.get("OSSC_CONFIG") or DEFAULT_PATH
+    given = setting_options.overrides(args)
+    try:
+        # --config names the file to write; it is read only once it exists.
+        layer = args.config if not args.config or os.path.exists(args.config) else ""
+        resolved = setting_options.resolve(oss_path, given, env, config=layer)
+    except OsscError as exc:
+        raise UserError(exc.message, EXIT_CONFIG) from exc
+
+    child_env = dict(env)
+    child_env.pop("ENABLE_CONNECTOR", None)  # this process owns the session
+    child_env.update(LD_PRELOAD=_with_preload(env.get("LD_PRELOAD", ""), preload),
+                     MODEL_DIR=model_dir, OSS_PATH=oss_path, OSSC_CONFIG=config_path)
+    return LaunchPlan(oss_path=oss_path, model_dir=model_dir, command=tuple(args.command),
+                      settings=resolved, config_path=config_path,
+                      config_explicit=bool(args.config), force=args.force, child_env=child_env,
+                      ready_url=args.ready_url, grace_seconds=args.grace_period,
+                      print_env=args.print_env, given=given)
+
+
+def env_exports(plan: LaunchPlan) -> str:
+    """Env-var mode: the same run without ossc-run, for a container image."""
+    lines = [f"export LD_PRELOAD={shlex.quote(plan.child_env['LD_PRELOAD'])}",
+             "export ENABLE_CONNECTOR=1",
+             f"export OSS_PATH={shlex.quote(plan.oss_path)}",
+             f"export MODEL_DIR={shlex.quote(plan.model_dir)}"]
+    if plan.config_explicit:
+        lines.append(f"export OSSC_CONFIG={shlex.quote(plan.config_path)}")
+    for key, value in sorted(plan.given.items()):
+        lines.append(f"export {setting_options.env_name(key)}={shlex.quote(value)}")
+    lines.append("# credentials: set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET (and "
+                 "OSS_SESSION_TOKEN) when the container starts, never in the image")
+    return "\n".join(lines)
+
+
+def _write_config(plan: LaunchPlan) -> None:
+    config = ConfigFile(plan.config_path, plan.settings)
+    try:
+        if config.to_file(force=plan.force):
+            say(f"wrote {plan.config_path}")
+    except UserError as exc:
+        # The default location needs root; without it the run goes on, the file is a record.
+        if plan.config_explicit or exc.exit_code != EXIT_LOCAL:
+            raise
+        say(f"warning: {exc}; going on without it (use --config PATH)")
+
+
+def _check_store(plan: LaunchPlan, overrides: dict) -> str:
+    """Credentials, endpoint, bucket and prefix, with the engine quiet: its failure becomes
+    our one line. Returns what the prefix holds, in words."""
+    objects = Client(plan.oss_path, {**overrides, "logLevel": "off"}).list()
+    if not objects:
+        raise UserError(f"no objects under {plan.oss_path}: check the bucket and prefix",
+                        EXIT_CODES[lib.OSSC_E_NOT_FOUND])
+    return f"{len(objects)} objects, {human_bytes(sum(o.size for o in objects))}"
+
+
+class ReadyProbe(threading.Thread):
+    """Polls a URL until it answers 200 and reports how long that took."""
+
+    def __init__(self, url: str, start: float):
+        super().__init__(daemon=True)
+        self.url, self.start_time = url, start
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.25):
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as reply:
+                    if reply.status == 200:
+                        say(f"ready in {time.monotonic() - self.start_time:.1f} s ({self.url})")
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+
+
+class PrefetchReport:
+    """Progress of the prefetch while COMMAND runs, then one summary line."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        st = session.stats()
+        self.done = st.items_total == 0  # nothing to fetch, or attached to a running owner
+        self.progress = Progress(st.bytes_total, name=PROG)
+        self.start = time.monotonic()
+
+    def poll(self) -> None:
+        if self.done:
+            return
+        st = self.session.stats()
+        self.progress.update(st.bytes_done, self.session.item_name(st.current_item))
+        if not st.finished:
+            return
+        self.done = True
+        self.progress.close()
+        seconds = max(time.monotonic() - self.start, 1e-6)
+        try:
+            self.session.wait(0)
+            say(f"prefetched {st.items_total} files, {human_bytes(st.bytes_total)} in "
+                f"{seconds:.1f} s ({st.bytes_total / seconds / 1e9:.2f} GB/s)")
+        except OsscError as exc:
+            say(f"prefetch failed: {exc.message}; reads of what is missing fail with EIO")
+
+
+class Child:
+    """COMMAND in its own process group: signals go to the whole group, a stop signal is
+    followed by SIGKILL after the grace period."""
+
+    def __init__(self, plan: LaunchPlan):
+        self.proc = subprocess.Popen(plan.command, env=plan.child_env, process_group=0)
+        self.grace = plan.grace_seconds
+        self.kill_at: Optional[float] = None
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def forward(self, sig: int, _frame=None) -> None:
+        self.signal_group(sig)
+        if sig in STOPPING and self.kill_at is None:
+            self.kill_at = time.monotonic() + self.grace
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def tick(self) -> Optional[int]:
+        """The exit status once COMMAND has ended, after a short wait."""
+        if self.kill_at is not None and time.monotonic() >= self.kill_at:
+            say(f"still running {self.grace:g} s after the stop signal: SIGKILL")
+            self.signal_group(signal.SIGKILL)
+            self.kill_at = float("inf")
+        try:
+            return self.proc.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def reap_group(self) -> None:
+        """Processes COMMAND left behind in its group (workers) go with it."""
+        if not self.group_alive():
+            return
+        self.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while self.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.group_alive():
+            self.signal_group(signal.SIGKILL)
+
+
+def _status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def execute(plan: LaunchPlan) -> int:
+    if plan.print_env:
+        print(env_exports(plan))
+        return 0
+    if not shutil.which(plan.command[0], path=plan.child_env.get("PATH", os.defpath)):
+        raise UserError(f"command not found: {plan.command[0]}", EXIT_COMMAND_NOT_FOUND)
+    start = time.monotonic()
+    ConfigFile(plan.config_path, plan.settings).check_replaceable(plan.force)
+    overrides = setting_options.as_overrides(plan.settings)
+    holds = _check_store(plan, overrides)
+    session = Session(plan.oss_path, plan.model_dir, overrides)
+    try:
+        say(f"{plan.oss_path} ({holds}) -> {plan.model_dir}")
+        _write_config(plan)
+        report = PrefetchReport(session)
+        child = Child(plan)
+        for sig in FORWARDED:
+            signal.signal(sig, child.forward)
+        probe = ReadyProbe(plan.ready_url, start) if plan.ready_url else None
+        if probe:
+            probe.start()
+        status = None
+        while status is None:
+            report.poll()
+            status = child.tick()
+        if probe:
+            probe.stopped.set()
+        child.reap_group()
+        report.poll()
+        report.progress.close()
+        return _status(status)
+    finally:
+        session.stop(remove=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            preload = str(preload_library())
+        except FileNotFoundError as exc:
+            raise UserError(str(exc), EXIT_LOCAL) from exc
+        return execute(build_plan(args, os.environ, preload, os.getcwd()))
+    except (OsscError, UserError) as exc:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        say(exc.message if isinstance(exc, OsscError) else str(exc))
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
