@@ -353,3 +353,36 @@ def test_second_owner_attaches_instead_of_fetching(store, bucket, model, model_d
         first.wait(timeout=30)
     assert got == digest_tree(model)
     assert proxy.bytes_served(f"{bucket}/{PREFIX}weights.bin") == 9 << 20
+
+
+def test_expired_data_is_released_and_fetched_again(store, bucket, model, model_dir, proxy):
+    """expireTimeSec after the last open of a complete session its data files go; a mapping
+    made before keeps its bytes, stat still tells the size, and a later open fetches again."""
+    code = """
+    import hashlib, json, mmap, os, time
+    path = os.path.join(os.environ["MODEL_DIR"], "weights.bin")
+    data = os.environ["SESSION_DATA"]
+    with open(path, "rb") as f:
+        first = hashlib.sha256(f.read()).hexdigest()
+        mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    deadline = time.monotonic() + 30
+    while os.listdir(data) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    released = not os.listdir(data)
+    kept = hashlib.sha256(mapped).hexdigest()
+    size = os.stat(path).st_size
+    with open(path, "rb") as f:
+        again = hashlib.sha256(f.read()).hexdigest()
+    print(json.dumps({"first": first, "kept": kept, "again": again, "released": released,
+                      "size": size, "back": len(os.listdir(data))}))
+    """
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint, OSSC_EXPIRE_TIME_SEC=1)
+    env["SESSION_DATA"] = session_dir(str(model_dir)) + "/data"
+    got = run_owner(env, code)
+    want = hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
+    assert got["released"] and got["back"] == 1
+    assert got["first"] == got["kept"] == got["again"] == want
+    assert got["size"] == 9 << 20
+    # Fetched twice: once by the prefetch, once more after the release; nothing else again.
+    assert proxy.bytes_served(f"{bucket}/{PREFIX}weights.bin") == 2 * (9 << 20)
+    assert proxy.bytes_served(f"{bucket}/{PREFIX}sub/extra.bin") == 5 << 20

@@ -233,7 +233,8 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_header, model_dir) == 96);
     CHECK(offsetof(ossc_session_header, log_path) == 4192);
     CHECK(offsetof(ossc_session_header, audit_path) == 5216);
-    CHECK(sizeof(ossc_session_header) == 6240);
+    CHECK(offsetof(ossc_session_header, last_open_ms) == 6240);
+    CHECK(sizeof(ossc_session_header) == 6248);
     CHECK(offsetof(ossc_session_object, size) == 0);
     CHECK(offsetof(ossc_session_object, first_chunk) == 8);
     CHECK(offsetof(ossc_session_object, n_chunks) == 12);
@@ -242,7 +243,7 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_object, error) == 24);
     CHECK(offsetof(ossc_session_object, chunks_ready) == 28);
     CHECK(sizeof(ossc_session_object) == 32);
-    CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 1);
+    CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 2);
 }
 
 int main(void)

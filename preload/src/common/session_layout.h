@@ -3,7 +3,9 @@
  *
  *   /dev/shm/ossc-<16 hex digits of FNV-1a-64(real path of MODEL_DIR)>/
  *       control        header, object table, chunk ready bits, names
- *       data/<index>   one tmpfs file per large object, sized to it
+ *       data/<index>   one tmpfs file per large object, sized to it; unlinked (and its ready
+ *                      bits cleared) expireTimeSec after the last open of a complete session,
+ *                      created again when a reader asks for one of its chunks
  *
  * Only plain C and <stdint.h>: the shim includes it and links nothing but libc.
  */
@@ -13,7 +15,7 @@
 #include <stdint.h>
 
 #define OSSC_SESSION_MAGIC 0x4353534fu /* "OSSC" little-endian */
-#define OSSC_SESSION_VERSION 1
+#define OSSC_SESSION_VERSION 2
 #define OSSC_SESSION_ROOT "/dev/shm"
 #define OSSC_SESSION_PREFIX "ossc-"
 #define OSSC_MODEL_DIR_MAX 4096
@@ -48,7 +50,9 @@ typedef struct ossc_session_header {
     char model_dir[OSSC_MODEL_DIR_MAX]; /* 96 */
     char log_path[1024];        /* 4192 resolved logPath, "" for stderr */
     char audit_path[1024];      /* 5216 resolved auditPath, "" for none */
-} ossc_session_header;          /* 6240 */
+    uint64_t last_open_ms;      /* 6240 CLOCK_MONOTONIC of the last open of a large file:
+                                 *      expireTimeSec counts from here */
+} ossc_session_header;          /* 6248 */
 
 typedef struct ossc_session_object {
     uint64_t size;              /*  0 */

@@ -37,9 +37,20 @@ struct ossc_session {
     uint32_t *item_object;      /* fetch item -> object index */
     int *data_fds;
     size_t n_data;
+    const char **keys;          /* object index -> key (owned by the listing) */
+    struct refetch *refetches;  /* object index -> its refetch after a release */
+    bool released;              /* the data files are gone (expireTimeSec) */
+    uint64_t complete_ms;
     pthread_t helper;
     bool helper_started;
     atomic_bool stopping;
+};
+
+/* Fetching one object again after its data file was released. */
+struct refetch {
+    ossc_session *s;
+    uint32_t object;
+    ossc_fetch *fetch; /* NULL when none runs */
 };
 
 static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *ts)
@@ -194,11 +205,10 @@ static void order_by_index(ossc_session *s, size_t *order, size_t n)
     cJSON_Delete(root);
 }
 
-static void on_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length, int status)
+static void chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, int status)
 {
-    ossc_session *s = ctx;
     ossc_session_header *h = s->hdr;
-    ossc_session_object *o = &objects_of(h)[s->item_object[item]];
+    ossc_session_object *o = &objects_of(h)[object];
     if (status == 0) {
         uint32_t chunk = o->first_chunk + (uint32_t)(offset / h->chunk_size);
         atomic_fetch_or((_Atomic uint64_t *)&bits_of(h)[chunk / 64], 1ULL << (chunk % 64));
@@ -207,9 +217,100 @@ static void on_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length, i
         int e = status == OSSC_E_AUTH ? EACCES : status == OSSC_E_NOT_FOUND ? ENOENT : EIO;
         atomic_store((_Atomic int32_t *)&o->error, e);
     }
-    (void)length;
     atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
     futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
+}
+
+static void on_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length, int status)
+{
+    ossc_session *s = ctx;
+    (void)length;
+    chunk_landed(s, s->item_object[item], offset, status);
+}
+
+static void on_refetch_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length,
+                             int status)
+{
+    struct refetch *r = ctx;
+    (void)item, (void)length;
+    chunk_landed(r->s, r->object, offset, status);
+}
+
+static void data_path(const ossc_session *s, size_t object, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/data/%zu", s->path, object);
+}
+
+/* expireTimeSec after the last open: the data files go (open fds and mappings keep their
+ * pages). Ready bits are cleared before the unlink, so a reader that finds no file also finds
+ * no chunk and asks for it, which fetches the object again. */
+static void release_data(ossc_session *s)
+{
+    ossc_session_header *h = s->hdr;
+    ossc_session_object *objs = objects_of(h);
+    for (size_t i = 0; i < s->n_data; i++) {
+        if (s->data_fds[i] < 0)
+            continue;
+        for (uint32_t c = objs[i].first_chunk; c < objs[i].first_chunk + objs[i].n_chunks; c++)
+            atomic_fetch_and((_Atomic uint64_t *)&bits_of(h)[c / 64], ~(1ULL << (c % 64)));
+        atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, 0);
+        char path[320];
+        data_path(s, i, path, sizeof(path));
+        unlink(path);
+        close(s->data_fds[i]);
+        s->data_fds[i] = -1;
+    }
+    s->released = true;
+    LOGI("session %s: released %zu data files %u s after the last open", s->path, s->n_data,
+         h->expire_time_sec);
+}
+
+static void refetch(ossc_session *s, uint32_t object)
+{
+    struct refetch *r = &s->refetches[object];
+    if (r->fetch || s->data_fds[object] >= 0)
+        return; /* running, or its file is back already */
+    ossc_session_object *o = &objects_of(s->hdr)[object];
+    char path[320];
+    data_path(s, object, path, sizeof(path));
+    ossc_error err;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, (off_t)o->size) != 0) {
+        LOGE("cannot create %s again: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        atomic_store((_Atomic int32_t *)&o->error, EIO);
+        return;
+    }
+    s->data_fds[object] = fd;
+    ossc_fetch_item item = {s->keys[object], o->size, 0, o->size, fd, 0, NULL};
+    *r = (struct refetch){s, object, NULL};
+    r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
+    if (!r->fetch) {
+        LOGE("%s: %s", s->keys[object], err.message);
+        atomic_store((_Atomic int32_t *)&o->error, EIO);
+    }
+    s->released = false; /* once it is whole again, expiry counts from the last open */
+}
+
+/* Frees the refetches that have ended; true if one still runs. */
+static bool reap_refetches(ossc_session *s)
+{
+    bool running = false;
+    for (size_t i = 0; s->refetches && i < s->n_data; i++) {
+        struct refetch *r = &s->refetches[i];
+        if (!r->fetch)
+            continue;
+        ossc_fetch_stats st;
+        ossc_fetch_stats_get(r->fetch, &st);
+        if (st.finished) {
+            ossc_fetch_free(r->fetch);
+            r->fetch = NULL;
+        } else {
+            running = true;
+        }
+    }
+    return running;
 }
 
 /* Answers blocked readers and beats the heartbeat until the prefetch ends. */
@@ -230,8 +331,11 @@ static void *helper_main(void *arg)
             for (size_t i = 0; i < s->n_data; i++) {
                 ossc_session_object *o = &objs[s->item_object[i]];
                 if (chunk >= o->first_chunk && chunk < o->first_chunk + o->n_chunks) {
-                    ossc_fetch_prioritize(s->fetch, i,
-                                          (uint64_t)(chunk - o->first_chunk) * h->chunk_size);
+                    if (s->data_fds[s->item_object[i]] < 0)
+                        refetch(s, s->item_object[i]);
+                    else
+                        ossc_fetch_prioritize(s->fetch, i,
+                                              (uint64_t)(chunk - o->first_chunk) * h->chunk_size);
                     break;
                 }
             }
@@ -239,11 +343,19 @@ static void *helper_main(void *arg)
         ossc_fetch_stats st;
         ossc_fetch_stats_get(s->fetch, &st);
         if (st.finished && h->state == OSSC_SESSION_FETCHING) {
+            s->complete_ms = now_ms();
             atomic_store((_Atomic uint32_t *)&h->state,
                          st.items_failed ? OSSC_SESSION_FAILED : OSSC_SESSION_COMPLETE);
             atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
             futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
         }
+        bool refetching = reap_refetches(s);
+        uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
+        if (h->state == OSSC_SESSION_COMPLETE && h->expire_time_sec && !s->released &&
+            !refetching &&
+            now_ms() >= (last > s->complete_ms ? last : s->complete_ms) +
+                            (uint64_t)h->expire_time_sec * 1000)
+            release_data(s);
     }
     return NULL;
 }
@@ -385,7 +497,7 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     h->names_offset = names_off;
     h->control_size = s->control_size;
     h->read_timeout_ms = (uint32_t)s->client->s.read_timeout_sec * 1000;
-    h->heartbeat_ms = now_ms();
+    h->heartbeat_ms = h->last_open_ms = now_ms();
     h->log_level = (uint32_t)s->client->s.log_level;
     h->expire_time_sec = (uint32_t)s->client->s.expire_time_sec;
     snprintf(h->model_dir, sizeof(h->model_dir), "%s", s->model_dir);
@@ -491,7 +603,9 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
     order = malloc((n ? n : 1) * 2 * sizeof(*order));
     s->data_fds = malloc((n ? n : 1) * sizeof(int));
     s->item_object = malloc((n ? n : 1) * sizeof(uint32_t));
-    if (!order || !s->data_fds || !s->item_object) {
+    s->keys = malloc((n ? n : 1) * sizeof(*s->keys));
+    s->refetches = calloc(n ? n : 1, sizeof(*s->refetches));
+    if (!order || !s->data_fds || !s->item_object || !s->keys || !s->refetches) {
         err_set(err, OSSC_E_NOMEM, "out of memory");
         rc = OSSC_E_NOMEM;
         goto fail;
@@ -530,6 +644,7 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         const ossc_object *o = &s->listing->objects[large[i]];
         items[i] = (ossc_fetch_item){o->key, o->size, 0, o->size, s->data_fds[i], 0, NULL};
         s->item_object[i] = (uint32_t)i;
+        s->keys[i] = o->key;
     }
     s->fetch = ossc_fetch_start(s->client, items, n_large, on_chunk, s, err);
     free(items);
@@ -584,6 +699,8 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
     if (s->helper_started)
         pthread_join(s->helper, NULL);
     ossc_fetch_free(s->fetch);
+    for (size_t i = 0; s->refetches && i < s->n_data; i++)
+        ossc_fetch_free(s->refetches[i].fetch);
     if (s->hdr) {
         if (s->hdr->state == OSSC_SESSION_FETCHING) {
             /* Readers must not wait for chunks nobody will fetch. */
@@ -596,13 +713,16 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
         munmap(s->hdr, s->control_size);
     }
     for (size_t i = 0; i < s->n_data; i++)
-        close(s->data_fds[i]);
+        if (s->data_fds[i] >= 0)
+            close(s->data_fds[i]);
     if (s->control_fd >= 0)
         close(s->control_fd);
     if (remove && !s->attached && s->path[0])
         remove_session_files(s->path);
     free(s->data_fds);
     free(s->item_object);
+    free(s->keys);
+    free(s->refetches);
     ossc_listing_free(s->listing);
     ossc_client_free(s->client);
     free(s);

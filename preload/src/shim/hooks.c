@@ -477,7 +477,8 @@ static const char *stat_target(int dirfd, const char *path, char *buf)
     if (object < 0)
         return path;
     snprintf(buf, DATA_PATH_MAX, "%s/data/%d", shim.session_dir, object);
-    return buf;
+    /* Released (expireTimeSec): the placeholder has the same size until an open refetches. */
+    return access(buf, F_OK) == 0 ? buf : path;
 }
 
 SHIM_API int stat(const char *path, struct stat *st)

@@ -167,12 +167,26 @@ int session_lookup(const char *path)
     return lookup_rel(rel, len);
 }
 
+static int wait_range(int object, uint64_t offset, uint64_t length);
+
 int session_open_data(int object, int flags)
 {
+    __atomic_store_n(&hdr->last_open_ms, mono_ms(), __ATOMIC_RELAXED); /* expiry counts from here */
     char path[300];
     snprintf(path, sizeof(path), "%s/data/%d", shim.session_dir, object);
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
-    return real_open(path, (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY);
+    flags = (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY;
+    int fd = real_open(path, flags);
+    for (int tries = 0; fd < 0 && errno == ENOENT && tries < 3; tries++) {
+        /* Released after expireTimeSec: asking for its first chunk fetches it again. */
+        int e = wait_range(object, 0, 1);
+        if (e) {
+            errno = e;
+            return -1;
+        }
+        fd = real_open(path, flags);
+    }
+    return fd;
 }
 
 uint64_t session_object_size(int object) { return objects()[object].size; }
@@ -199,8 +213,6 @@ static bool owner_gone(void)
     real_close(fd);
     return gone;
 }
-
-static int wait_range(int object, uint64_t offset, uint64_t length);
 
 int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_ms)
 {
