@@ -52,7 +52,7 @@ def test_config_to_write_need_not_exist_yet(tmp_path):
 def test_every_option_has_its_osc_env_variable(option):
     """env_name (used by --print-env) names the variable the engine reads."""
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug",
-             "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB",
+             "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no",
              "smallFileSize": "1MiB"}.get(option.key, "7")
     resolved = settings.flatten(settings.resolve(None, {}, {**BASE_ENV,
                                                             settings.env_name(option.key): value}))

@@ -409,3 +409,19 @@ def test_open_through_syscall_openat_and_openat2(store, bucket, model, model_dir
     """
     got = run_owner(shim_env(store, bucket, model_dir), code)
     assert got == [hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()] * 2
+
+
+def test_corrupt_byte_never_reaches_a_reader(store, bucket, model, model_dir, proxy):
+    """With the store's CRC-64 (as OSS sends it), a flipped byte is caught and the object is
+    fetched again; a reader that starts at once only ever sees the verified bytes."""
+    proxy.add_crc64 = True
+    fault = proxy.add_fault("flip_byte", key="weights.bin", ranged_only=True, times=1)
+    code = """
+    import hashlib, json, os
+    with open(os.path.join(os.environ["MODEL_DIR"], "weights.bin"), "rb") as f:
+        print(json.dumps(hashlib.sha256(f.read()).hexdigest()))
+    """
+    got = run_owner(shim_env(store, bucket, model_dir, endpoint=proxy.endpoint), code)
+    assert fault.fired == 1
+    assert got == hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
+    assert proxy.bytes_served(f"{bucket}/{PREFIX}weights.bin") >= 2 * (9 << 20)

@@ -48,6 +48,9 @@ OPTIONS = (
                   "loading ends", "session"),
     SettingOption("--read-timeout-sec", "readTimeoutSec", "a read waiting longer fails with "
                   "EIO", "session"),
+    SettingOption("--verify-before-read", "verifyBeforeRead", "readers see an object the "
+                  "store sends a CRC-64 for only once it verified (default yes)", "session",
+                  choices=("yes", "no")),
     SettingOption("--allow-non-empty-model-dir", "allowNonEmptyModelDir", "fill a non-empty "
                   "MODEL_DIR that ossc did not create", "session", is_switch=True),
     SettingOption("--log-level", "logLevel", "engine and shim log level", "logging",

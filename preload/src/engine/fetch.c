@@ -5,7 +5,8 @@
  * prefetch.workers transfers in flight, taking chunks from the front. A failed attempt goes
  * back to the front after a backoff and resumes where it stopped; every reply's status and
  * Content-Range are checked before a byte is written. A whole-object item whose store sent
- * x-oss-hash-crc64ecma is verified when its last chunk lands, and refetched once on mismatch.
+ * x-oss-hash-crc64ecma is verified when its last chunk lands, and refetched once on mismatch;
+ * with verifyBeforeRead its chunks are reported (on_chunk) only after it verified.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -34,6 +35,7 @@ typedef struct chunk {
     uint64_t done;            /* bytes in the sink, from offset on */
     uint64_t crc;             /* CRC-64 of those bytes */
     bool crc_valid;           /* every attempt carried the object's CRC */
+    bool held;                /* landed, reported only once the object's CRC-64 verifies */
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
@@ -202,6 +204,12 @@ static void item_complete(ossc_fetch *f, uint32_t item)
         crc = ossc_crc64_combine(crc, c->crc, c->length);
     }
     if (!checkable || crc == is->object_crc) {
+        for (uint32_t k = 0; k < is->n_chunks; k++) {
+            chunk *c = &f->chunks[is->first_chunk + k];
+            if (c->held && f->on_chunk)
+                f->on_chunk(f->ctx, c->item, c->offset, c->length, 0);
+            c->held = false;
+        }
         item_finish(f, is);
         return;
     }
@@ -222,6 +230,7 @@ static void item_complete(ossc_fetch *f, uint32_t item)
         chunk *c = &f->chunks[is->first_chunk + k];
         atomic_fetch_sub(&f->bytes_done, c->done);
         c->done = c->crc = 0;
+        c->held = false;
         c->attempts = 0;
         c->not_before_ms = 0;
         queue_push(f, is->first_chunk + k, true);
@@ -430,7 +439,10 @@ static void finish_transfer(worker *w, slot *s, CURLcode res)
         c->state = CH_DROPPED;
     } else if (cls == FAIL_NONE) {
         c->state = CH_DONE;
-        if (f->on_chunk)
+        /* Bytes the store vouches for with a CRC-64 are shown only once it verifies: a
+         * reader must never see bytes that a refetch would replace. */
+        c->held = c->crc_valid && cl->s.verify_before_read;
+        if (f->on_chunk && !c->held)
             f->on_chunk(f->ctx, c->item, c->offset, c->length, 0);
         if (++is->chunks_done == is->n_chunks)
             item_complete(f, c->item);

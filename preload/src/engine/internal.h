@@ -63,6 +63,7 @@ typedef struct settings {
     uint64_t small_file_size;   /* objects below it are fetched whole into MODEL_DIR */
     int read_timeout_sec;
     int allow_non_empty;        /* materialize into a non-empty MODEL_DIR we did not create */
+    int verify_before_read;     /* readers see an object with a CRC-64 only once it verified */
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 
