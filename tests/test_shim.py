@@ -215,8 +215,12 @@ def test_reader_before_download_finishes_gets_the_bytes(store, bucket, model, mo
     assert got["head_tail_s"] < 9 * 0.3
 
 
-def test_unfetchable_object_fails_with_eio(store, bucket, model, model_dir, proxy):
+def test_unfetchable_object_fails_with_eio(store, bucket, model, model_dir, proxy, tmp_path):
+    """...with the errno that is the truth, and a line in the config file's logPath (which
+    reaches the shim through the session, not through the environment)."""
     proxy.add_fault("status", key="sub/extra.bin", status=403, times=None)
+    config, log = tmp_path / "config.json", tmp_path / "ossc.log"
+    config.write_text(json.dumps({"logPath": str(log), "logLevel": "warn"}))
     code = """
     import errno, json, os
     root = os.environ["MODEL_DIR"]
@@ -228,8 +232,13 @@ def test_unfetchable_object_fails_with_eio(store, bucket, model, model_dir, prox
         err = e.errno
     print(json.dumps({"ok": ok, "errno": err}))
     """
-    got = run_owner(shim_env(store, bucket, model_dir, endpoint=proxy.endpoint), code)
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint, OSSC_CONFIG=config)
+    del env["OSSC_LOG_LEVEL"]
+    got = run_owner(env, code)
     assert got == {"ok": 9 << 20, "errno": 13}  # EACCES: the store refused it
+    lines = log.read_text().splitlines()
+    assert any("sub/extra.bin" in line and "could not be fetched" in line for line in lines), \
+        lines
 
 
 def test_owner_death_makes_readers_fail_not_hang(store, bucket, model, model_dir, proxy):

@@ -36,6 +36,16 @@ void shim_log(const char *level, const char *fmt, ...)
     errno = saved;
 }
 
+/* The session's logPath (from the owner's settings), unless OSSC_LOG_PATH chose already. */
+void shim_log_to(const char *path)
+{
+    if (log_fd != 2 || !path[0])
+        return;
+    int fd = real_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        log_fd = fd;
+}
+
 static uint64_t fnv1a64(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ULL;

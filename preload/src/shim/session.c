@@ -88,6 +88,7 @@ static bool attach_locked(void)
     }
     slots = table;
     n_slots = n;
+    shim_log_to(h->log_path);
     return true;
 }
 

@@ -35,6 +35,7 @@ void shim_init(void);
 
 /* ---- logging (init.c): one write(2) per line, no stdio, no malloc ---- */
 void shim_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void shim_log_to(const char *path);
 
 /* ---- the session (session.c) ---- */
 /* The object index of a path below MODEL_DIR, -1 if it is not a large object of the
