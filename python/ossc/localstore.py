@@ -275,7 +275,10 @@ class LocalStore:
                 region_name=REGION,
                 config=Config(
                     s3={"addressing_style": "path"},
-                    retries={"max_attempts": 3, "mode": "standard"},
+                    # SeaweedFS sometimes stalls a request while it grows a volume: retry
+                    # it well before botocore's 60 s default read timeout.
+                    connect_timeout=5, read_timeout=15,
+                    retries={"max_attempts": 5, "mode": "standard"},
                     max_pool_connections=32,
                 ),
             )
