@@ -16,6 +16,8 @@ What it does
      ossc-run  `ossc-run --oss-path s3://B/P/ --model-dir <fresh dir> --endpoint E --config <tmp>
                --ready-url .../health -- <vllm> --model <dir>`: the prefetch starts at t=0 and
                overlaps vLLM's imports; the server reads MODEL_DIR through the shim
+     ossc-run-disk  the same with --cache-dir on the local disk (data files in its page cache
+               instead of /dev/shm: see docs/BENCHMARKS.md for why vLLM on CPU cares)
      s5cmd     `s5cmd cp 's3://B/P/*' /dev/shm/...` and then the server on that copy (download
                included in the time)
      runai     vLLM's own `--load-format runai_streamer --model s3://B/P/` (needs
@@ -72,7 +74,7 @@ from vllm_harness import VllmError, VllmServer, descendants, free_port  # noqa: 
 from ossc.localstore import LocalStore  # noqa: E402
 from ossc.native import session_dir  # noqa: E402
 
-CONTENDERS = ["local", "ossc-run", "s5cmd", "runai"]
+CONTENDERS = ["local", "ossc-run", "ossc-run-disk", "s5cmd", "runai"]
 NAME = "big"  # served model name, the same for every contender
 PROMPT = "Object storage keeps models where disks are expensive and models change."
 SERVER_ARGS = ["--dtype", "bfloat16"]  # after the harness's --dtype float32: the last one wins
@@ -230,7 +232,7 @@ class Bench:
         """None if the contender can run here, else why not."""
         if c == "s5cmd" and not shutil.which("s5cmd"):
             return "s5cmd not on PATH"
-        if c == "ossc-run" and not self.ossc_run:
+        if c.startswith("ossc-run") and not self.ossc_run:
             return "no ossc-run on PATH and no python/ossc/launcher.py (use --ossc-run)"
         if c == "runai":
             r = subprocess.run([self.a.vllm_python, "-c",
@@ -275,11 +277,14 @@ class Bench:
         model: str = str(self.model)
         if c == "local":
             self.read_local()
-        elif c == "ossc-run":
+        elif c.startswith("ossc-run"):
             model = str(MODEL_DIR)
             wrapper = [*self.ossc_run, "--oss-path", self.url, "--model-dir", model,
                        "--endpoint", self.store.endpoint, "--config", str(tmp / "config.json"),
-                       "--ready-url", f"http://127.0.0.1:{port}/health", "--"]
+                       "--ready-url", f"http://127.0.0.1:{port}/health"]
+            if c == "ossc-run-disk":
+                wrapper += ["--cache-dir", str(tmp / "cache")]
+            wrapper.append("--")
         elif c == "s5cmd":
             model = str(S5_DIR)
             script = ('t=$(date +%s%N); s5cmd --endpoint-url "$0" cp "$1*" "$2/" >/dev/null && '
@@ -312,7 +317,7 @@ class Bench:
             remove(tmp, S5_DIR, MODEL_DIR, session_dir(str(MODEL_DIR)))
         text = Path(server.log_path).read_text(errors="replace")
         r.weights, r.weights_exact = weights_seconds(text)
-        if c == "ossc-run":
+        if c.startswith("ossc-run"):
             r.launcher_ready = grep_seconds(text, "ossc-run: ready in", after=" in ")
             r.fetch = grep_seconds(text, "ossc-run: prefetched", after=" in ")
         elif c == "s5cmd" and (ms := grep_seconds(text, "bench: s5cmd took")) is not None:
@@ -389,7 +394,7 @@ def print_table(summ: dict, skipped: dict, failed: dict, meta: dict) -> None:
         if o["launcher_ready"] is not None:
             print(f"ossc-run's own --ready-url report (from its start): {o['launcher_ready']:.2f} s")
         others = {c: s["both"] for c, s in summ.items()
-                  if c not in ("local", "ossc-run") and s["runs_ok"]}
+                  if c != "local" and not c.startswith("ossc-run") and s["runs_ok"]}
         ahead = all(o["both"] < v for v in others.values())
         if o["both_vs_local"] is not None:
             print(f"target: ossc-run within {TARGET}× local (spawn → first token): "

@@ -52,7 +52,7 @@ def test_config_to_write_need_not_exist_yet(tmp_path):
 def test_every_option_has_its_osc_env_variable(option):
     """env_name (used by --print-env) names the variable the engine reads."""
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug",
-             "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no",
+             "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no", "cacheDir": "/var/cache/ossc",
              "smallFileSize": "1MiB"}.get(option.key, "7")
     resolved = settings.flatten(settings.resolve(None, {}, {**BASE_ENV,
                                                             settings.env_name(option.key): value}))
@@ -75,6 +75,8 @@ def test_child_env_preload_first_once_and_no_owner_flag():
     (["--oss-path", "oss://bkt/p/", "--", "true"], {}, 2, "--model-dir"),
     (["--oss-path", "oss://bkt/p/", "--model-dir", "/m"], {}, 2, "no command"),
     (["--oss-path", "http://b/p/", "--model-dir", "/m", "--", "true"], {}, 3, "store URL"),
+    (["--oss-path", "oss://bkt/p/", "--model-dir", "/m", "--ready-url", "localhost:8000",
+      "--", "true"], {}, 2, "--ready-url"),
     (["--oss-path", "oss://bkt/p/", "--model-dir", "/m", "--vcpus", "0", "--", "true"], {}, 3,
      "prefetch.vcpus"),
     (["--oss-path", "s3://bkt/p/", "--model-dir", "/m", "--", "true"],

@@ -434,3 +434,20 @@ def test_corrupt_byte_never_reaches_a_reader(store, bucket, model, model_dir, pr
     assert fault.fired == 1
     assert got == hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
     assert proxy.bytes_served(f"{bucket}/{PREFIX}weights.bin") >= 2 * (9 << 20)
+
+
+def test_cache_dir_holds_the_data_files(store, bucket, model, model_dir, tmp_path):
+    """cacheDir moves the data files (e.g. to a local disk's page cache); the control file
+    stays in /dev/shm and tells every reader where they are."""
+    cache = tmp_path / "cache"
+    code = """
+    import hashlib, json, os
+    root = os.environ["MODEL_DIR"]
+    digest = hashlib.sha256(open(os.path.join(root, "weights.bin"), "rb").read()).hexdigest()
+    cache = os.environ["OSSC_CACHE_DIR"]
+    print(json.dumps({"digest": digest, "files": sum(len(f) for _, _, f in os.walk(cache))}))
+    """
+    got = run_owner(shim_env(store, bucket, model_dir, OSSC_CACHE_DIR=cache), code)
+    assert got["digest"] == hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
+    assert got["files"] == 5  # the large objects: 2 shards, the .bin, weights.bin, sub/extra.bin
+    assert list(cache.iterdir()) == []  # removed with the session

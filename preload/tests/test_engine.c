@@ -234,7 +234,8 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_header, log_path) == 4192);
     CHECK(offsetof(ossc_session_header, audit_path) == 5216);
     CHECK(offsetof(ossc_session_header, last_open_ms) == 6240);
-    CHECK(sizeof(ossc_session_header) == 6248);
+    CHECK(offsetof(ossc_session_header, data_dir) == 6248);
+    CHECK(sizeof(ossc_session_header) == 7272);
     CHECK(offsetof(ossc_session_object, size) == 0);
     CHECK(offsetof(ossc_session_object, first_chunk) == 8);
     CHECK(offsetof(ossc_session_object, n_chunks) == 12);

@@ -111,6 +111,9 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
     if not args.command and not args.print_env:
         raise UserError("no command: put it after --, e.g. ossc-run ... -- python -m "
                         "vllm.entrypoints.openai.api_server --model DIR", EXIT_USAGE)
+    if args.ready_url and not args.ready_url.startswith(("http://", "https://")):
+        raise UserError(f"--ready-url {args.ready_url!r}: expected http://HOST:PORT/PATH",
+                        EXIT_USAGE)
     model_dir = os.path.normpath(os.path.join(cwd, model_dir))
     config_path = args.config or env.get("OSSC_CONFIG") or DEFAULT_PATH
     given = setting_options.overrides(args)

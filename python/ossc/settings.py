@@ -48,6 +48,8 @@ OPTIONS = (
                   "loading ends", "session"),
     SettingOption("--read-timeout-sec", "readTimeoutSec", "a read waiting longer fails with "
                   "EIO", "session"),
+    SettingOption("--cache-dir", "cacheDir", "where the data files go (default: the "
+                  "session in /dev/shm), e.g. a local NVMe directory", "session"),
     SettingOption("--verify-before-read", "verifyBeforeRead", "readers see an object the "
                   "store sends a CRC-64 for only once it verified (default yes)", "session",
                   choices=("yes", "no")),

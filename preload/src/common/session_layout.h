@@ -3,7 +3,8 @@
  *
  *   /dev/shm/ossc-<16 hex digits of FNV-1a-64(real path of MODEL_DIR)>/
  *       control        header, object table, chunk ready bits, names
- *       data/<index>   one tmpfs file per large object, sized to it; unlinked (and its ready
+ *       data/<index>   one tmpfs file per large object, sized to it (in cacheDir when that
+ *                      is set: the header's data_dir says where); unlinked (and its ready
  *                      bits cleared) expireTimeSec after the last open of a complete session,
  *                      created again when a reader asks for one of its chunks
  *
@@ -52,7 +53,9 @@ typedef struct ossc_session_header {
     char audit_path[1024];      /* 5216 resolved auditPath, "" for none */
     uint64_t last_open_ms;      /* 6240 CLOCK_MONOTONIC of the last open of a large file:
                                  *      expireTimeSec counts from here */
-} ossc_session_header;          /* 6248 */
+    char data_dir[1024];        /* 6248 where data/<index> files live: <session>/data, or
+                                 *      <cacheDir>/ossc-<hash> */
+} ossc_session_header;          /* 7272 */
 
 typedef struct ossc_session_object {
     uint64_t size;              /*  0 */

@@ -64,6 +64,7 @@ typedef struct settings {
     int read_timeout_sec;
     int allow_non_empty;        /* materialize into a non-empty MODEL_DIR we did not create */
     int verify_before_read;     /* readers see an object with a CRC-64 only once it verified */
+    char cache_dir[900];        /* data files go to <cache_dir>/ossc-<hash>; "" for /dev/shm */
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 

@@ -23,11 +23,13 @@
 
 #define MARKER_NAME ".ossc-materialized"
 #define HEARTBEAT_MS 100
+#define OSSC_DATA_PATH_MAX 1100 /* data_dir and an index */
 
 struct ossc_session {
     ossc_client *client;
     ossc_listing *listing;
     char path[256];             /* /dev/shm/ossc-<hash> */
+    char data_dir[1024];        /* <path>/data, or <cacheDir>/ossc-<hash> */
     char model_dir[OSSC_MODEL_DIR_MAX];
     bool attached;              /* another live owner fetches; we only wait */
     ossc_session_header *hdr;
@@ -238,7 +240,7 @@ static void on_refetch_chunk(void *ctx, size_t item, uint64_t offset, uint64_t l
 
 static void data_path(const ossc_session *s, size_t object, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/data/%zu", s->path, object);
+    snprintf(buf, cap, "%s/%zu", s->data_dir, object);
 }
 
 /* expireTimeSec after the last open: the data files go (open fds and mappings keep their
@@ -254,7 +256,7 @@ static void release_data(ossc_session *s)
         for (uint32_t c = objs[i].first_chunk; c < objs[i].first_chunk + objs[i].n_chunks; c++)
             atomic_fetch_and((_Atomic uint64_t *)&bits_of(h)[c / 64], ~(1ULL << (c % 64)));
         atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, 0);
-        char path[320];
+        char path[OSSC_DATA_PATH_MAX];
         data_path(s, i, path, sizeof(path));
         unlink(path);
         close(s->data_fds[i]);
@@ -271,7 +273,7 @@ static void refetch(ossc_session *s, uint32_t object)
     if (r->fetch || s->data_fds[object] >= 0)
         return; /* running, or its file is back already */
     ossc_session_object *o = &objects_of(s->hdr)[object];
-    char path[320];
+    char path[OSSC_DATA_PATH_MAX];
     data_path(s, object, path, sizeof(path));
     ossc_error err;
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -390,27 +392,25 @@ static void remove_placeholders(ossc_session *s)
     }
 }
 
-static void remove_session_files(const char *path)
+static void remove_session_files(const ossc_session *s)
 {
-    char buf[512];
-    snprintf(buf, sizeof(buf), "%s/data", path);
-    DIR *d = opendir(buf);
+    char buf[1300];
+    DIR *d = opendir(s->data_dir);
     struct dirent *e;
     while (d && (e = readdir(d))) {
         if (e->d_name[0] == '.')
             continue;
-        snprintf(buf, sizeof(buf), "%s/data/%s", path, e->d_name);
+        snprintf(buf, sizeof(buf), "%s/%s", s->data_dir, e->d_name);
         unlink(buf);
     }
     if (d)
         closedir(d);
-    snprintf(buf, sizeof(buf), "%s/data", path);
-    rmdir(buf);
-    snprintf(buf, sizeof(buf), "%s/control", path);
+    rmdir(s->data_dir);
+    snprintf(buf, sizeof(buf), "%s/control", s->path);
     unlink(buf);
-    snprintf(buf, sizeof(buf), "%s/control.new", path);
+    snprintf(buf, sizeof(buf), "%s/control.new", s->path);
     unlink(buf);
-    rmdir(path);
+    rmdir(s->path);
 }
 
 /* Small objects land whole in MODEL_DIR before anything reads them. */
@@ -465,8 +465,7 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     size_t names_off = bits_off + ((n_chunks + 63) / 64) * 8;
     s->control_size = names_off + names;
 
-    snprintf(control, sizeof(control), "%s/data", s->path);
-    if (mkdirs(control, err))
+    if (mkdirs(s->path, err) || mkdirs(s->data_dir, err))
         return OSSC_E_IO;
     snprintf(control, sizeof(control), "%s/control", s->path);
     snprintf(tmp, sizeof(tmp), "%s/control.new", s->path);
@@ -503,6 +502,7 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     snprintf(h->model_dir, sizeof(h->model_dir), "%s", s->model_dir);
     snprintf(h->log_path, sizeof(h->log_path), "%s", s->client->s.log_path);
     snprintf(h->audit_path, sizeof(h->audit_path), "%s", s->client->s.audit_path);
+    snprintf(h->data_dir, sizeof(h->data_dir), "%s", s->data_dir);
 
     ossc_session_object *objs = objects_of(h);
     char *name_area = (char *)h + names_off;
@@ -522,7 +522,7 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
 
         /* The data file the prefetch fills, sized to the object. */
         char path[OSSC_MODEL_DIR_MAX + 1100];
-        snprintf(path, sizeof(path), "%s/data/%zu", s->path, i);
+        data_path(s, i, path, sizeof(path));
         int dfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (dfd < 0 || ftruncate(dfd, (off_t)o->size) != 0) {
             err_set(err, OSSC_E_IO, "cannot create %s: %s", path, strerror(errno));
@@ -584,8 +584,14 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         goto fail;
     }
     snprintf(s->model_dir, sizeof(s->model_dir), "%s", real);
+    uint64_t key = fnv1a64(s->model_dir);
     snprintf(s->path, sizeof(s->path), OSSC_SESSION_ROOT "/" OSSC_SESSION_PREFIX "%016llx",
-             (unsigned long long)fnv1a64(s->model_dir));
+             (unsigned long long)key);
+    if (*s->client->s.cache_dir)
+        snprintf(s->data_dir, sizeof(s->data_dir), "%s/" OSSC_SESSION_PREFIX "%016llx",
+                 s->client->s.cache_dir, (unsigned long long)key);
+    else
+        snprintf(s->data_dir, sizeof(s->data_dir), "%s/data", s->path);
     char control[300];
     snprintf(control, sizeof(control), "%s/control", s->path);
     if (live_session(control)) {
@@ -593,7 +599,7 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         s->attached = true;
         return s;
     }
-    remove_session_files(s->path); /* a dead owner's leftovers */
+    remove_session_files(s); /* a dead owner's leftovers */
     /* The store first: bad credentials or a wrong path must not leave MODEL_DIR touched. */
     if ((rc = ossc_list(s->client, NULL, &s->listing, err)) || (rc = check_listing(s, url, err)) ||
         (rc = prepare_model_dir(s, err)))
@@ -718,7 +724,7 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
     if (s->control_fd >= 0)
         close(s->control_fd);
     if (remove && !s->attached && s->path[0])
-        remove_session_files(s->path);
+        remove_session_files(s);
     free(s->data_fds);
     free(s->item_object);
     free(s->keys);

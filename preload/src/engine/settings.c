@@ -57,6 +57,7 @@ static const setting_def defs[] = {
     INT("readTimeoutSec", "OSSC_READ_TIMEOUT_SEC", NULL, read_timeout_sec, 1, 86400, "600"),
     ENUM("allowNonEmptyModelDir", "OSSC_ALLOW_NON_EMPTY_MODEL_DIR", NULL, allow_non_empty,
          "no|yes", "no"),
+    STR("cacheDir", "OSSC_CACHE_DIR", NULL, NULL, cache_dir, ""),
     ENUM("verifyBeforeRead", "OSSC_VERIFY_BEFORE_READ", NULL, verify_before_read, "no|yes",
          "yes"),
 };

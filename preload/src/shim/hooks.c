@@ -16,6 +16,8 @@
 
 #include "shim.h"
 
+#define DATA_PATH_MAX 1100 /* the session's data_dir and an index */
+
 #define ENSURE(name)              \
     do {                          \
         if (!real_##name)         \
@@ -225,8 +227,8 @@ static FILE *freopen_object(int object, const char *mode, FILE *stream,
         errno = e;
         return NULL;
     }
-    char path[300];
-    snprintf(path, sizeof(path), "%s/data/%d", shim.session_dir, object);
+    char path[DATA_PATH_MAX];
+    session_data_path(object, path, sizeof(path));
     return real(path, mode, stream);
 }
 
@@ -473,14 +475,12 @@ SHIM_API int close_range(unsigned int first, unsigned int last, int flags)
 /* ---- stat: a path of ours describes its data file, so that stat(path) and fstat(fd) agree
  * (cp checks that the file it opened is the one it stat'ed) ---- */
 
-#define DATA_PATH_MAX 300
-
 static const char *stat_target(int dirfd, const char *path, char *buf)
 {
     int object = object_at(dirfd, path);
     if (object < 0)
         return path;
-    snprintf(buf, DATA_PATH_MAX, "%s/data/%d", shim.session_dir, object);
+    session_data_path(object, buf, DATA_PATH_MAX);
     /* Released (expireTimeSec): the placeholder has the same size until an open refetches. */
     return access(buf, F_OK) == 0 ? buf : path;
 }

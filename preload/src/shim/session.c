@@ -170,11 +170,16 @@ int session_lookup(const char *path)
 
 static int wait_range(int object, uint64_t offset, uint64_t length);
 
+void session_data_path(int object, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%d", hdr->data_dir, object);
+}
+
 int session_open_data(int object, int flags)
 {
     __atomic_store_n(&hdr->last_open_ms, mono_ms(), __ATOMIC_RELAXED); /* expiry counts from here */
-    char path[300];
-    snprintf(path, sizeof(path), "%s/data/%d", shim.session_dir, object);
+    char path[sizeof(hdr->data_dir) + 16];
+    session_data_path(object, path, sizeof(path));
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
     flags = (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY;
     int fd = real_open(path, flags);

@@ -43,6 +43,8 @@ void shim_log_to(const char *path);
 int session_lookup(const char *path);
 /* Opens the data file of an object like open(2) with flags. */
 int session_open_data(int object, int flags);
+/* Where an object's data file lives (the header's data_dir: /dev/shm or cacheDir). */
+void session_data_path(int object, char *buf, size_t cap);
 /* Waits until [offset, offset+length) of object is present. 0, or an errno; *waited_ms
  * (if given) grows by the time spent. */
 int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_ms);
