@@ -702,8 +702,10 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
     if (!s)
         return;
     atomic_store(&s->stopping, true);
-    if (s->helper_started)
+    if (s->helper_started) {
+        futex(&s->hdr->wanted, FUTEX_WAKE, 1, NULL); /* now, not at its next tick */
         pthread_join(s->helper, NULL);
+    }
     ossc_fetch_free(s->fetch);
     for (size_t i = 0; s->refetches && i < s->n_data; i++)
         ossc_fetch_free(s->refetches[i].fetch);
