@@ -174,3 +174,17 @@ def test_exit_code_is_the_commands(store, remote, tmp_path, script, code):
     assert r.returncode == code, r.stderr
     assert "Traceback" not in r.stderr
     assert not os.path.exists(session_dir(str(run.model_dir)))
+
+
+def test_command_that_cannot_run_is_126(store, remote, tmp_path):
+    """Found and executable, but exec fails (a missing interpreter): the shell's 126, one
+    line saying why, and the session is gone."""
+    script = tmp_path / "broken.sh"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    run = Run(store, remote, tmp_path)
+    run.command = [str(script)]
+    r = run()
+    assert r.returncode == 126, r.stderr
+    assert f"cannot run {script}" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(session_dir(str(run.model_dir)))

@@ -11,7 +11,8 @@ from ossc.native import OsscError, lib
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_LOCAL = 10  # a local path problem, like OSSC_E_IO
-EXIT_COMMAND_NOT_FOUND = 127  # as the shell reports it
+EXIT_COMMAND_NOT_RUNNABLE = 126  # as the shell reports them
+EXIT_COMMAND_NOT_FOUND = 127
 EXIT_CODES = {
     lib.OSSC_E_CONFIG: EXIT_CONFIG,
     lib.OSSC_E_CREDENTIALS: 4,

@@ -28,8 +28,8 @@ from typing import Mapping, Optional, Sequence
 
 from ossc import settings as setting_options
 from ossc.config import DEFAULT_PATH, ConfigFile
-from ossc.errors import (EXIT_CODES, EXIT_COMMAND_NOT_FOUND, EXIT_CONFIG, EXIT_LOCAL,
-                         EXIT_USAGE, UserError, exit_code)
+from ossc.errors import (EXIT_CODES, EXIT_COMMAND_NOT_FOUND, EXIT_COMMAND_NOT_RUNNABLE,
+                         EXIT_CONFIG, EXIT_LOCAL, EXIT_USAGE, UserError, exit_code)
 from ossc.native import Client, OsscError, Session, lib, preload_library
 from ossc.progress import Progress, human_bytes
 
@@ -224,7 +224,11 @@ class Child:
     followed by SIGKILL after the grace period."""
 
     def __init__(self, plan: LaunchPlan):
-        self.proc = subprocess.Popen(plan.command, env=plan.child_env, process_group=0)
+        try:
+            self.proc = subprocess.Popen(plan.command, env=plan.child_env, process_group=0)
+        except OSError as exc:  # found but not runnable: as the shell says it
+            raise UserError(f"cannot run {plan.command[0]}: {exc.strerror}",
+                            EXIT_COMMAND_NOT_RUNNABLE) from exc
         self.grace = plan.grace_seconds
         self.kill_at: Optional[float] = None
 
