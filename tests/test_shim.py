@@ -451,3 +451,34 @@ def test_cache_dir_holds_the_data_files(store, bucket, model, model_dir, tmp_pat
     assert got["digest"] == hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
     assert got["files"] == 5  # the large objects: 2 shards, the .bin, weights.bin, sub/extra.bin
     assert list(cache.iterdir()) == []  # removed with the session
+
+
+def test_two_released_objects_read_at_once_both_come_back(store, bucket, model, model_dir):
+    """Readers share one request slot: after a release, two objects asked for at the same
+    moment are both fetched again (a lost request would wait for the read timeout)."""
+    code = """
+    import hashlib, json, os, threading, time
+    root, data = os.environ["MODEL_DIR"], os.environ["SESSION_DATA"]
+    names = ["weights.bin", "sub/extra.bin", "pytorch_model.bin"]
+    for name in names:
+        open(os.path.join(root, name), "rb").close()
+    deadline = time.monotonic() + 30
+    while os.listdir(data) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    start, got = threading.Barrier(len(names)), {}
+    def read(name):
+        start.wait()
+        with open(os.path.join(root, name), "rb") as f:
+            got[name] = hashlib.sha256(f.read()).hexdigest()
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=read, args=(n,)) for n in names]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print(json.dumps({"got": got, "seconds": time.monotonic() - t0}))
+    """
+    env = shim_env(store, bucket, model_dir, OSSC_EXPIRE_TIME_SEC=1, OSSC_READ_TIMEOUT_SEC=30)
+    env["SESSION_DATA"] = session_dir(str(model_dir)) + "/data"
+    got = run_owner(env, code)
+    for name in ("weights.bin", "sub/extra.bin", "pytorch_model.bin"):
+        assert got["got"][name] == hashlib.sha256((model / name).read_bytes()).hexdigest()
+    assert got["seconds"] < 15

@@ -17,6 +17,7 @@
 
 #define OWNER_SILENCE_MS 3000 /* a heartbeat older than this: check whether the owner lives */
 #define POLL_MS 100
+#define REASK_MS 500
 
 static ossc_session_header *hdr; /* NULL until attached */
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -261,6 +262,7 @@ static int wait_range(int object, uint64_t offset, uint64_t length)
     uint32_t last = o->first_chunk + (uint32_t)((end - 1) / hdr->chunk_size);
     uint64_t start = mono_ms(), deadline = start + hdr->read_timeout_ms;
     uint32_t asked = UINT32_MAX;
+    uint64_t asked_ms = 0;
     for (;;) {
         uint32_t seen = __atomic_load_n(&hdr->progress, __ATOMIC_ACQUIRE);
         while (first <= last && chunk_ready(first))
@@ -277,8 +279,11 @@ static int wait_range(int object, uint64_t offset, uint64_t length)
                      name_of(o), (unsigned long long)offset, (unsigned long long)end - 1, why);
             return error ? error : EIO;
         }
-        if (asked != first) { /* move what this reader needs to the front */
+        /* Move what this reader needs to the front; ask again now and then, as one slot
+         * serves every reader and another's request may have overwritten ours. */
+        if (asked != first || mono_ms() >= asked_ms + REASK_MS) {
             asked = first;
+            asked_ms = mono_ms();
             __atomic_store_n(&hdr->wanted_chunk, first, __ATOMIC_RELEASE);
             __atomic_fetch_add(&hdr->wanted, 1, __ATOMIC_RELEASE);
             syscall(SYS_futex, &hdr->wanted, FUTEX_WAKE, 1, NULL, NULL, 0);
