@@ -374,11 +374,14 @@ def test_expired_data_is_released_and_fetched_again(store, bucket, model, model_
     with open(path, "rb") as f:
         first = hashlib.sha256(f.read()).hexdigest()
         mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    early = open(path, "rb")  # opened on the complete file: its reads never wait
     deadline = time.monotonic() + 30
     while os.listdir(data) and time.monotonic() < deadline:
         time.sleep(0.1)
     released = not os.listdir(data)
     kept = hashlib.sha256(mapped).hexdigest()
+    assert hashlib.sha256(early.read()).hexdigest() == first
+    assert not os.listdir(data), "a read through an fd opened before the release refetched"
     size = os.stat(path).st_size
     with open(path, "rb") as f:
         again = hashlib.sha256(f.read()).hexdigest()
@@ -482,3 +485,24 @@ def test_two_released_objects_read_at_once_both_come_back(store, bucket, model, 
     for name in ("weights.bin", "sub/extra.bin", "pytorch_model.bin"):
         assert got["got"][name] == hashlib.sha256((model / name).read_bytes()).hexdigest()
     assert got["seconds"] < 15
+
+
+def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_dir):
+    """An owner killed after its data files were released leaves a complete control file;
+    the next owner must fetch again, not attach to a session nobody serves."""
+    code = """
+    import os, signal, time
+    data = os.environ["SESSION_DATA"]
+    open(os.path.join(os.environ["MODEL_DIR"], "weights.bin"), "rb").close()
+    deadline = time.monotonic() + 30
+    while os.listdir(data) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGKILL)  # no destructor: the session stays behind
+    """
+    env = shim_env(store, bucket, model_dir, OSSC_EXPIRE_TIME_SEC=1)
+    env["SESSION_DATA"] = session_dir(str(model_dir)) + "/data"
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    assert os.path.exists(session_dir(str(model_dir)) + "/control")
+    got = run_owner(shim_env(store, bucket, model_dir), READ_EVERYTHING)
+    assert got == digest_tree(model)

@@ -285,6 +285,7 @@ static void refetch(ossc_session *s, uint32_t object)
         return;
     }
     s->data_fds[object] = fd;
+    atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
     ossc_fetch_item item = {s->keys[object], o->size, 0, o->size, fd, 0, NULL};
     *r = (struct refetch){s, object, NULL};
     r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
@@ -308,6 +309,7 @@ static bool reap_refetches(ossc_session *s)
         if (st.finished) {
             ossc_fetch_free(r->fetch);
             r->fetch = NULL;
+            s->complete_ms = now_ms(); /* expiry counts again from here */
         } else {
             running = true;
         }
@@ -362,7 +364,8 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
-/* A live owner already serves this MODEL_DIR: attach to it. */
+/* A live owner already serves this MODEL_DIR: attach to it. A dead owner's session, even a
+ * complete one, is not reused: its data may have been released, and nobody would fetch it. */
 static bool live_session(const char *control)
 {
     int fd = open(control, O_RDONLY | O_CLOEXEC);
@@ -373,8 +376,7 @@ static bool live_session(const char *control)
     bool owner_alive = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
     bool live = pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
                 h.magic == OSSC_SESSION_MAGIC && h.version == OSSC_SESSION_VERSION &&
-                h.state != OSSC_SESSION_FAILED &&
-                (h.state == OSSC_SESSION_COMPLETE || owner_alive);
+                h.state != OSSC_SESSION_FAILED && owner_alive;
     close(fd);
     return live;
 }

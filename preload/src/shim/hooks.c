@@ -82,12 +82,14 @@ static int open_object(int object, int flags)
         }
         return fd;
     }
-    fd_track(fd, object);
+    fd_track(fd, object, session_object_whole(object)); /* checked after the open */
     return fd;
 }
 
 static int wait_fd(int object, int fd, int64_t offset, uint64_t length)
 {
+    if (fd_whole(fd))
+        return 0;
     if (offset < 0)
         offset = lseek(fd, 0, SEEK_CUR);
     if (offset < 0)
@@ -399,7 +401,7 @@ static int track_dup(int from, int to)
     if (to >= 0) {
         int object = fd_object(from);
         if (object >= 0)
-            fd_track(to, object);
+            fd_track(to, object, fd_whole(from));
         else
             fd_untrack(to);
     }
@@ -481,7 +483,8 @@ static const char *stat_target(int dirfd, const char *path, char *buf)
     if (object < 0)
         return path;
     session_data_path(object, buf, DATA_PATH_MAX);
-    /* Released (expireTimeSec): the placeholder has the same size until an open refetches. */
+    /* Released (expireTimeSec): the placeholder tells the size without fetching it again,
+     * so that `ls -l` after expiry does not download the model. */
     return access(buf, F_OK) == 0 ? buf : path;
 }
 

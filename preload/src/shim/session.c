@@ -196,7 +196,14 @@ int session_open_data(int object, int flags)
     return fd;
 }
 
+
 uint64_t session_object_size(int object) { return objects()[object].size; }
+
+bool session_object_whole(int object)
+{
+    const ossc_session_object *o = &objects()[object];
+    return __atomic_load_n(&o->chunks_ready, __ATOMIC_ACQUIRE) == o->n_chunks;
+}
 
 static bool chunk_ready(uint32_t chunk)
 {

@@ -51,12 +51,14 @@ int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_
 /* One audit line (auditPath) for a closed fd of an object. */
 void session_audit(int object, uint32_t waited_ms);
 uint64_t session_object_size(int object);
+bool session_object_whole(int object);
 /* In a forked child: a lock another thread held at fork is free again. */
 void session_atfork_child(void);
 
 /* ---- fd table (fdtable.c): which fds are data files of which object ---- */
 #define FD_TABLE_SIZE 65536
-void fd_track(int fd, int object);
+void fd_track(int fd, int object, bool whole);
+bool fd_whole(int fd); /* opened on a complete data file: never waits */
 int fd_object(int fd); /* -1 if not ours */
 void fd_untrack(int fd);
 void fd_add_wait(int fd, uint32_t ms);
