@@ -188,3 +188,31 @@ def test_command_that_cannot_run_is_126(store, remote, tmp_path):
     assert r.returncode == 126, r.stderr
     assert f"cannot run {script}" in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(session_dir(str(run.model_dir)))
+
+
+def test_command_without_execute_permission_is_126(store, remote, tmp_path):
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\n")
+    run = Run(store, remote, tmp_path)
+    run.command = [str(script)]
+    r = run()
+    assert r.returncode == 126, r.stderr
+    assert "Permission denied" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sigterm_while_checking_the_store_leaves_nothing(store, remote, tmp_path):
+    """A stop signal before COMMAND starts unwinds: no session, no COMMAND, 128+15."""
+    run = Run(store, remote, tmp_path)
+    run.options.update({"--endpoint": f"http://127.0.0.1:{free_port()}", "--retries": "8"})
+    args = [*LAUNCHER]
+    for k, v in run.options.items():
+        args += [k, v]
+    p = subprocess.Popen([*args, "--", *run.command], env=run.env, stderr=subprocess.PIPE,
+                         text=True, cwd=tmp_path)
+    time.sleep(2)  # retrying an unreachable endpoint with backoff
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert not run.marker.exists()
+    assert not os.path.exists(session_dir(str(run.model_dir)))

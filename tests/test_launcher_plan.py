@@ -102,11 +102,12 @@ def test_print_env_for_containers_has_no_secret():
 
 def test_config_file_written_sorted_and_never_replaced_without_force(tmp_path):
     path = tmp_path / "etc" / "config.json"
-    first = ConfigFile(str(path), {"retries": 8, "chunkSize": 1, "prefetch": {"vcpus": 2}})
+    resolved = settings.resolve(None, {"chunkSize": "8MiB"}, BASE_ENV)
+    first = ConfigFile(str(path), resolved)
     assert first.to_file() is True
-    assert path.read_text() == json.dumps(first.settings, indent=2, sort_keys=True) + "\n"
+    assert path.read_text() == json.dumps(resolved, indent=2, sort_keys=True) + "\n"
     assert first.to_file() is False                       # same settings: untouched
-    other = ConfigFile(str(path), {**first.settings, "prefetch": {"vcpus": 4}})
+    other = ConfigFile(str(path), {**resolved, "prefetch": {"vcpus": 4, "workers": 8}})
     with pytest.raises(UserError) as info:
         other.to_file()
     assert info.value.exit_code == 3 and "prefetch.vcpus: '2' -> '4'" in str(info.value)
@@ -117,6 +118,16 @@ def test_config_file_written_sorted_and_never_replaced_without_force(tmp_path):
     with pytest.raises(UserError):
         first.to_file()
     assert path.read_text() == "not json"
+
+
+def test_hand_written_config_that_says_the_same_is_left_alone(tmp_path):
+    """Fewer keys, or "8MiB" for 8388608: the same settings once resolved, so no rewrite and
+    no --force needed."""
+    path = tmp_path / "config.json"
+    path.write_text('{"chunkSize": "8MiB", "prefetch": {"workers": 8}}')
+    resolved = settings.resolve(None, {}, BASE_ENV, config=str(path))
+    assert ConfigFile(str(path), resolved).to_file() is False
+    assert path.read_text() == '{"chunkSize": "8MiB", "prefetch": {"workers": 8}}'
 
 
 def test_ossc_config_generate_then_validate(tmp_path, monkeypatch, capsys):
@@ -143,3 +154,8 @@ def test_ossc_config_validate_rejects_with_a_hint(tmp_path, capsys, content, wor
     assert cli.main(["config", "validate", str(path)]) == 3
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_empty_ossc_config_means_no_config_file_written():
+    plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", "--", "true"])
+    assert plan.config_path == "" and plan.child_env["OSSC_CONFIG"] == ""

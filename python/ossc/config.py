@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError
-from ossc.settings import flatten
+from ossc.native import OsscError
+from ossc.settings import flatten, resolve
 
 DEFAULT_PATH = "/etc/oss-connector/config.json"
 
@@ -23,41 +24,29 @@ class ConfigFile:
     path: str
     settings: dict
 
-    @classmethod
-    def from_file(cls, path: str) -> Optional["ConfigFile"]:
-        """The file's JSON object; None if there is no file, a UserError if it is unreadable."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read config file {path}: {exc}", EXIT_CONFIG) from exc
-        if not isinstance(data, dict):
-            raise UserError(f"config file {path} is not a JSON object", EXIT_CONFIG)
-        return cls(path, data)
-
     def text(self) -> str:
         return json.dumps(self.settings, indent=2, sort_keys=True) + "\n"
 
-    def difference(self, other: "ConfigFile") -> Optional[str]:
-        """The first setting that differs, as "key: 'old' -> 'new'"; None if none does."""
-        old, new = flatten(other.settings), flatten(self.settings)
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
+    def difference(self, url: Optional[str] = None) -> Optional[str]:
+        """How the existing file's settings differ from ours, as "key: 'old' -> 'new'" for
+        the first that does; None if they resolve the same (a hand-written file that says
+        less, or "8MiB" for 8388608, is not different)."""
+        try:
+            theirs = flatten(resolve(url, {}, {}, config=self.path))
+        except OsscError as exc:
+            return f"unreadable: {exc.message}"
+        ours = flatten(self.settings)
+        for key in sorted(set(theirs) | set(ours)):
+            if theirs.get(key) != ours.get(key):
+                return f"{key}: {theirs.get(key, '(unset)')!r} -> {ours.get(key, '(unset)')!r}"
         return None
 
-    def check_replaceable(self, force: bool) -> bool:
+    def check_replaceable(self, force: bool, url: Optional[str] = None) -> bool:
         """True if the file must be (re)written; a UserError if it holds other settings and
         force is not given."""
-        try:
-            existing = ConfigFile.from_file(self.path)
-        except UserError:
-            existing = ConfigFile(self.path, {"(unreadable)": True})
-        if existing is None:
+        if not os.path.exists(self.path):
             return True
-        diff = self.difference(existing)
+        diff = self.difference(url)
         if diff is None:
             return False
         if not force:
@@ -66,11 +55,12 @@ class ConfigFile:
                             EXIT_CONFIG)
         return True
 
-    def to_file(self, force: bool = False) -> bool:
+    def to_file(self, force: bool = False, url: Optional[str] = None) -> bool:
         """Writes the file atomically; False if it already held these settings."""
-        if not self.check_replaceable(force):
+        if not self.check_replaceable(force, url):
             return False
         directory = os.path.dirname(os.path.abspath(self.path))
+        tmp = None
         try:
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".config.", dir=directory)
@@ -79,6 +69,8 @@ class ConfigFile:
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.path)
         except OSError as exc:
+            if tmp and os.path.exists(tmp):
+                os.unlink(tmp)
             raise UserError(f"cannot write config file {self.path}: {exc.strerror}",
                             EXIT_LOCAL) from exc
         return True

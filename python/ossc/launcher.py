@@ -39,6 +39,20 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
+class Stopped(Exception):
+    """A stop signal arrived before COMMAND started."""
+
+    def __init__(self, sig: int):
+        super().__init__(signal.Signals(sig).name)
+        self.sig = sig
+
+
+def _stop_early(sig: int, _frame) -> None:
+    """Until COMMAND runs, a stop signal unwinds (and the session is removed on the way)."""
+    if sig in STOPPING:
+        raise Stopped(sig)
+
+
 def say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
@@ -115,7 +129,8 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
         raise UserError(f"--ready-url {args.ready_url!r}: expected http://HOST:PORT/PATH",
                         EXIT_USAGE)
     model_dir = os.path.normpath(os.path.join(cwd, model_dir))
-    config_path = args.config or env.get("OSSC_CONFIG") or DEFAULT_PATH
+    # OSSC_CONFIG="" means no config file: none is read, none is written.
+    config_path = args.config or env.get("OSSC_CONFIG", DEFAULT_PATH)
     given = setting_options.overrides(args)
     try:
         # --config names the file to write; it is read only once it exists.
@@ -151,9 +166,11 @@ def env_exports(plan: LaunchPlan) -> str:
 
 
 def _write_config(plan: LaunchPlan) -> None:
+    if not plan.config_path:
+        return
     config = ConfigFile(plan.config_path, plan.settings)
     try:
-        if config.to_file(force=plan.force):
+        if config.to_file(force=plan.force, url=plan.oss_path):
             say(f"wrote {plan.config_path}")
     except UserError as exc:
         # The default location needs root; without it the run goes on, the file is a record.
@@ -179,11 +196,13 @@ class ReadyProbe(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.start_time = url, start
         self.stopped = threading.Event()
+        # A local health URL: never through http_proxy from the environment.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def run(self) -> None:
         while not self.stopped.wait(0.25):
             try:
-                with urllib.request.urlopen(self.url, timeout=2) as reply:
+                with self.opener.open(self.url, timeout=2) as reply:
                     if reply.status == 200:
                         say(f"ready in {time.monotonic() - self.start_time:.1f} s ({self.url})")
                         return
@@ -281,10 +300,14 @@ def execute(plan: LaunchPlan) -> int:
     if plan.print_env:
         print(env_exports(plan))
         return 0
-    if not shutil.which(plan.command[0], path=plan.child_env.get("PATH", os.defpath)):
+    found = shutil.which(plan.command[0], path=plan.child_env.get("PATH", os.defpath))
+    if not found and not ("/" in plan.command[0] and os.path.exists(plan.command[0])):
         raise UserError(f"command not found: {plan.command[0]}", EXIT_COMMAND_NOT_FOUND)
+    for sig in FORWARDED:  # from here on, a stop must not leave a session behind
+        signal.signal(sig, _stop_early)
     start = time.monotonic()
-    ConfigFile(plan.config_path, plan.settings).check_replaceable(plan.force)
+    if plan.config_path:
+        ConfigFile(plan.config_path, plan.settings).check_replaceable(plan.force, plan.oss_path)
     overrides = setting_options.as_overrides(plan.settings)
     holds = _check_store(plan, overrides)
     session = Session(plan.oss_path, plan.model_dir, overrides)
@@ -327,6 +350,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         say(exc.message if isinstance(exc, OsscError) else str(exc))
         return exit_code(exc)
+    except Stopped as exc:
+        say(f"stopped by {exc} before the command started")
+        return 128 + exc.sig
     except KeyboardInterrupt:
         say("interrupted")
         return 128 + signal.SIGINT

@@ -40,12 +40,12 @@ OPTIONS = (
                   "tuning"),
     SettingOption("--connect-timeout-sec", "connectTimeoutSec", "TCP/TLS connect timeout",
                   "tuning"),
-    SettingOption("--stall-timeout-sec", "stallTimeoutSec", "a transfer with no byte for this "
-                  "long is retried", "tuning"),
+    SettingOption("--stall-timeout-sec", "stallTimeoutSec", "a transfer below 1 KiB/s for "
+                  "this long is retried", "tuning"),
     SettingOption("--small-file-size", "smallFileSize", "objects below this size are fetched "
                   "whole into MODEL_DIR before COMMAND starts", "session"),
-    SettingOption("--expire-time-sec", "expireTimeSec", "release the cache this long after "
-                  "loading ends", "session"),
+    SettingOption("--expire-time-sec", "expireTimeSec", "release the data files this long "
+                  "after the last open of a complete session (0: never)", "session"),
     SettingOption("--read-timeout-sec", "readTimeoutSec", "a read waiting longer fails with "
                   "EIO", "session"),
     SettingOption("--cache-dir", "cacheDir", "where the data files go (default: the "
