@@ -3,6 +3,7 @@ line on stderr (no traceback), COMMAND never runs, nothing is deleted, no sessio
 /dev/shm. And what COMMAND's end makes of ossc-run's exit code."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,3 +217,15 @@ def test_sigterm_while_checking_the_store_leaves_nothing(store, remote, tmp_path
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert not run.marker.exists()
     assert not os.path.exists(session_dir(str(run.model_dir)))
+
+
+@pytest.mark.parametrize("command", ["ossc-run", "ossc"])
+def test_missing_library_is_one_line_not_a_traceback(command, tmp_path):
+    """The installed console scripts, with the engine library pointed at nothing."""
+    env = dict(os.environ, OSSC_LIBRARY=str(tmp_path / "libossc.so"))
+    script = shutil.which(command)
+    assert script, f"{command} is not on PATH: is the package installed?"
+    r = subprocess.run([script, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 10, r.stderr
+    assert r.stderr.startswith(f"{command}: libossc.so could not be loaded; tried: ")
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1

@@ -262,7 +262,21 @@ class Child:
         if sig in STOPPING and self.kill_at is None:
             self.kill_at = time.monotonic() + self.grace
 
+    def _reap_orphans(self) -> None:
+        """As PID 1 (a container's entry point) the workers COMMAND leaves behind become our
+        children: reap them, or their zombies would count as a live group. COMMAND itself is
+        left to Popen, so its status is not lost."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == self.proc.pid:
+                return
+            os.waitpid(info.si_pid, 0)
+
     def group_alive(self) -> bool:
+        self._reap_orphans()
         try:
             os.killpg(self.proc.pid, 0)
             return True

@@ -397,6 +397,11 @@ static void remove_placeholders(ossc_session *s)
 static void remove_session_files(const ossc_session *s)
 {
     char buf[1300];
+    /* Only a real directory of ours: the name is predictable, and cacheDir may be shared
+     * (a symlink planted there must not make us empty someone else's directory). */
+    struct stat st;
+    if (lstat(s->data_dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        goto control;
     DIR *d = opendir(s->data_dir);
     struct dirent *e;
     while (d && (e = readdir(d))) {
@@ -408,6 +413,7 @@ static void remove_session_files(const ossc_session *s)
     if (d)
         closedir(d);
     rmdir(s->data_dir);
+control:
     snprintf(buf, sizeof(buf), "%s/control", s->path);
     unlink(buf);
     snprintf(buf, sizeof(buf), "%s/control.new", s->path);
