@@ -506,3 +506,27 @@ def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_
     assert os.path.exists(session_dir(str(model_dir)) + "/control")
     got = run_owner(shim_env(store, bucket, model_dir), READ_EVERYTHING)
     assert got == digest_tree(model)
+
+
+def test_reader_of_a_held_object_moves_all_of_it_forward(store, bucket, model, model_dir,
+                                                        proxy):
+    """With OSS's CRC-64 an object's chunks are held until it verifies, so a reader waits
+    for all of it: its request must bring the whole object forward, past slow objects
+    queued before it."""
+    proxy.add_crc64 = True
+    for key in ("pytorch_model.bin", "sub/extra.bin"):  # queued before weights.bin
+        proxy.add_fault("stall", key=key, ranged_only=True, seconds=0.4, times=None)
+    code = """
+    import hashlib, json, os, time
+    path = os.path.join(os.environ["MODEL_DIR"], "weights.bin")
+    t = time.monotonic()
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    print(json.dumps({"sha": digest, "seconds": time.monotonic() - t}))
+    """
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint, OSSC_CHUNK_SIZE="64KiB")
+    got = run_owner(env, code)
+    assert got["sha"] == hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
+    # Behind the 112 stalled chunks of the two objects before it (16 transfers in flight,
+    # 0.4 s each) weights.bin would take about 3 s.
+    assert got["seconds"] < 2.0

@@ -116,7 +116,8 @@ int ossc_fetch_wait(ossc_fetch *fetch, int timeout_ms, ossc_error *err);
 void ossc_fetch_stats_get(ossc_fetch *fetch, ossc_fetch_stats *out);
 /* The error of one failed item; returns its status (0 if it did not fail). */
 int ossc_fetch_item_error(ossc_fetch *fetch, size_t item, ossc_error *err);
-/* Move the chunk holding offset of item to the front of the queue. */
+/* Move the chunk holding offset of item to the front of the queue; if that chunk is in but
+ * held for verification (verifyBeforeRead), the item's remaining chunks. */
 void ossc_fetch_prioritize(ossc_fetch *fetch, size_t item, uint64_t offset);
 void ossc_fetch_cancel(ossc_fetch *fetch);
 /* Cancels if still running, joins the threads, frees. */

@@ -757,6 +757,14 @@ OSSC_API void ossc_fetch_prioritize(ossc_fetch *f, size_t item, uint64_t offset)
         if (f->chunks[ci].state == CH_QUEUED) {
             queue_unlink(f, ci);
             queue_push(f, ci, true);
+        } else if (f->chunks[ci].held) {
+            /* Landed but held until the object verifies: what the reader waits for is the
+             * rest of the object, so all of it goes to the front, in order. */
+            for (uint32_t k = is->first_chunk + is->n_chunks; k-- > is->first_chunk;)
+                if (f->chunks[k].state == CH_QUEUED) {
+                    queue_unlink(f, k);
+                    queue_push(f, k, true);
+                }
         }
     }
     pthread_mutex_unlock(&f->lock);

@@ -335,11 +335,14 @@ static void *helper_main(void *arg)
             for (size_t i = 0; i < s->n_data; i++) {
                 ossc_session_object *o = &objs[s->item_object[i]];
                 if (chunk >= o->first_chunk && chunk < o->first_chunk + o->n_chunks) {
+                    uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
+                    ossc_fetch *running = s->refetches[s->item_object[i]].fetch;
                     if (s->data_fds[s->item_object[i]] < 0)
                         refetch(s, s->item_object[i]);
+                    else if (running)
+                        ossc_fetch_prioritize(running, 0, offset);
                     else
-                        ossc_fetch_prioritize(s->fetch, i,
-                                              (uint64_t)(chunk - o->first_chunk) * h->chunk_size);
+                        ossc_fetch_prioritize(s->fetch, i, offset);
                     break;
                 }
             }
