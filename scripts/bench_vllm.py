@@ -68,7 +68,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "python"))
 import big_llama  # noqa: E402
-from bench_fetch import descendants_named, settle, sys_busy  # noqa: E402
+from bench_fetch import descendants_named, log, settle, sys_busy  # noqa: E402
 from vllm_harness import VllmError, VllmServer, descendants, free_port  # noqa: E402
 
 from ossc.localstore import LocalStore  # noqa: E402
@@ -82,10 +82,6 @@ BUCKET, PREFIX = "ossc-vllm-bench", "big-llama/"
 S5_DIR = Path("/dev/shm/ossc-vllm-bench-s5cmd")
 MODEL_DIR = Path("/dev/shm/ossc-vllm-bench-model")  # ossc-run's MODEL_DIR, fresh every run
 TARGET = 1.15  # ossc-run within this factor of local
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass

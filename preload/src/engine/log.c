@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "log_line.h"
 
 static int log_level = LOG_INFO;
 static int log_fd = 2;
@@ -33,7 +34,6 @@ void log_msg(int level, const char *fmt, ...)
     static const char *const tags[] = {"ERROR", "WARN", "INFO", "DEBUG"};
     if (level > log_level)
         return;
-    int saved = errno;
     char line[2048];
     struct timeval tv;
     struct tm tm;
@@ -44,13 +44,6 @@ void log_msg(int level, const char *fmt, ...)
                      tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(), tags[level]);
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    log_line_write(log_fd, line, sizeof(line), n, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
-    line[len++] = '\n';
-    ssize_t w = write(log_fd, line, len);
-    (void)w;
-    errno = saved;
 }

@@ -343,33 +343,26 @@ SHIM_API ssize_t preadv64v2(int fd, const struct iovec *iov, int iovcnt, off64_t
     return real_preadv64v2 ? real_preadv64v2(fd, iov, iovcnt, offset, flags) : fail(ENOSYS);
 }
 
-/* A mapping is served by page faults no hook sees: the mapped range must be whole first. */
+/* A mapping is served by page faults no hook sees: the mapped range must be whole first.
+ * Returns 0, or the errno the mapping fails with. */
+static int wait_mapping(int flags, int fd, int64_t offset, size_t length)
+{
+    int object = flags & MAP_ANONYMOUS ? -1 : fd_object(fd);
+    return object >= 0 ? wait_fd(object, fd, offset, length) : 0;
+}
+
 SHIM_API void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
     ENSURE(mmap);
-    if (!(flags & MAP_ANONYMOUS)) {
-        int object = fd_object(fd);
-        int e = object >= 0 ? wait_fd(object, fd, (int64_t)offset, length) : 0;
-        if (e) {
-            errno = e;
-            return MAP_FAILED;
-        }
-    }
-    return real_mmap(addr, length, prot, flags, fd, offset);
+    int e = wait_mapping(flags, fd, (int64_t)offset, length);
+    return e ? (errno = e, MAP_FAILED) : real_mmap(addr, length, prot, flags, fd, offset);
 }
 
 SHIM_API void *mmap64(void *addr, size_t length, int prot, int flags, int fd, off64_t offset)
 {
     ENSURE(mmap64);
-    if (!(flags & MAP_ANONYMOUS)) {
-        int object = fd_object(fd);
-        int e = object >= 0 ? wait_fd(object, fd, (int64_t)offset, length) : 0;
-        if (e) {
-            errno = e;
-            return MAP_FAILED;
-        }
-    }
-    return real_mmap64(addr, length, prot, flags, fd, offset);
+    int e = wait_mapping(flags, fd, (int64_t)offset, length);
+    return e ? (errno = e, MAP_FAILED) : real_mmap64(addr, length, prot, flags, fd, offset);
 }
 
 SHIM_API ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)

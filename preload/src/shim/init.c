@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log_line.h"
 #include "shim.h"
 
 shim_config shim;
@@ -20,20 +21,12 @@ static int log_fd = 2;
 
 void shim_log(const char *level, const char *fmt, ...)
 {
-    int saved = errno;
     char line[1024];
     int n = snprintf(line, sizeof(line), "ossc[%d] %s ", (int)getpid(), level);
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    log_line_write(log_fd, line, sizeof(line), n, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
-    line[len++] = '\n';
-    ssize_t w = write(log_fd, line, len);
-    (void)w;
-    errno = saved;
 }
 
 /* The session's logPath (from the owner's settings), unless OSSC_LOG_PATH chose already. */
