@@ -36,12 +36,10 @@ struct ossc_session {
     size_t control_size;
     int control_fd;             /* holds the owner lock: readers see it vanish if we die */
     ossc_fetch *fetch;
-    uint32_t *item_object;      /* fetch item -> object index */
     int *data_fds;
     size_t n_data;
     const char **keys;          /* object index -> key (owned by the listing) */
     struct refetch *refetches;  /* object index -> its refetch after a release */
-    bool released;              /* the data files are gone (expireTimeSec) */
     uint64_t complete_ms;
     pthread_t helper;
     bool helper_started;
@@ -227,7 +225,7 @@ static void on_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length, i
 {
     ossc_session *s = ctx;
     (void)length;
-    chunk_landed(s, s->item_object[item], offset, status);
+    chunk_landed(s, (uint32_t)item, offset, status); /* fetch item i is object i */
 }
 
 static void on_refetch_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length,
@@ -243,28 +241,56 @@ static void data_path(const ossc_session *s, size_t object, char *buf, size_t ca
     snprintf(buf, cap, "%s/%zu", s->data_dir, object);
 }
 
+static void set_ready_bits(ossc_session_header *h, const ossc_session_object *o, bool ready)
+{
+    for (uint32_t c = o->first_chunk; c < o->first_chunk + o->n_chunks; c++) {
+        _Atomic uint64_t *word = (_Atomic uint64_t *)&bits_of(h)[c / 64];
+        if (ready)
+            atomic_fetch_or(word, 1ULL << (c % 64));
+        else
+            atomic_fetch_and(word, ~(1ULL << (c % 64)));
+    }
+}
+
 /* expireTimeSec after the last open: the data files go (open fds and mappings keep their
  * pages). Ready bits are cleared before the unlink, so a reader that finds no file also finds
- * no chunk and asks for it, which fetches the object again. */
+ * no chunk and asks for it, which fetches the object again. A file that cannot be unlinked
+ * stays as it is: it is never truncated or rewritten under a reader. */
 static void release_data(ossc_session *s)
 {
     ossc_session_header *h = s->hdr;
     ossc_session_object *objs = objects_of(h);
+    size_t released = 0;
     for (size_t i = 0; i < s->n_data; i++) {
         if (s->data_fds[i] < 0)
             continue;
-        for (uint32_t c = objs[i].first_chunk; c < objs[i].first_chunk + objs[i].n_chunks; c++)
-            atomic_fetch_and((_Atomic uint64_t *)&bits_of(h)[c / 64], ~(1ULL << (c % 64)));
+        set_ready_bits(h, &objs[i], false);
         atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, 0);
         char path[OSSC_DATA_PATH_MAX];
         data_path(s, i, path, sizeof(path));
-        unlink(path);
+        if (unlink(path) != 0) {
+            LOGW("cannot release %s: %s; keeping it", path, strerror(errno));
+            set_ready_bits(h, &objs[i], true);
+            atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, objs[i].n_chunks);
+            continue;
+        }
         close(s->data_fds[i]);
         s->data_fds[i] = -1;
+        released++;
     }
-    s->released = true;
-    LOGI("session %s: released %zu data files %u s after the last open", s->path, s->n_data,
+    atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
+    futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
+    LOGI("session %s: released %zu data files %u s after the last open", s->path, released,
          h->expire_time_sec);
+}
+
+/* Whether any data file is still here (none after a release, until a reader asks). */
+static bool holds_data(const ossc_session *s)
+{
+    for (size_t i = 0; i < s->n_data; i++)
+        if (s->data_fds[i] >= 0)
+            return true;
+    return false;
 }
 
 static void refetch(ossc_session *s, uint32_t object)
@@ -276,7 +302,8 @@ static void refetch(ossc_session *s, uint32_t object)
     char path[OSSC_DATA_PATH_MAX];
     data_path(s, object, path, sizeof(path));
     ossc_error err;
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* O_EXCL: a file still there belongs to readers and is never truncated. */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 || ftruncate(fd, (off_t)o->size) != 0) {
         LOGE("cannot create %s again: %s", path, strerror(errno));
         if (fd >= 0)
@@ -293,7 +320,6 @@ static void refetch(ossc_session *s, uint32_t object)
         LOGE("%s: %s", s->keys[object], err.message);
         atomic_store((_Atomic int32_t *)&o->error, EIO);
     }
-    s->released = false; /* once it is whole again, expiry counts from the last open */
 }
 
 /* Frees the refetches that have ended; true if one still runs. */
@@ -332,13 +358,13 @@ static void *helper_main(void *arg)
             seen = now;
             uint32_t chunk = atomic_load((_Atomic uint32_t *)&h->wanted_chunk);
             ossc_session_object *objs = objects_of(h);
-            for (size_t i = 0; i < s->n_data; i++) {
-                ossc_session_object *o = &objs[s->item_object[i]];
+            for (uint32_t i = 0; i < s->n_data; i++) {
+                ossc_session_object *o = &objs[i];
                 if (chunk >= o->first_chunk && chunk < o->first_chunk + o->n_chunks) {
                     uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
-                    ossc_fetch *running = s->refetches[s->item_object[i]].fetch;
-                    if (s->data_fds[s->item_object[i]] < 0)
-                        refetch(s, s->item_object[i]);
+                    ossc_fetch *running = s->refetches[i].fetch;
+                    if (s->data_fds[i] < 0)
+                        refetch(s, i);
                     else if (running)
                         ossc_fetch_prioritize(running, 0, offset);
                     else
@@ -358,8 +384,8 @@ static void *helper_main(void *arg)
         }
         bool refetching = reap_refetches(s);
         uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
-        if (h->state == OSSC_SESSION_COMPLETE && h->expire_time_sec && !s->released &&
-            !refetching &&
+        if (h->state == OSSC_SESSION_COMPLETE && h->expire_time_sec && !refetching &&
+            holds_data(s) &&
             now_ms() >= (last > s->complete_ms ? last : s->complete_ms) +
                             (uint64_t)h->expire_time_sec * 1000)
             release_data(s);
@@ -611,7 +637,7 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         return s;
     }
     remove_session_files(s); /* a dead owner's leftovers */
-    /* The store first: bad credentials or a wrong path must not leave MODEL_DIR touched. */
+    /* The store first: bad credentials or a wrong path leave MODEL_DIR empty and unmarked. */
     if ((rc = ossc_list(s->client, NULL, &s->listing, err)) || (rc = check_listing(s, url, err)) ||
         (rc = prepare_model_dir(s, err)))
         goto fail;
@@ -619,10 +645,9 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
     size_t n = s->listing->count, n_small = 0, n_large = 0;
     order = malloc((n ? n : 1) * 2 * sizeof(*order));
     s->data_fds = malloc((n ? n : 1) * sizeof(int));
-    s->item_object = malloc((n ? n : 1) * sizeof(uint32_t));
     s->keys = malloc((n ? n : 1) * sizeof(*s->keys));
     s->refetches = calloc(n ? n : 1, sizeof(*s->refetches));
-    if (!order || !s->data_fds || !s->item_object || !s->keys || !s->refetches) {
+    if (!order || !s->data_fds || !s->keys || !s->refetches) {
         err_set(err, OSSC_E_NOMEM, "out of memory");
         rc = OSSC_E_NOMEM;
         goto fail;
@@ -660,7 +685,6 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
     for (size_t i = 0; i < n_large; i++) {
         const ossc_object *o = &s->listing->objects[large[i]];
         items[i] = (ossc_fetch_item){o->key, o->size, 0, o->size, s->data_fds[i], 0, NULL};
-        s->item_object[i] = (uint32_t)i;
         s->keys[i] = o->key;
     }
     s->fetch = ossc_fetch_start(s->client, items, n_large, on_chunk, s, err);
@@ -704,7 +728,7 @@ OSSC_API const char *ossc_session_item_name(const ossc_session *s, size_t item)
 {
     if (!s->hdr || item >= s->n_data)
         return NULL;
-    const ossc_session_object *o = &objects_of(s->hdr)[s->item_object[item]];
+    const ossc_session_object *o = &objects_of(s->hdr)[item];
     return (const char *)s->hdr + s->hdr->names_offset + o->name_offset;
 }
 
@@ -739,7 +763,6 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
     if (remove && !s->attached && s->path[0])
         remove_session_files(s);
     free(s->data_fds);
-    free(s->item_object);
     free(s->keys);
     free(s->refetches);
     ossc_listing_free(s->listing);
