@@ -530,3 +530,22 @@ def test_reader_of_a_held_object_moves_all_of_it_forward(store, bucket, model, m
     # Behind the 112 stalled chunks of the two objects before it (16 transfers in flight,
     # 0.4 s each) weights.bin would take about 3 s.
     assert got["seconds"] < 2.0
+
+
+def test_freopen_serves_the_object(store, bucket, model, model_dir):
+    code = """
+    import ctypes, hashlib, json, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.freopen.restype = ctypes.c_void_p
+    libc.freopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+    libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+    stdin = ctypes.c_void_p.in_dll(libc, "stdin")
+    path = os.path.join(os.environ["MODEL_DIR"], "weights.bin").encode()
+    f = libc.freopen(path, b"r", stdin)
+    assert f, os.strerror(ctypes.get_errno())
+    buf = ctypes.create_string_buffer(9 << 20)
+    n = libc.fread(buf, 1, len(buf), f)
+    print(json.dumps([n, hashlib.sha256(buf.raw[:n]).hexdigest()]))
+    """
+    got = run_owner(shim_env(store, bucket, model_dir), code)
+    assert got == [9 << 20, hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()]

@@ -224,14 +224,23 @@ static FILE *freopen_object(int object, const char *mode, FILE *stream,
         errno = EROFS;
         return NULL;
     }
-    int e = session_wait(object, 0, session_object_size(object), NULL);
-    if (e) {
-        errno = e;
+    /* Through an fd of ours, waited for whole, so the stream gets that very file (a path
+     * could name a newer data file after an expiry, still being fetched). */
+    int fd = open_object(object, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return NULL;
+    int e = wait_fd(object, fd, 0, session_object_size(object));
+    FILE *f = NULL;
+    if (!e) {
+        char self[64];
+        snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+        f = real(self, mode, stream);
+        e = f ? 0 : errno;
     }
-    char path[DATA_PATH_MAX];
-    session_data_path(object, path, sizeof(path));
-    return real(path, mode, stream);
+    fd_untrack(fd);
+    real_close(fd);
+    errno = f ? errno : e;
+    return f;
 }
 
 SHIM_API FILE *freopen(const char *path, const char *mode, FILE *stream)
