@@ -11,6 +11,8 @@
 
 /* line[0, n) holds the prefix; cap is sizeof(line). */
 static inline void log_line_write(int fd, char *line, size_t cap, int n, const char *fmt,
+                                  va_list ap) __attribute__((format(printf, 5, 0)));
+static inline void log_line_write(int fd, char *line, size_t cap, int n, const char *fmt,
                                   va_list ap)
 {
     int saved = errno;
