@@ -33,7 +33,8 @@ enum ossc_status {
     OSSC_E_IO = 8,          /* writing the local sink failed (sys_errno says why) */
     OSSC_E_CANCELLED = 9,
     OSSC_E_NOMEM = 10,
-    OSSC_E_SERVER = 11      /* 5xx or throttling after every retry */
+    OSSC_E_SERVER = 11,     /* 5xx or throttling after every retry */
+    OSSC_E_CONFLICT = 12    /* MODEL_DIR is served from another store path already */
 };
 
 typedef struct ossc_error {
@@ -130,15 +131,18 @@ char *ossc_sign_request(ossc_client *client, const char *method, const char *key
                         const char *const *query, size_t n_query, const char *const *headers,
                         size_t n_headers, int64_t unix_time, ossc_error *err);
 
-/* A session makes model_dir look local to every process with the shim: it lists url,
+/* A session makes model_dir look local to every process with the shim. Its owner (the
+ * ossc-owner program; never the application) calls ossc_session_start: it lists url,
  * materializes model_dir (directories, small files fetched whole, size-correct placeholders
  * for large ones), publishes the session in /dev/shm and prefetches the large objects into
- * it on background threads. If a live session for model_dir exists, this one attaches to it
- * and fetches nothing. */
+ * it on background threads. If a live owner serves model_dir already, the session attaches
+ * to it and fetches nothing (OSSC_E_CONFLICT if it serves another url). */
 typedef struct ossc_session ossc_session;
 ossc_session *ossc_session_start(const char *url, const char *model_dir,
                                  const char *const *overrides, size_t n_overrides,
                                  ossc_error *err);
+/* 1 if the session attached to a live owner's (and fetches nothing). */
+int ossc_session_attached(const ossc_session *session);
 /* Like ossc_fetch_wait, for the session's prefetch (0 at once if attached). */
 int ossc_session_wait(ossc_session *session, int timeout_ms, ossc_error *err);
 void ossc_session_stats(ossc_session *session, ossc_fetch_stats *out);
@@ -147,9 +151,26 @@ const char *ossc_session_path(const ossc_session *session);
 /* The MODEL_DIR-relative name of the prefetch's item (ossc_fetch_stats.current_item); NULL
  * when there is none. */
 const char *ossc_session_item_name(const ossc_session *session, size_t item);
-/* Stops the prefetch; with remove, deletes the session from /dev/shm and its placeholders
- * from MODEL_DIR (open fds and mappings keep their pages). */
+/* Serves the session until no process has used it (held its users file) for
+ * max(expireTimeSec, 2 s), or until ossc_session_request_end. */
+void ossc_session_serve(ossc_session *session);
+/* Makes ossc_session_serve return; async-signal-safe. */
+void ossc_session_request_end(ossc_session *session);
+/* Stops the prefetch; with remove, deletes the session from /dev/shm and what it created in
+ * MODEL_DIR (open fds and mappings keep their pages). */
 void ossc_session_stop(ossc_session *session, int remove);
+
+/* This uid's sessions on the node (model_dir NULL), or the one serving model_dir, as a JSON
+ * array of objects: path, state, modelDir, ossPath, ownerPid, ownerAlive, users, objects,
+ * bytesTotal, bytesDone, currentFile, memoryBytes, diskBytes, dataDir, startedUnix, errors.
+ * The caller frees with ossc_free. */
+char *ossc_sessions_json(const char *model_dir, ossc_error *err);
+/* Removes the session directory at path if its owner is dead and (unless force) no process
+ * uses it: 1 removed, 0 kept (in use), 2 kept (its owner lives), -1 not a session directory
+ * of this uid. */
+int ossc_session_reap(const char *path, int force);
+/* The session directory name for model_dir (candidate 0), as the shim looks for it. */
+char *ossc_session_dir(const char *model_dir);
 
 /* CRC-64/XZ as OSS computes it (x-oss-hash-crc64ecma); crc 0 starts a new one. */
 uint64_t ossc_crc64(uint64_t crc, const void *data, size_t len);
@@ -157,6 +178,8 @@ uint64_t ossc_crc64_combine(uint64_t crc1, uint64_t crc2, uint64_t len2);
 
 void ossc_free(void *p);
 const char *ossc_status_name(int status);
+/* The exit code of the ossc commands for a status: one table for C and Python. */
+int ossc_exit_code(int status);
 const char *ossc_version(void);
 /* CFFI-END */
 

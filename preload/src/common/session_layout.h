@@ -1,31 +1,46 @@
-/* session_layout.h: the node-wide session in /dev/shm, shared by the owner (libossc) and every
- * process with the shim. Fixed-width, versioned; tests/test_session_layout pins every offset.
+/* session_layout.h: the node-wide session in /dev/shm, shared by the owner process
+ * (ossc-owner, over libossc), every process with the shim, and the tools that report on it.
+ * Fixed-width, versioned; test_session_layout (preload/tests/test_engine.c) pins every offset.
  *
- *   /dev/shm/ossc-<16 hex digits of FNV-1a-64(real path of MODEL_DIR)>/
- *       control        header, object table, chunk ready bits, names
- *       data/<index>   one tmpfs file per large object, sized to it (in cacheDir when that
+ *   /dev/shm/ossc-<euid>-<16 hex digits of FNV-1a-64(real path of MODEL_DIR)>[-<n>]/  (0700)
+ *       control        header, object table, chunk ready bits, names (0600). The owner holds
+ *                      flock(LOCK_EX) on it for as long as it lives.
+ *       users          empty (0600). Every attached process holds flock(LOCK_SH) on it; the
+ *                      owner ends the session once it can take LOCK_EX (no user is left) and
+ *                      has been able to for max(expireTimeSec, OSSC_SESSION_LINGER_MIN_MS).
+ *       materialized   what the owner created in MODEL_DIR, a path a line (files, then
+ *                      directories): removed again when the session ends.
+ *       data/<index>   one file per large object, sized to it (0600; in cacheDir when that
  *                      is set: the header's data_dir says where); unlinked (and its ready
  *                      bits cleared) expireTimeSec after the last open of a complete session,
- *                      created again when a reader asks for one of its chunks
+ *                      created again when a reader asks for one of its chunks.
  *
- * Only plain C and <stdint.h>: the shim includes it and links nothing but libc.
+ * A directory of that name that is not this uid's own, or that others can write, is never
+ * used: the next candidate name (-1, -2, ... up to OSSC_SESSION_CANDIDATES) is.
+ *
+ * Only plain C and <stdint.h>/<stdio.h>: the shim includes it and links nothing but libc.
  */
 #ifndef OSSC_SESSION_LAYOUT_H
 #define OSSC_SESSION_LAYOUT_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #define OSSC_SESSION_MAGIC 0x4353534fu /* "OSSC" little-endian */
-#define OSSC_SESSION_VERSION 2
+#define OSSC_SESSION_VERSION 3
 #define OSSC_SESSION_ROOT "/dev/shm"
 #define OSSC_SESSION_PREFIX "ossc-"
+#define OSSC_SESSION_CANDIDATES 8  /* names tried when a planted directory holds the first */
+#define OSSC_SESSION_PATH_MAX 128
+#define OSSC_SESSION_LINGER_MIN_MS 2000 /* bridges an exec between two users */
 #define OSSC_MODEL_DIR_MAX 4096
 
 enum ossc_session_state {
     OSSC_SESSION_CREATING = 0, /* the owner is listing and materializing: wait */
     OSSC_SESSION_FETCHING = 1,
     OSSC_SESSION_COMPLETE = 2,
-    OSSC_SESSION_FAILED = 3,
+    OSSC_SESSION_FAILED = 3,   /* the prefetch stopped: missing ranges fail with EIO */
+    OSSC_SESSION_ENDED = 4,    /* being removed: attach to nothing, start anew */
 };
 
 typedef struct ossc_session_header {
@@ -54,8 +69,14 @@ typedef struct ossc_session_header {
     uint64_t last_open_ms;      /* 6240 CLOCK_MONOTONIC of the last open of a large file:
                                  *      expireTimeSec counts from here */
     char data_dir[1024];        /* 6248 where data/<index> files live: <session>/data, or
-                                 *      <cacheDir>/ossc-<hash> */
-} ossc_session_header;          /* 7272 */
+                                 *      <cacheDir>/ossc-<euid>-<hash> */
+    char oss_path[1024];        /* 7272 the store URL the session serves */
+    uint64_t bytes_total;       /* 8296 large objects' bytes */
+    uint64_t bytes_done;        /* 8304 landed so far (a refetch counts again) */
+    uint64_t started_unix;      /* 8312 wall-clock second the owner started */
+    uint32_t objects_failed;    /* 8320 objects whose fetch failed for good */
+    int32_t current_object;     /* 8324 the object a chunk landed for last, -1 before */
+} ossc_session_header;          /* 8328 */
 
 typedef struct ossc_session_object {
     uint64_t size;              /*  0 */
@@ -66,5 +87,25 @@ typedef struct ossc_session_object {
     int32_t error;              /* 24 0, or the errno readers get (EIO, EACCES, ENOENT) */
     uint32_t chunks_ready;      /* 28 */
 } ossc_session_object;          /* 32 */
+
+/* FNV-1a-64: the session's name from the real path of MODEL_DIR. */
+static inline uint64_t ossc_session_hash(const char *real_model_dir)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *s = real_model_dir; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+/* The session directory's name for uid and the real path of MODEL_DIR; candidate 0 is the
+ * usual one, 1.. the fallbacks past a planted directory. Returns snprintf's count. */
+static inline int ossc_session_name(char *buf, size_t cap, const char *root, unsigned uid,
+                                    const char *real_model_dir, int candidate)
+{
+    unsigned long long h = (unsigned long long)ossc_session_hash(real_model_dir);
+    return candidate ? snprintf(buf, cap, "%s/" OSSC_SESSION_PREFIX "%u-%016llx-%d", root, uid,
+                                h, candidate)
+                     : snprintf(buf, cap, "%s/" OSSC_SESSION_PREFIX "%u-%016llx", root, uid, h);
+}
 
 #endif

@@ -37,10 +37,31 @@ OSSC_API const char *ossc_status_name(int status)
         [OSSC_E_CANCELLED] = "cancelled",
         [OSSC_E_NOMEM] = "nomem",
         [OSSC_E_SERVER] = "server",
+        [OSSC_E_CONFLICT] = "conflict",
     };
     if (status < 0 || (size_t)status >= sizeof(names) / sizeof(names[0]) || !names[status])
         return "unknown";
     return names[status];
+}
+
+OSSC_API int ossc_exit_code(int status)
+{
+    static const int codes[] = {
+        [OSSC_OK] = 0,
+        [OSSC_E_CONFIG] = 3,
+        [OSSC_E_CREDENTIALS] = 4,
+        [OSSC_E_AUTH] = 5,
+        [OSSC_E_NOT_FOUND] = 6,
+        [OSSC_E_NETWORK] = 7,
+        [OSSC_E_PROTOCOL] = 8,
+        [OSSC_E_INTEGRITY] = 9,
+        [OSSC_E_IO] = 10,
+        [OSSC_E_CANCELLED] = 130,
+        [OSSC_E_NOMEM] = 12,
+        [OSSC_E_SERVER] = 11,
+        [OSSC_E_CONFLICT] = 13,
+    };
+    return status >= 0 && (size_t)status < sizeof(codes) / sizeof(codes[0]) ? codes[status] : 1;
 }
 
 OSSC_API void ossc_free(void *p) { free(p); }

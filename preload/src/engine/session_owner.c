@@ -1,50 +1,32 @@
-/* session_owner.c: the owner of a session. Lists the store, materializes MODEL_DIR, publishes
- * the control file and data files in /dev/shm, and prefetches large objects into them; each
- * landed chunk sets its ready bit and wakes the readers. A thread answers blocked readers'
- * requests (the `wanted` futex) and beats the heartbeat readers use to tell the owner lives. */
+/* session_owner.c: the owner of a session (run by ossc-owner, never inside the application).
+ * Takes the session directory for MODEL_DIR (or finds the live owner already serving it),
+ * lists the store, materializes MODEL_DIR, publishes the control file and data files, and
+ * prefetches the large objects into them; each landed chunk sets its ready bit and wakes the
+ * readers. A helper thread beats the heartbeat, answers blocked readers (the `wanted`
+ * futex), releases data files expireTimeSec after the last open and fetches a released
+ * object again when asked. ossc_session_serve returns once no process has used the session
+ * for max(expireTimeSec, OSSC_SESSION_LINGER_MIN_MS); ossc_session_stop removes it. */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "session_layout.h"
+#include "session.h"
 
-#define MARKER_NAME ".ossc-materialized"
 #define HEARTBEAT_MS 100
-#define OSSC_DATA_PATH_MAX 1100 /* data_dir and an index */
-
-struct ossc_session {
-    ossc_client *client;
-    ossc_listing *listing;
-    char path[256];             /* /dev/shm/ossc-<hash> */
-    char data_dir[1024];        /* <path>/data, or <cacheDir>/ossc-<hash> */
-    char model_dir[OSSC_MODEL_DIR_MAX];
-    bool attached;              /* another live owner fetches; we only wait */
-    ossc_session_header *hdr;
-    size_t control_size;
-    int control_fd;             /* holds the owner lock: readers see it vanish if we die */
-    ossc_fetch *fetch;
-    int *data_fds;
-    size_t n_data;
-    const char **keys;          /* object index -> key (owned by the listing) */
-    struct refetch *refetches;  /* object index -> its refetch after a release */
-    uint64_t complete_ms;
-    pthread_t helper;
-    bool helper_started;
-    atomic_bool stopping;
-};
+#define SERVE_TICK_MS 200
+#define LIVE_POLL_MS 50
+#define TAKEN (-1)     /* the session directory is ours: create the session */
+#define NEXT_NAME (-2) /* it serves another MODEL_DIR (a hash collision) */
 
 /* Fetching one object again after its data file was released. */
 struct refetch {
@@ -58,12 +40,10 @@ static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *t
     return syscall(SYS_futex, word, op, val, ts, NULL, 0);
 }
 
-static uint64_t fnv1a64(const char *s)
+static void sleep_ms(long ms)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-    return h;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 static ossc_session_object *objects_of(ossc_session_header *h)
@@ -76,47 +56,16 @@ static uint64_t *bits_of(ossc_session_header *h)
     return (uint64_t *)((char *)h + h->bits_offset);
 }
 
-/* Where a key goes below MODEL_DIR; NULL for a directory marker; error for an unsafe key. */
-static int relative_name(const char *key, const char *prefix, const char **out, ossc_error *err)
+static void wake_readers(ossc_session_header *h)
 {
-    size_t pl = strlen(prefix);
-    const char *rel = strncmp(key, prefix, pl) == 0 ? key + pl : key;
-    *out = NULL;
-    if (!*rel || rel[strlen(rel) - 1] == '/')
-        return 0;
-    for (const char *p = rel;;) {
-        size_t n = strcspn(p, "/");
-        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) {
-            err_set(err, OSSC_E_PROTOCOL, "refusing key '%s': it would land outside MODEL_DIR",
-                    key);
-            return OSSC_E_PROTOCOL;
-        }
-        if (!p[n])
-            break;
-        p += n + 1;
-    }
-    *out = rel;
-    return 0;
+    atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
+    futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
 }
 
-static int mkdirs(const char *path, ossc_error *err)
+static void set_state(ossc_session_header *h, uint32_t state)
 {
-    char buf[OSSC_MODEL_DIR_MAX + 1100];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || !*p) {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                err_set(err, OSSC_E_IO, "cannot create directory %s: %s", buf, strerror(errno));
-                err->sys_errno = errno;
-                return OSSC_E_IO;
-            }
-            if (!saved)
-                return 0;
-            *p = saved;
-        }
-    }
+    atomic_store((_Atomic uint32_t *)&h->state, state);
+    wake_readers(h);
 }
 
 /* A prefix with nothing to serve is a wrong path, not an empty model. */
@@ -131,40 +80,6 @@ static int check_listing(ossc_session *s, const char *url, ossc_error *err)
     }
     err_set(err, OSSC_E_NOT_FOUND, "no objects under %s: check the bucket and prefix", url);
     return OSSC_E_NOT_FOUND;
-}
-
-/* MODEL_DIR must be new, empty, or one we materialized before. */
-static int prepare_model_dir(ossc_session *s, ossc_error *err)
-{
-    const char *dir = s->model_dir;
-    int rc = mkdirs(dir, err);
-    if (rc)
-        return rc;
-    char marker[OSSC_MODEL_DIR_MAX + 64];
-    snprintf(marker, sizeof(marker), "%s/" MARKER_NAME, dir);
-    if (access(marker, F_OK) == 0 || s->client->s.allow_non_empty)
-        goto mark;
-    DIR *d = opendir(dir);
-    if (!d) {
-        err_set(err, OSSC_E_IO, "cannot open MODEL_DIR %s: %s", dir, strerror(errno));
-        return OSSC_E_IO;
-    }
-    struct dirent *e;
-    bool empty = true;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            empty = false;
-    closedir(d);
-    if (!empty) {
-        err_set(err, OSSC_E_CONFIG, "MODEL_DIR %s is not empty and was not created by ossc: "
-                "point it at a new directory, or set allowNonEmptyModelDir=yes to fill it", dir);
-        return OSSC_E_CONFIG;
-    }
-mark:;
-    int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd >= 0)
-        close(fd);
-    return 0;
 }
 
 /* Large objects in the order loaders want them: the safetensors index's shard order first
@@ -205,7 +120,8 @@ static void order_by_index(ossc_session *s, size_t *order, size_t n)
     cJSON_Delete(root);
 }
 
-static void chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, int status)
+static void chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uint64_t length,
+                         int status)
 {
     ossc_session_header *h = s->hdr;
     ossc_session_object *o = &objects_of(h)[object];
@@ -213,32 +129,48 @@ static void chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, int 
         uint32_t chunk = o->first_chunk + (uint32_t)(offset / h->chunk_size);
         atomic_fetch_or((_Atomic uint64_t *)&bits_of(h)[chunk / 64], 1ULL << (chunk % 64));
         atomic_fetch_add((_Atomic uint32_t *)&o->chunks_ready, 1);
+        atomic_fetch_add((_Atomic uint64_t *)&h->bytes_done, length);
+        atomic_store((_Atomic int32_t *)&h->current_object, (int32_t)object);
     } else {
         int e = status == OSSC_E_AUTH ? EACCES : status == OSSC_E_NOT_FOUND ? ENOENT : EIO;
         atomic_store((_Atomic int32_t *)&o->error, e);
+        atomic_fetch_add((_Atomic uint32_t *)&h->objects_failed, 1);
     }
-    atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
-    futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
+    wake_readers(h);
 }
 
 static void on_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length, int status)
 {
-    ossc_session *s = ctx;
-    (void)length;
-    chunk_landed(s, (uint32_t)item, offset, status); /* fetch item i is object i */
+    chunk_landed(ctx, (uint32_t)item, offset, length, status); /* fetch item i is object i */
 }
 
 static void on_refetch_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length,
                              int status)
 {
     struct refetch *r = ctx;
-    (void)item, (void)length;
-    chunk_landed(r->s, r->object, offset, status);
+    (void)item;
+    chunk_landed(r->s, r->object, offset, length, status);
 }
 
 static void data_path(const ossc_session *s, size_t object, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s/%zu", s->data_dir, object);
+}
+
+static int create_data_file(const ossc_session *s, size_t object, uint64_t size)
+{
+    char path[OSSC_DATA_PATH_MAX];
+    data_path(s, object, path, sizeof(path));
+    /* O_EXCL: a file still there belongs to readers and is never truncated. */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0 && ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(path);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }
 
 static void set_ready_bits(ossc_session_header *h, const ossc_session_object *o, bool ready)
@@ -278,8 +210,7 @@ static void release_data(ossc_session *s)
         s->data_fds[i] = -1;
         released++;
     }
-    atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
-    futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
+    wake_readers(h);
     LOGI("session %s: released %zu data files %u s after the last open", s->path, released,
          h->expire_time_sec);
 }
@@ -299,15 +230,9 @@ static void refetch(ossc_session *s, uint32_t object)
     if (r->fetch || s->data_fds[object] >= 0)
         return; /* running, or its file is back already */
     ossc_session_object *o = &objects_of(s->hdr)[object];
-    char path[OSSC_DATA_PATH_MAX];
-    data_path(s, object, path, sizeof(path));
-    ossc_error err;
-    /* O_EXCL: a file still there belongs to readers and is never truncated. */
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 || ftruncate(fd, (off_t)o->size) != 0) {
-        LOGE("cannot create %s again: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    int fd = create_data_file(s, object, o->size);
+    if (fd < 0) {
+        LOGE("cannot create the data file of %s again: %s", s->keys[object], strerror(errno));
         atomic_store((_Atomic int32_t *)&o->error, EIO);
         return;
     }
@@ -315,6 +240,7 @@ static void refetch(ossc_session *s, uint32_t object)
     atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
     ossc_fetch_item item = {s->keys[object], o->size, 0, o->size, fd, 0, NULL};
     *r = (struct refetch){s, object, NULL};
+    ossc_error err;
     r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
     if (!r->fetch) {
         LOGE("%s: %s", s->keys[object], err.message);
@@ -343,7 +269,29 @@ static bool reap_refetches(ossc_session *s)
     return running;
 }
 
-/* Answers blocked readers and beats the heartbeat until the prefetch ends. */
+/* A blocked reader wants chunk: fetch it next (or its object again, after a release). */
+static void answer_reader(ossc_session *s, uint32_t chunk)
+{
+    ossc_session_header *h = s->hdr;
+    ossc_session_object *objs = objects_of(h);
+    for (uint32_t i = 0; i < s->n_data; i++) {
+        ossc_session_object *o = &objs[i];
+        if (chunk < o->first_chunk || chunk >= o->first_chunk + o->n_chunks)
+            continue;
+        uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
+        ossc_fetch *running = s->refetches[i].fetch;
+        if (s->data_fds[i] < 0)
+            refetch(s, i);
+        else if (running)
+            ossc_fetch_prioritize(running, 0, offset);
+        else
+            ossc_fetch_prioritize(s->fetch, i, offset);
+        return;
+    }
+}
+
+/* Answers blocked readers, beats the heartbeat, marks the end of the prefetch, releases
+ * the data files on expiry, until the session stops. */
 static void *helper_main(void *arg)
 {
     ossc_session *s = arg;
@@ -356,31 +304,13 @@ static void *helper_main(void *arg)
         uint32_t now = atomic_load((_Atomic uint32_t *)&h->wanted);
         if (now != seen) {
             seen = now;
-            uint32_t chunk = atomic_load((_Atomic uint32_t *)&h->wanted_chunk);
-            ossc_session_object *objs = objects_of(h);
-            for (uint32_t i = 0; i < s->n_data; i++) {
-                ossc_session_object *o = &objs[i];
-                if (chunk >= o->first_chunk && chunk < o->first_chunk + o->n_chunks) {
-                    uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
-                    ossc_fetch *running = s->refetches[i].fetch;
-                    if (s->data_fds[i] < 0)
-                        refetch(s, i);
-                    else if (running)
-                        ossc_fetch_prioritize(running, 0, offset);
-                    else
-                        ossc_fetch_prioritize(s->fetch, i, offset);
-                    break;
-                }
-            }
+            answer_reader(s, atomic_load((_Atomic uint32_t *)&h->wanted_chunk));
         }
         ossc_fetch_stats st;
         ossc_fetch_stats_get(s->fetch, &st);
         if (st.finished && h->state == OSSC_SESSION_FETCHING) {
             s->complete_ms = now_ms();
-            atomic_store((_Atomic uint32_t *)&h->state,
-                         st.items_failed ? OSSC_SESSION_FAILED : OSSC_SESSION_COMPLETE);
-            atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
-            futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
+            set_state(h, st.items_failed ? OSSC_SESSION_FAILED : OSSC_SESSION_COMPLETE);
         }
         bool refetching = reap_refetches(s);
         uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
@@ -391,63 +321,6 @@ static void *helper_main(void *arg)
             release_data(s);
     }
     return NULL;
-}
-
-/* A live owner already serves this MODEL_DIR: attach to it. A dead owner's session, even a
- * complete one, is not reused: its data may have been released, and nobody would fetch it. */
-static bool live_session(const char *control)
-{
-    int fd = open(control, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ossc_session_header h;
-    /* The owner holds an exclusive lock on the control file for as long as it lives. */
-    bool owner_alive = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-    bool live = pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
-                h.magic == OSSC_SESSION_MAGIC && h.version == OSSC_SESSION_VERSION &&
-                h.state != OSSC_SESSION_FAILED && owner_alive;
-    close(fd);
-    return live;
-}
-
-/* The placeholders stand for bytes only the session can serve: without it they would read
- * as zeros, so they go with it. */
-static void remove_placeholders(ossc_session *s)
-{
-    const ossc_session_object *objs = objects_of(s->hdr);
-    const char *names = (const char *)s->hdr + s->hdr->names_offset;
-    for (size_t i = 0; i < s->n_data; i++) {
-        char path[OSSC_MODEL_DIR_MAX + 1100];
-        snprintf(path, sizeof(path), "%s/%s", s->model_dir, names + objs[i].name_offset);
-        unlink(path);
-    }
-}
-
-static void remove_session_files(const ossc_session *s)
-{
-    char buf[1300];
-    /* Only a real directory of ours: the name is predictable, and cacheDir may be shared
-     * (a symlink planted there must not make us empty someone else's directory). */
-    struct stat st;
-    if (lstat(s->data_dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-        goto control;
-    DIR *d = opendir(s->data_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(buf, sizeof(buf), "%s/%s", s->data_dir, e->d_name);
-        unlink(buf);
-    }
-    if (d)
-        closedir(d);
-    rmdir(s->data_dir);
-control:
-    snprintf(buf, sizeof(buf), "%s/control", s->path);
-    unlink(buf);
-    snprintf(buf, sizeof(buf), "%s/control.new", s->path);
-    unlink(buf);
-    rmdir(s->path);
 }
 
 /* Small objects land whole in MODEL_DIR before anything reads them. */
@@ -464,11 +337,10 @@ static int fetch_small(ossc_session *s, const size_t *small, size_t n, ossc_erro
         const ossc_object *o = &s->listing->objects[small[opened]];
         const char *rel;
         relative_name(o->key, ossc_client_prefix(s->client), &rel, err);
-        char path[OSSC_MODEL_DIR_MAX + 1100];
+        char path[OSSC_MODEL_DIR_MAX + OSSC_DATA_PATH_MAX];
         snprintf(path, sizeof(path), "%s/%s", s->model_dir, rel);
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int fd = materialize_file(s->manifest_fd, path, err);
         if (fd < 0) {
-            err_set(err, OSSC_E_IO, "cannot create %s: %s", path, strerror(errno));
             rc = OSSC_E_IO;
             break;
         }
@@ -485,30 +357,59 @@ static int fetch_small(ossc_session *s, const size_t *small, size_t n, ossc_erro
     return rc;
 }
 
+/* Where the data files go: the session directory, or cacheDir (a directory of ours there,
+ * checked like the session's). The owner's pid in the name keeps a dead owner's readers,
+ * which still hold its control file, from ever finding a later owner's files. */
+static int make_data_dir(ossc_session *s, ossc_error *err)
+{
+    const char *cache = s->client->s.cache_dir;
+    if (*cache) {
+        int rc = materialize_dirs(-1, cache, err);
+        if (rc)
+            return rc;
+        snprintf(s->data_dir, sizeof(s->data_dir), "%s/" OSSC_SESSION_PREFIX "%u-%016llx-%d",
+                 cache, (unsigned)geteuid(),
+                 (unsigned long long)ossc_session_hash(s->model_dir), (int)getpid());
+    } else {
+        snprintf(s->data_dir, sizeof(s->data_dir), "%s/data.%d", s->path, (int)getpid());
+    }
+    const char *why;
+    int fd = session_dir_open(s->data_dir, true, &why);
+    if (fd < 0) {
+        err_set(err, OSSC_E_IO, "cannot use %s for the data files: %s", s->data_dir,
+                why ? why : strerror(errno));
+        return OSSC_E_IO;
+    }
+    close(fd);
+    return 0;
+}
+
 static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *err)
 {
     const uint64_t chunk = s->client->s.chunk_size;
-    char control[300], tmp[320];
     size_t names = 0;
     uint32_t n_chunks = 0;
+    uint64_t bytes = 0;
     const char *prefix = ossc_client_prefix(s->client);
     for (size_t i = 0; i < n; i++) {
         const ossc_object *o = &s->listing->objects[large[i]];
         names += strlen(o->key) + 1;
         n_chunks += (uint32_t)((o->size + chunk - 1) / chunk);
+        bytes += o->size;
     }
     size_t objects_off = (sizeof(ossc_session_header) + 63) & ~(size_t)63;
     size_t bits_off = objects_off + n * sizeof(ossc_session_object);
     size_t names_off = bits_off + ((n_chunks + 63) / 64) * 8;
     s->control_size = names_off + names;
 
-    if (mkdirs(s->path, err) || mkdirs(s->data_dir, err))
-        return OSSC_E_IO;
-    snprintf(control, sizeof(control), "%s/control", s->path);
-    snprintf(tmp, sizeof(tmp), "%s/control.new", s->path);
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int rc = make_data_dir(s, err);
+    if (rc)
+        return rc;
+    unlinkat(s->dir_fd, "control.new", 0);
+    int fd = session_file_open(s->dir_fd, "control.new", O_RDWR | O_CREAT | O_EXCL);
     if (fd < 0 || ftruncate(fd, (off_t)s->control_size) != 0 || flock(fd, LOCK_EX) != 0) {
-        err_set(err, OSSC_E_IO, "cannot create %s: %s", tmp, strerror(errno));
+        err_set(err, OSSC_E_IO, "cannot create the control file in %s: %s", s->path,
+                strerror(errno));
         if (fd >= 0)
             close(fd);
         return OSSC_E_IO;
@@ -516,7 +417,7 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     s->control_fd = fd;
     void *map = mmap(NULL, s->control_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
-        err_set(err, OSSC_E_IO, "cannot map %s: %s", tmp, strerror(errno));
+        err_set(err, OSSC_E_IO, "cannot map the control file: %s", strerror(errno));
         return OSSC_E_IO;
     }
     ossc_session_header *h = s->hdr = map;
@@ -536,10 +437,14 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     h->heartbeat_ms = h->last_open_ms = now_ms();
     h->log_level = (uint32_t)s->client->s.log_level;
     h->expire_time_sec = (uint32_t)s->client->s.expire_time_sec;
+    h->bytes_total = bytes;
+    h->started_unix = (uint64_t)time(NULL);
+    h->current_object = -1;
     snprintf(h->model_dir, sizeof(h->model_dir), "%s", s->model_dir);
     snprintf(h->log_path, sizeof(h->log_path), "%s", s->client->s.log_path);
     snprintf(h->audit_path, sizeof(h->audit_path), "%s", s->client->s.audit_path);
     snprintf(h->data_dir, sizeof(h->data_dir), "%s", s->data_dir);
+    snprintf(h->oss_path, sizeof(h->oss_path), "%s", s->url);
 
     ossc_session_object *objs = objects_of(h);
     char *name_area = (char *)h + names_off;
@@ -556,30 +461,26 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
                                         (uint32_t)name_pos, (uint32_t)len, 0, 0};
         next_chunk += objs[i].n_chunks;
         name_pos += len + 1;
-
-        /* The data file the prefetch fills, sized to the object. */
-        char path[OSSC_MODEL_DIR_MAX + 1100];
-        data_path(s, i, path, sizeof(path));
-        int dfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (dfd < 0 || ftruncate(dfd, (off_t)o->size) != 0) {
-            err_set(err, OSSC_E_IO, "cannot create %s: %s", path, strerror(errno));
-            if (dfd >= 0)
-                close(dfd);
+        int dfd = create_data_file(s, i, o->size);
+        if (dfd < 0) {
+            err_set(err, OSSC_E_IO, "cannot create a data file in %s: %s", s->data_dir,
+                    strerror(errno));
             return OSSC_E_IO;
         }
         s->data_fds[s->n_data++] = dfd;
     }
     /* Readers see the control file only once it is whole. */
-    if (rename(tmp, control) != 0) {
-        err_set(err, OSSC_E_IO, "cannot publish %s: %s", control, strerror(errno));
+    if (renameat(s->dir_fd, "control.new", s->dir_fd, "control") != 0) {
+        err_set(err, OSSC_E_IO, "cannot publish the control file in %s: %s", s->path,
+                strerror(errno));
         return OSSC_E_IO;
     }
     /* Only now the size-correct placeholders: whoever finds one also finds the session, so
      * no process reads a placeholder's holes as if they were the object. */
     for (size_t i = 0; i < n; i++) {
-        char path[OSSC_MODEL_DIR_MAX + 1100];
+        char path[OSSC_MODEL_DIR_MAX + OSSC_DATA_PATH_MAX];
         snprintf(path, sizeof(path), "%s/%s", s->model_dir, name_area + objs[i].name_offset);
-        int pfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int pfd = materialize_file(s->manifest_fd, path, err);
         if (pfd < 0 || ftruncate(pfd, (off_t)objs[i].size) != 0) {
             err_set(err, OSSC_E_IO, "cannot create placeholder %s: %s", path, strerror(errno));
             if (pfd >= 0)
@@ -589,6 +490,154 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
         close(pfd);
     }
     return 0;
+}
+
+/* The session directory is ours (its lock is held): list, materialize, publish, prefetch.
+ * model_dir[from..] names the directories made for MODEL_DIR itself: they go again with it. */
+static int create(ossc_session *s, const char *url, const char *model_dir, size_t from,
+                  ossc_error *err)
+{
+    s->manifest_fd = materialize_open_manifest(s->dir_fd);
+    if (s->manifest_fd < 0) {
+        err_set(err, OSSC_E_IO, "cannot write in %s: %s", s->path, strerror(errno));
+        return OSSC_E_IO;
+    }
+    for (size_t i = from + 1; from < strlen(model_dir) && i <= strlen(model_dir); i++) {
+        if (model_dir[i] != '/' && model_dir[i] != '\0')
+            continue;
+        char dir[OSSC_MODEL_DIR_MAX];
+        snprintf(dir, sizeof(dir), "%.*s", (int)i, model_dir);
+        materialize_record(s->manifest_fd, 'd', dir);
+    }
+    s->users_fd = session_file_open(s->dir_fd, "users", O_RDONLY | O_CREAT | O_EXCL);
+    if (s->users_fd < 0) {
+        err_set(err, OSSC_E_IO, "cannot create the users file in %s: %s", s->path,
+                strerror(errno));
+        return OSSC_E_IO;
+    }
+    int rc;
+    /* The store first: bad credentials or a wrong path leave MODEL_DIR as it was. */
+    if ((rc = ossc_list(s->client, NULL, &s->listing, err)) || (rc = check_listing(s, url, err)) ||
+        (rc = materialize_check_empty(s->model_dir, s->client->s.allow_non_empty, err)))
+        return rc;
+
+    size_t n = s->listing->count, n_small = 0, n_large = 0;
+    size_t *order = malloc((n ? n : 1) * 2 * sizeof(*order));
+    s->data_fds = malloc((n ? n : 1) * sizeof(int));
+    s->keys = malloc((n ? n : 1) * sizeof(*s->keys));
+    s->refetches = calloc(n ? n : 1, sizeof(*s->refetches));
+    ossc_fetch_item *items = calloc(n ? n : 1, sizeof(*items));
+    if (!order || !s->data_fds || !s->keys || !s->refetches || !items) {
+        err_set(err, OSSC_E_NOMEM, "out of memory");
+        rc = OSSC_E_NOMEM;
+        goto out;
+    }
+    size_t *small = order + n, *large = order;
+    for (size_t i = 0; i < n; i++) {
+        const char *rel;
+        if ((rc = relative_name(s->listing->objects[i].key, ossc_client_prefix(s->client), &rel,
+                                err)))
+            goto out;
+        if (!rel)
+            continue;
+        char path[OSSC_MODEL_DIR_MAX + OSSC_DATA_PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", s->model_dir, rel);
+        *strrchr(path, '/') = '\0';
+        if ((rc = materialize_dirs(s->manifest_fd, path, err)))
+            goto out;
+        if (s->listing->objects[i].size < s->client->s.small_file_size)
+            small[n_small++] = i;
+        else
+            large[n_large++] = i;
+    }
+    if ((rc = fetch_small(s, small, n_small, err)))
+        goto out;
+    order_by_index(s, large, n_large);
+    if ((rc = publish(s, large, n_large, err)))
+        goto out;
+    for (size_t i = 0; i < n_large; i++) {
+        const ossc_object *o = &s->listing->objects[large[i]];
+        items[i] = (ossc_fetch_item){o->key, o->size, 0, o->size, s->data_fds[i], 0, NULL};
+        s->keys[i] = o->key;
+    }
+    s->fetch = ossc_fetch_start(s->client, items, n_large, on_chunk, s, err);
+    if (!s->fetch) {
+        rc = err->code;
+        goto out;
+    }
+    if (pthread_create(&s->helper, NULL, helper_main, s) == 0)
+        s->helper_started = true;
+    LOGI("session %s: %zu small files in %s, prefetching %zu large ones", s->path, n_small,
+         s->model_dir, n_large);
+out:
+    free(order);
+    free(items);
+    return rc;
+}
+
+/* Another owner holds the directory: wait until it has published, then attach to it if it
+ * serves the same store path. 0 attached, TAKEN (its owner died), NEXT_NAME, or an error. */
+static int join_live(ossc_session *s, int dirfd, ossc_error *err)
+{
+    uint64_t deadline = now_ms() + (uint64_t)s->client->s.read_timeout_sec * 1000;
+    for (;;) {
+        if (flock(dirfd, LOCK_EX | LOCK_NB) == 0)
+            return TAKEN;
+        ossc_session_header h;
+        int fd = session_file_open(dirfd, "control", O_RDONLY);
+        bool read_ok = fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+                       h.magic == OSSC_SESSION_MAGIC && h.version == OSSC_SESSION_VERSION;
+        if (fd >= 0)
+            close(fd);
+        if (read_ok && h.state != OSSC_SESSION_CREATING && h.state != OSSC_SESSION_ENDED) {
+            h.model_dir[sizeof(h.model_dir) - 1] = h.oss_path[sizeof(h.oss_path) - 1] = '\0';
+            if (strcmp(h.model_dir, s->model_dir) != 0)
+                return NEXT_NAME;
+            if (strcmp(h.oss_path, s->url) != 0) {
+                err_set(err, OSSC_E_CONFLICT, "MODEL_DIR %s is already served from %s (owner "
+                        "pid %u); refusing to serve %s there: use another MODEL_DIR",
+                        s->model_dir, h.oss_path, h.owner_pid, s->url);
+                return OSSC_E_CONFLICT;
+            }
+            return 0;
+        }
+        if (now_ms() > deadline) {
+            err_set(err, OSSC_E_IO, "the owner of %s did not publish its session within "
+                    "readTimeoutSec", s->path);
+            return OSSC_E_IO;
+        }
+        sleep_ms(LIVE_POLL_MS);
+    }
+}
+
+/* Finds or takes the session directory for s->model_dir: 0 attached, TAKEN, or an error. */
+static int take_directory(ossc_session *s, ossc_error *err)
+{
+    for (int c = 0; c < OSSC_SESSION_CANDIDATES; c++) {
+        ossc_session_name(s->path, sizeof(s->path), OSSC_SESSION_ROOT, (unsigned)geteuid(),
+                          s->model_dir, c);
+        const char *why;
+        int dirfd = session_dir_open(s->path, true, &why);
+        if (dirfd < 0) {
+            if (!why) {
+                err_set(err, OSSC_E_IO, "cannot create %s: %s", s->path, strerror(errno));
+                return OSSC_E_IO;
+            }
+            LOGW("ignoring %s: %s; using the next name", s->path, why);
+            continue;
+        }
+        int rc = flock(dirfd, LOCK_EX | LOCK_NB) == 0 ? TAKEN : join_live(s, dirfd, err);
+        if (rc == TAKEN) {
+            s->dir_fd = dirfd;
+            return TAKEN;
+        }
+        close(dirfd);
+        if (rc != NEXT_NAME)
+            return rc;
+    }
+    err_set(err, OSSC_E_IO, "no usable session directory for %s in " OSSC_SESSION_ROOT
+            " (every candidate name is taken by someone else)", s->model_dir);
+    return OSSC_E_IO;
 }
 
 OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir,
@@ -601,8 +650,7 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         err_set(err, OSSC_E_NOMEM, "out of memory");
         return NULL;
     }
-    s->control_fd = -1;
-    size_t *order = NULL;
+    s->dir_fd = s->users_fd = s->manifest_fd = s->control_fd = -1;
     int rc = OSSC_E_CONFIG;
     if (!model_dir || model_dir[0] != '/') {
         err_set(err, OSSC_E_CONFIG, "MODEL_DIR must be an absolute path, not '%s'",
@@ -611,8 +659,15 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
     }
     if (!(s->client = ossc_client_new(url, overrides, n_overrides, err)))
         goto fail;
-    snprintf(s->model_dir, sizeof(s->model_dir), "%s", model_dir);
-    if ((rc = mkdirs(s->model_dir, err)))
+    snprintf(s->url, sizeof(s->url), "%s://%s/%s",
+             s->client->url.scheme == SCHEME_S3 ? "s3" : "oss", s->client->url.bucket,
+             s->client->url.prefix);
+    /* MODEL_DIR's deepest existing ancestor: what lies below it, we create. */
+    char existing[OSSC_MODEL_DIR_MAX];
+    snprintf(existing, sizeof(existing), "%s", model_dir);
+    while (access(existing, F_OK) != 0 && strrchr(existing, '/') != existing)
+        *strrchr(existing, '/') = '\0';
+    if ((rc = materialize_dirs(-1, model_dir, err)))
         goto fail;
     char real[PATH_MAX];
     if (!realpath(model_dir, real)) {
@@ -621,87 +676,19 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         goto fail;
     }
     snprintf(s->model_dir, sizeof(s->model_dir), "%s", real);
-    uint64_t key = fnv1a64(s->model_dir);
-    snprintf(s->path, sizeof(s->path), OSSC_SESSION_ROOT "/" OSSC_SESSION_PREFIX "%016llx",
-             (unsigned long long)key);
-    if (*s->client->s.cache_dir)
-        snprintf(s->data_dir, sizeof(s->data_dir), "%s/" OSSC_SESSION_PREFIX "%016llx",
-                 s->client->s.cache_dir, (unsigned long long)key);
-    else
-        snprintf(s->data_dir, sizeof(s->data_dir), "%s/data", s->path);
-    char control[300];
-    snprintf(control, sizeof(control), "%s/control", s->path);
-    if (live_session(control)) {
+    rc = take_directory(s, err);
+    if (rc == 0) {
         LOGI("attaching to the live session %s for %s", s->path, s->model_dir);
         s->attached = true;
         return s;
     }
-    remove_session_files(s); /* a dead owner's leftovers */
-    /* The store first: bad credentials or a wrong path leave MODEL_DIR empty and unmarked. */
-    if ((rc = ossc_list(s->client, NULL, &s->listing, err)) || (rc = check_listing(s, url, err)) ||
-        (rc = prepare_model_dir(s, err)))
+    if (rc != TAKEN)
         goto fail;
-
-    size_t n = s->listing->count, n_small = 0, n_large = 0;
-    order = malloc((n ? n : 1) * 2 * sizeof(*order));
-    s->data_fds = malloc((n ? n : 1) * sizeof(int));
-    s->keys = malloc((n ? n : 1) * sizeof(*s->keys));
-    s->refetches = calloc(n ? n : 1, sizeof(*s->refetches));
-    if (!order || !s->data_fds || !s->keys || !s->refetches) {
-        err_set(err, OSSC_E_NOMEM, "out of memory");
-        rc = OSSC_E_NOMEM;
+    session_dir_clear(s->dir_fd, s->path); /* a dead owner's leftovers */
+    if ((rc = create(s, url, model_dir, strlen(existing), err)))
         goto fail;
-    }
-    size_t *small = order + n, *large = order;
-    for (size_t i = 0; i < n; i++) {
-        const char *rel;
-        if ((rc = relative_name(s->listing->objects[i].key, ossc_client_prefix(s->client), &rel,
-                                err)))
-            goto fail;
-        if (!rel)
-            continue;
-        char path[OSSC_MODEL_DIR_MAX + 1100];
-        snprintf(path, sizeof(path), "%s/%s", s->model_dir, rel);
-        *strrchr(path, '/') = '\0';
-        if ((rc = mkdirs(path, err)))
-            goto fail;
-        if (s->listing->objects[i].size < s->client->s.small_file_size)
-            small[n_small++] = i;
-        else
-            large[n_large++] = i;
-    }
-    if ((rc = fetch_small(s, small, n_small, err)))
-        goto fail;
-    order_by_index(s, large, n_large);
-    if ((rc = publish(s, large, n_large, err)))
-        goto fail;
-
-    ossc_fetch_item *items = calloc(n_large ? n_large : 1, sizeof(*items));
-    if (!items) {
-        err_set(err, OSSC_E_NOMEM, "out of memory");
-        rc = OSSC_E_NOMEM;
-        goto fail;
-    }
-    for (size_t i = 0; i < n_large; i++) {
-        const ossc_object *o = &s->listing->objects[large[i]];
-        items[i] = (ossc_fetch_item){o->key, o->size, 0, o->size, s->data_fds[i], 0, NULL};
-        s->keys[i] = o->key;
-    }
-    s->fetch = ossc_fetch_start(s->client, items, n_large, on_chunk, s, err);
-    free(items);
-    if (!s->fetch) {
-        rc = err->code;
-        goto fail;
-    }
-    if (pthread_create(&s->helper, NULL, helper_main, s) == 0)
-        s->helper_started = true;
-    free(order);
-    LOGI("session %s: %zu small files in %s, prefetching %zu large ones", s->path, n_small,
-         s->model_dir, n_large);
     return s;
 fail:
-    (void)rc;
-    free(order);
     ossc_session_stop(s, 1);
     return NULL;
 }
@@ -724,12 +711,42 @@ OSSC_API void ossc_session_stats(ossc_session *s, ossc_fetch_stats *out)
 
 OSSC_API const char *ossc_session_path(const ossc_session *s) { return s->path; }
 
+OSSC_API int ossc_session_attached(const ossc_session *s) { return s->attached; }
+
 OSSC_API const char *ossc_session_item_name(const ossc_session *s, size_t item)
 {
     if (!s->hdr || item >= s->n_data)
         return NULL;
     const ossc_session_object *o = &objects_of(s->hdr)[item];
     return (const char *)s->hdr + s->hdr->names_offset + o->name_offset;
+}
+
+OSSC_API void ossc_session_request_end(ossc_session *s) { atomic_store(&s->stopping, true); }
+
+OSSC_API void ossc_session_serve(ossc_session *s)
+{
+    if (s->attached || !s->hdr)
+        return;
+    uint64_t linger = (uint64_t)s->hdr->expire_time_sec * 1000;
+    if (linger < OSSC_SESSION_LINGER_MIN_MS)
+        linger = OSSC_SESSION_LINGER_MIN_MS;
+    uint64_t idle_since = now_ms();
+    while (!atomic_load(&s->stopping)) {
+        sleep_ms(SERVE_TICK_MS);
+        /* LOCK_EX is free only when no process holds the users file; let go at once, so
+         * a process attaching now does not wait on us. */
+        if (flock(s->users_fd, LOCK_EX | LOCK_NB) != 0) {
+            idle_since = now_ms();
+            continue;
+        }
+        if (now_ms() < idle_since + linger) {
+            flock(s->users_fd, LOCK_UN);
+            continue;
+        }
+        LOGI("session %s: no process has used it for %llu s; ending it", s->path,
+             (unsigned long long)(linger / 1000));
+        return; /* LOCK_EX kept: a process that attaches now waits, then sees it ended */
+    }
 }
 
 OSSC_API void ossc_session_stop(ossc_session *s, int remove)
@@ -744,24 +761,30 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
     ossc_fetch_free(s->fetch);
     for (size_t i = 0; s->refetches && i < s->n_data; i++)
         ossc_fetch_free(s->refetches[i].fetch);
+    bool removing = remove && !s->attached && s->dir_fd >= 0;
     if (s->hdr) {
-        if (s->hdr->state == OSSC_SESSION_FETCHING) {
-            /* Readers must not wait for chunks nobody will fetch. */
-            atomic_store((_Atomic uint32_t *)&s->hdr->state, OSSC_SESSION_FAILED);
-            atomic_fetch_add((_Atomic uint32_t *)&s->hdr->progress, 1);
-            futex(&s->hdr->progress, FUTEX_WAKE, INT32_MAX, NULL);
-        }
-        if (remove && !s->attached)
-            remove_placeholders(s);
-        munmap(s->hdr, s->control_size);
+        if (removing)
+            set_state(s->hdr, OSSC_SESSION_ENDED); /* attach to nothing, start anew */
+        else if (s->hdr->state == OSSC_SESSION_FETCHING)
+            set_state(s->hdr, OSSC_SESSION_FAILED); /* nobody will fetch the rest */
     }
     for (size_t i = 0; i < s->n_data; i++)
         if (s->data_fds[i] >= 0)
             close(s->data_fds[i]);
+    if (s->manifest_fd >= 0)
+        close(s->manifest_fd);
+    if (removing) {
+        session_dir_clear(s->dir_fd, s->path);
+        rmdir(s->path);
+    }
+    if (s->hdr)
+        munmap(s->hdr, s->control_size);
     if (s->control_fd >= 0)
         close(s->control_fd);
-    if (remove && !s->attached && s->path[0])
-        remove_session_files(s);
+    if (s->users_fd >= 0)
+        close(s->users_fd);
+    if (s->dir_fd >= 0)
+        close(s->dir_fd); /* the directory lock goes last */
     free(s->data_fds);
     free(s->keys);
     free(s->refetches);

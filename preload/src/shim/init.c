@@ -1,16 +1,20 @@
-/* init.c: the shim's configuration from the environment, its log, and, in the process started
- * with ENABLE_CONNECTOR=1, the owner: libossc is loaded (only there) and starts the session
- * before main() runs. */
+/* init.c: the shim's configuration from the environment, its log, and, in a process started
+ * with ENABLE_CONNECTOR=1, the session before main() runs: attached if it is served already,
+ * else served by an ossc-owner started for it (libossc never loads into the application). */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "log_line.h"
 #include "shim.h"
@@ -39,72 +43,113 @@ void shim_log_to(const char *path)
         log_fd = fd;
 }
 
-static uint64_t fnv1a64(const char *s)
+/* Whether the session serves url (trailing slashes aside; the owner decides the rest). */
+static bool serves(const char *served, const char *url)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-    return h;
+    size_t a = strlen(served), b = strlen(url);
+    while (a && served[a - 1] == '/')
+        a--;
+    while (b && url[b - 1] == '/')
+        b--;
+    return a == b && strncmp(served, url, a) == 0;
 }
 
-/* The engine's API, as far as the owner needs it (the shim never includes ossc.h: it must
- * not depend on libossc at link time). */
-typedef struct {
-    int code, http_status, sys_errno;
-    char server_code[64], message[512];
-} engine_error;
-typedef void *(*session_start_fn)(const char *, const char *, const char *const *, size_t,
-                                  engine_error *);
-typedef void (*session_stop_fn)(void *, int);
-
-/* The session this process owns (env-var mode), removed when the process exits. */
-static void *owned_session;
-static session_stop_fn owned_session_stop;
-static pid_t owner_pid;
-
-/* Exit codes as the ossc command uses them, so a wrapper script can tell failures apart. */
-static int exit_code_for(int status)
+/* An LD_PRELOAD entry that names this library. */
+static bool is_us(const char *entry, size_t len, const char *self)
 {
-    static const int codes[] = {0, 3, 4, 5, 6, 7, 8, 9, 10, 130, 12, 11};
-    return status > 0 && status < (int)(sizeof(codes) / sizeof(codes[0])) ? codes[status] : 1;
+    static const char name[] = "libossc_preload.so";
+    return (len == strlen(self) && strncmp(entry, self, len) == 0) ||
+           (len >= sizeof(name) - 1 && strncmp(entry + len - (sizeof(name) - 1), name,
+                                               sizeof(name) - 1) == 0);
 }
 
-static void start_owner(void)
+/* Runs ossc-owner (next to this library, or OSSC_OWNER) and returns its exit code: 0 once
+ * the session is published or found live. It gets our environment (credentials travel
+ * there, never on its command line) without ENABLE_CONNECTOR and without this shim. */
+static int run_owner(const char *url)
+{
+    char owner[PATH_MAX], self[PATH_MAX] = "";
+    const char *override = getenv("OSSC_OWNER");
+    Dl_info info;
+    if (dladdr((void *)run_owner, &info) && info.dli_fname)
+        snprintf(self, sizeof(self), "%s", info.dli_fname);
+    if (override && *override) {
+        snprintf(owner, sizeof(owner), "%s", override);
+    } else {
+        char here[PATH_MAX];
+        snprintf(here, sizeof(here), "%s", self[0] ? self : "./x");
+        snprintf(owner, sizeof(owner), "%s/ossc-owner", dirname(here));
+    }
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **envp = malloc((n + 1) * sizeof(*envp));
+    char *preload = NULL;
+    if (!envp)
+        return 12;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], "ENABLE_CONNECTOR=", 17) == 0)
+            continue;
+        if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0) {
+            const char *v = environ[i] + 11;
+            size_t cap = strlen(environ[i]) + 1;
+            if (!(preload = malloc(cap)))
+                continue;
+            size_t m = (size_t)snprintf(preload, cap, "LD_PRELOAD=");
+            while (*v) {
+                size_t len = strcspn(v, " :");
+                if (len && !is_us(v, len, self))
+                    m += (size_t)snprintf(preload + m, cap - m, "%s%.*s", m > 11 ? " " : "",
+                                          (int)len, v);
+                v += len + (v[len] != '\0');
+            }
+            envp[k++] = preload;
+            continue;
+        }
+        envp[k++] = environ[i];
+    }
+    envp[k] = NULL;
+    char *argv[] = {owner, "--oss-path", (char *)url, "--model-dir", shim.model_dir,
+                    "--prog", "ossc", NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, owner, NULL, NULL, argv, envp);
+    free(preload);
+    free(envp);
+    if (rc != 0) {
+        shim_log("ERROR", "cannot run the session owner %s: %s (set OSSC_OWNER)", owner,
+                 strerror(rc));
+        return 10;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return 0; /* SIGCHLD ignored: reaped for us; attaching tells */
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ENABLE_CONNECTOR=1: attach to the session serving MODEL_DIR, starting its owner first if
+ * there is none. Processes this one execs or starts carry the variable and attach too. */
+static void ensure_session(void)
 {
     const char *url = getenv("OSS_PATH");
     if (!url || !*url) {
         shim_log("ERROR", "ENABLE_CONNECTOR=1 needs OSS_PATH (oss://bucket/prefix/)");
         _exit(3);
     }
-    char lib[PATH_MAX];
-    const char *override = getenv("OSSC_LIBOSSC");
-    Dl_info self;
-    if (override && *override) {
-        snprintf(lib, sizeof(lib), "%s", override);
-    } else if (dladdr((void *)start_owner, &self) && self.dli_fname) {
-        char here[PATH_MAX];
-        snprintf(here, sizeof(here), "%s", self.dli_fname);
-        snprintf(lib, sizeof(lib), "%s/libossc.so", dirname(here));
-    } else {
-        snprintf(lib, sizeof(lib), "libossc.so");
+    for (int attempt = 0; attempt < 3; attempt++) {
+        const char *served = session_attach() ? session_oss_path() : NULL;
+        if (served && serves(served, url))
+            return;
+        int rc = run_owner(url); /* the owner says why, on our stderr */
+        if (rc)
+            _exit(rc);
+        if (session_attach())
+            return;
     }
-    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
-    session_start_fn start = h ? (session_start_fn)dlsym(h, "ossc_session_start") : NULL;
-    if (!start) {
-        shim_log("ERROR", "cannot load the fetch engine %s: %s (set OSSC_LIBOSSC)", lib,
-                 dlerror());
-        _exit(3);
-    }
-    engine_error err;
-    memset(&err, 0, sizeof(err));
-    owned_session_stop = (session_stop_fn)dlsym(h, "ossc_session_stop");
-    if (!(owned_session = start(url, shim.model_dir, NULL, 0, &err))) {
-        shim_log("ERROR", "%s", err.message);
-        _exit(exit_code_for(err.code));
-    }
-    owner_pid = getpid();
-    /* Children (vLLM's engine and workers) attach; they must not own too. */
-    unsetenv("ENABLE_CONNECTOR");
+    shim_log("ERROR", "the session for %s ended each time it was attached", shim.model_dir);
+    _exit(10);
 }
 
 __attribute__((constructor)) void shim_init(void)
@@ -128,32 +173,26 @@ __attribute__((constructor)) void shim_init(void)
         while (n > 1 && shim.model_dir[n - 1] == '/')
             shim.model_dir[--n] = '\0';
         shim.model_dir_len = n;
-        const char *owner = getenv("ENABLE_CONNECTOR");
-        if (owner && strcmp(owner, "1") == 0)
-            start_owner();
         char real[PATH_MAX];
-        const char *key = realpath(shim.model_dir, real) ? real : shim.model_dir;
-        if (strcmp(key, shim.model_dir) != 0) {
-            snprintf(shim.real_dir, sizeof(shim.real_dir), "%s", key);
+        if (realpath(shim.model_dir, real) && strcmp(real, shim.model_dir) != 0) {
+            snprintf(shim.real_dir, sizeof(shim.real_dir), "%s", real);
             shim.real_dir_len = strlen(shim.real_dir);
         }
-        snprintf(shim.session_dir, sizeof(shim.session_dir),
-                 OSSC_SESSION_ROOT "/" OSSC_SESSION_PREFIX "%016llx",
-                 (unsigned long long)fnv1a64(key));
         shim.enabled = true;
+        shim_ready = 2;
+        const char *owner = getenv("ENABLE_CONNECTOR");
+        if (owner && strcmp(owner, "1") == 0) {
+            ensure_session();
+            if (!shim.real_dir_len && realpath(shim.model_dir, real) &&
+                strcmp(real, shim.model_dir) != 0) { /* MODEL_DIR exists only now */
+                snprintf(shim.real_dir, sizeof(shim.real_dir), "%s", real);
+                shim.real_dir_len = strlen(shim.real_dir);
+            }
+        }
     } else if (dir && dir[0] != '/' && *dir) {
         shim_log("WARN", "MODEL_DIR '%s' is not absolute; the shim passes everything through",
                  dir);
     }
     pthread_atfork(NULL, NULL, session_atfork_child);
     shim_ready = 2;
-}
-
-/* The owner's exit ends the session: /dev/shm is freed (fds and mappings others still hold
- * keep their pages). Only in the owner itself: a forked child that exits has no fetch
- * threads to stop and must not end its parent's session. */
-__attribute__((destructor)) static void shim_fini(void)
-{
-    if (owned_session && owned_session_stop && getpid() == owner_pid)
-        owned_session_stop(owned_session, 1);
 }

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/file.h>
@@ -13,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "session_check.h"
 #include "shim.h"
 
 #define OWNER_SILENCE_MS 3000 /* a heartbeat older than this: check whether the owner lives */
@@ -23,6 +26,8 @@ static ossc_session_header *hdr; /* NULL until attached */
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t *slots;          /* open-addressing hash of object names: index + 1 */
 static uint32_t n_slots;
+static int control_fd = -1;      /* our own open of the control file: its lock tells */
+static char session_path[OSSC_SESSION_PATH_MAX];
 
 static uint64_t mono_ms(void)
 {
@@ -49,37 +54,105 @@ static const char *name_of(const ossc_session_object *o)
     return (const char *)hdr + hdr->names_offset + o->name_offset;
 }
 
+/* Whether fd is what this uid made for itself: a file (or directory) of ours that nobody
+ * else can open. Anything else in a session's place was planted, and is never used. */
+static const char *not_ours(int fd, bool dir)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+        return dir ? "it is not a directory" : "it is not a regular file";
+    if (st.st_uid != geteuid())
+        return "another user owns it";
+    if (st.st_mode & 077)
+        return "other users can open it";
+    return NULL;
+}
+
+static int open_ours(int dirfd, const char *name, int flags, bool dir, const char *shown)
+{
+    int fd = real_openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ELOOP || errno == ENOTDIR)
+            shim_log("WARN", "ignoring %s: it is a symbolic link or not a directory", shown);
+        return -1;
+    }
+    const char *why = not_ours(fd, dir);
+    if (why) {
+        shim_log("WARN", "ignoring %s: %s", shown, why);
+        real_close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Attaches to the session in dir: holds its users file (LOCK_SH: the owner ends the session
+ * only once nobody does) and maps its control file after checking it. 1 attached, 0 no
+ * session here (or it ended), -1 not ours: try the next name. */
+static int attach_dir(const char *dir, const char *real)
+{
+    int dfd = open_ours(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, true, dir);
+    if (dfd < 0)
+        return errno == ENOENT ? 0 : -1;
+    int ufd = open_ours(dfd, "users", O_RDONLY, false, dir);
+    int cfd = ufd >= 0 ? open_ours(dfd, "control", O_RDWR, false, dir) : -1;
+    struct stat st, now;
+    ossc_session_header *h = MAP_FAILED;
+    int rc = 0;
+    /* Blocks while an owner is ending the session, which it then marks ended. */
+    if (cfd >= 0 && flock(ufd, LOCK_SH) == 0 && fstat(cfd, &st) == 0 && st.st_size > 0)
+        h = real_mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
+    if (h != MAP_FAILED) {
+        const char *bad = ossc_session_check(h, (uint64_t)st.st_size);
+        if (bad)
+            shim_log("WARN", "ignoring the session in %s: %s", dir, bad);
+        else if (strcmp(h->model_dir, real) != 0)
+            rc = -1; /* another MODEL_DIR's, by a hash collision */
+        else if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != OSSC_SESSION_ENDED &&
+                 real_fstatat(dfd, "users", &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+                 fstat(ufd, &st) == 0 && now.st_ino == st.st_ino)
+            rc = 1; /* and the users file is still this session's */
+    }
+    if (rc == 1) {
+        hdr = h;
+        control_fd = cfd;
+        snprintf(session_path, sizeof(session_path), "%s", dir);
+    } else {
+        if (h != MAP_FAILED)
+            munmap(h, (size_t)st.st_size);
+        if (cfd >= 0)
+            real_close(cfd);
+        if (ufd >= 0)
+            real_close(ufd);
+    }
+    real_close(dfd);
+    return rc;
+}
+
 static bool attach_locked(void)
 {
-    char path[300];
-    snprintf(path, sizeof(path), "%s/control", shim.session_dir);
-    int fd = real_open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    struct stat st;
-    ossc_session_header *h = MAP_FAILED;
-    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(*h))
-        h = real_mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    real_close(fd);
-    if (h == MAP_FAILED)
-        return false;
-    if (h->magic != OSSC_SESSION_MAGIC || h->version != OSSC_SESSION_VERSION ||
-        h->header_size != sizeof(*h) || h->control_size != (uint64_t)st.st_size) {
-        shim_log("ERROR", "%s is not a session this shim understands (version %u); ignoring it",
-                 path, h->version);
-        munmap(h, (size_t)st.st_size);
-        return false;
+    char real[PATH_MAX];
+    const char *key = realpath(shim.model_dir, real) ? real : shim.model_dir;
+    ossc_session_header *h = NULL;
+    for (int c = 0; c < OSSC_SESSION_CANDIDATES && !h; c++) {
+        char dir[OSSC_SESSION_PATH_MAX];
+        ossc_session_name(dir, sizeof(dir), OSSC_SESSION_ROOT, (unsigned)geteuid(), key, c);
+        int rc = attach_dir(dir, key);
+        if (rc == 0)
+            return false;
+        if (rc == 1)
+            h = hdr;
     }
+    if (!h)
+        return false;
     uint32_t n = 16;
     while (n < 2 * h->n_objects)
         n *= 2;
     uint32_t *table = real_mmap(NULL, n * sizeof(uint32_t), PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (table == MAP_FAILED) {
-        munmap(h, (size_t)st.st_size);
+        hdr = NULL;
         return false;
     }
-    hdr = h;
     for (uint32_t i = 0; i < h->n_objects; i++) {
         const ossc_session_object *o = &objects()[i];
         uint32_t k = hash(name_of(o), o->name_len) & (n - 1);
@@ -87,8 +160,8 @@ static bool attach_locked(void)
             k = (k + 1) & (n - 1);
         table[k] = i + 1;
     }
-    slots = table;
     n_slots = n;
+    __atomic_store_n(&slots, table, __ATOMIC_RELEASE);
     shim_log_to(h->log_path);
     return true;
 }
@@ -97,13 +170,22 @@ void session_atfork_child(void) { pthread_mutex_init(&attach_lock, NULL); }
 
 static bool attached(void)
 {
-    if (__atomic_load_n(&hdr, __ATOMIC_ACQUIRE))
+    static __thread bool attaching; /* a libc call of ours that came back through a hook */
+    if (__atomic_load_n(&slots, __ATOMIC_ACQUIRE))
         return true;
+    if (attaching)
+        return false;
+    attaching = true;
     pthread_mutex_lock(&attach_lock);
-    bool ok = hdr || attach_locked();
+    bool ok = slots || attach_locked();
     pthread_mutex_unlock(&attach_lock);
+    attaching = false;
     return ok;
 }
+
+bool session_attach(void) { return attached(); }
+
+const char *session_oss_path(void) { return attached() ? hdr->oss_path : NULL; }
 
 /* rel: a normalized path below MODEL_DIR. */
 static int lookup_rel(const char *rel, size_t len)
@@ -212,20 +294,17 @@ static bool chunk_ready(uint32_t chunk)
 }
 
 /* The owner holds an exclusive lock on the control file while it lives (a zombie or a
- * reused pid cannot fool this); only a silent heartbeat makes us look. */
+ * reused pid cannot fool this); only a silent heartbeat makes us look, through our own open
+ * of the file we mapped (the path may name a later session by now). */
 static bool owner_gone(void)
 {
     uint64_t beat = __atomic_load_n(&hdr->heartbeat_ms, __ATOMIC_RELAXED);
     if (mono_ms() <= beat + OWNER_SILENCE_MS)
         return false;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/control", shim.session_dir);
-    int fd = real_open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return true;
-    bool gone = flock(fd, LOCK_SH | LOCK_NB) == 0;
-    real_close(fd);
-    return gone;
+    if (flock(control_fd, LOCK_SH | LOCK_NB) != 0)
+        return false;
+    flock(control_fd, LOCK_UN);
+    return true;
 }
 
 int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_ms)

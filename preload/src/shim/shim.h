@@ -26,7 +26,6 @@ typedef struct shim_config {
     size_t model_dir_len;
     char real_dir[OSSC_MODEL_DIR_MAX];  /* its real path, if different */
     size_t real_dir_len;
-    char session_dir[256];
 } shim_config;
 
 extern shim_config shim;
@@ -38,6 +37,10 @@ void shim_log(const char *level, const char *fmt, ...) __attribute__((format(pri
 void shim_log_to(const char *path);
 
 /* ---- the session (session.c) ---- */
+/* Attaches to the session serving MODEL_DIR, if there is one; true once attached. */
+bool session_attach(void);
+/* The store path the attached session serves; NULL if none is attached. */
+const char *session_oss_path(void);
 /* The object index of a path below MODEL_DIR, -1 if it is not a large object of the
  * session. path must be absolute. */
 int session_lookup(const char *path);

@@ -1,0 +1,80 @@
+/* session.h: what the files of a session's owner share (session_dir.c, materialize.c,
+ * session_owner.c, session_status.c). Not public API. */
+#ifndef OSSC_SESSION_H
+#define OSSC_SESSION_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "session_layout.h"
+
+#define OSSC_DATA_PATH_MAX 1100 /* data_dir and an index */
+
+struct ossc_session {
+    ossc_client *client;
+    ossc_listing *listing;
+    char url[1024];             /* canonical scheme://bucket/prefix */
+    char path[OSSC_SESSION_PATH_MAX]; /* /dev/shm/ossc-<uid>-<hash>[-n] */
+    char data_dir[1024];        /* <path>/data.<pid>, or <cacheDir>/ossc-<uid>-<hash>-<pid> */
+    char model_dir[OSSC_MODEL_DIR_MAX]; /* real path */
+    bool attached;              /* another live owner fetches; we only looked */
+    int dir_fd;                 /* the session directory; flock(LOCK_EX) while we own it */
+    int users_fd;               /* the users file: LOCK_EX taken only to see that none is left */
+    int manifest_fd;            /* "materialized": what we created in MODEL_DIR */
+    ossc_session_header *hdr;
+    size_t control_size;
+    int control_fd;             /* flock(LOCK_EX) while we live: readers see it go if we die */
+    ossc_fetch *fetch;
+    int *data_fds;
+    size_t n_data;
+    const char **keys;          /* object index -> key (owned by the listing) */
+    struct refetch *refetches;  /* object index -> its refetch after a release */
+    uint64_t complete_ms;
+    pthread_t helper;
+    bool helper_started;
+    atomic_bool stopping;
+};
+
+/* ---- the session directory (session_dir.c) ---- */
+/* Opens dir (O_DIRECTORY, O_NOFOLLOW) if it is a directory of this uid that nobody else can
+ * write or read; -1 with errno ENOENT (absent) or EPERM (someone else's or open to others:
+ * *why says how). With create, a missing one is made 0700 first. */
+int session_dir_open(const char *dir, bool create, const char **why);
+/* Opens name in the session directory dirfd like openat, refusing symlinks and files that
+ * are not this uid's regular 0600 files. */
+int session_file_open(int dirfd, const char *name, int flags);
+/* Whether a live owner holds the control file of the session directory dirfd. */
+bool session_owner_alive(int dirfd);
+/* Whether any process holds the users file of dirfd (LOCK_SH). */
+bool session_has_users(int dirfd);
+/* With the directory lock held: removes what a session left (MODEL_DIR's materialized
+ * files, data files, control, users), keeping the directory itself. */
+void session_dir_clear(int dirfd, const char *path);
+/* Removes the session at path if its owner is dead and (unless force) no user is left:
+ * 1 removed, 0 kept (in use), 2 kept (a live owner holds it), -1 not a session of ours. */
+int session_reap(const char *path, bool force);
+
+/* ---- MODEL_DIR (materialize.c) ---- */
+/* Where a key goes below MODEL_DIR; *out NULL for a directory marker; error for an unsafe key. */
+int relative_name(const char *key, const char *prefix, const char **out, ossc_error *err);
+/* Records a created file ('f') or directory ('d') in the manifest (manifest_fd >= 0). */
+void materialize_record(int manifest_fd, char kind, const char *path);
+/* mkdir -p; each directory it creates is recorded in the manifest (manifest_fd >= 0). */
+int materialize_dirs(int manifest_fd, const char *path, ossc_error *err);
+/* Creates (O_EXCL unless allowed to fill a non-empty MODEL_DIR) and records a file. */
+int materialize_file(int manifest_fd, const char *path, ossc_error *err);
+/* MODEL_DIR must be empty unless allowNonEmptyModelDir. */
+int materialize_check_empty(const char *dir, bool allow_non_empty, ossc_error *err);
+/* Undoes the manifest (files, then directories, newest first; a directory that is not
+ * empty stays) and unlinks it. */
+void materialize_undo(int dirfd);
+/* Opens the (new, empty) manifest of the session directory dirfd for appending. */
+int materialize_open_manifest(int dirfd);
+
+/* ---- status (session_status.c) ---- */
+/* How many processes hold a shared flock on the file fd refers to (/proc/locks). */
+int session_lock_holders(int fd);
+
+#endif

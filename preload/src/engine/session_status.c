@@ -1,0 +1,183 @@
+/* session_status.c: what `ossc status` shows: this uid's sessions on the node, read from their
+ * control files and locks (who owns it, how many use it, how far the prefetch is, what it
+ * holds in memory or on disk, which objects failed), and `ossc gc`'s removal of dead ones. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "session.h"
+#include "session_check.h"
+
+static const char *state_name(uint32_t state)
+{
+    static const char *const names[] = {"creating", "fetching", "complete", "failed", "ended"};
+    return state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";
+}
+
+int session_lock_holders(int fd)
+{
+    struct stat st;
+    FILE *f = fstat(fd, &st) == 0 ? fopen("/proc/locks", "re") : NULL;
+    if (!f)
+        return -1;
+    char id[64], line[256];
+    snprintf(id, sizeof(id), " %02x:%02x:%llu ", major(st.st_dev), minor(st.st_dev),
+             (unsigned long long)st.st_ino);
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, id) && strstr(line, "FLOCK") && strstr(line, " READ ") &&
+            !strstr(line, "->"))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* Bytes the files of a data directory hold (allocated, not their sizes). */
+static uint64_t held_bytes(const char *dir)
+{
+    const char *why;
+    int fd = session_dir_open(dir, false, &why);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    uint64_t total = 0;
+    struct dirent *e;
+    struct stat st;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            total += (uint64_t)st.st_blocks * 512;
+    if (d)
+        closedir(d);
+    return total;
+}
+
+/* One session as a JSON object; NULL if path is not a session directory of ours. */
+static cJSON *describe(const char *path, const char *only_model_dir)
+{
+    const char *why;
+    int dirfd = session_dir_open(path, false, &why);
+    if (dirfd < 0)
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "path", path);
+    bool alive = session_owner_alive(dirfd);
+    int ufd = session_file_open(dirfd, "users", O_RDONLY);
+    cJSON_AddNumberToObject(o, "users", ufd >= 0 ? session_lock_holders(ufd) : 0);
+    if (ufd >= 0)
+        close(ufd);
+    cJSON_AddBoolToObject(o, "ownerAlive", alive);
+    int fd = session_file_open(dirfd, "control", O_RDONLY);
+    struct stat st;
+    void *map = MAP_FAILED;
+    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0)
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    const char *bad = map == MAP_FAILED ? "no control file"
+                                        : ossc_session_check(map, (uint64_t)st.st_size);
+    if (bad) {
+        cJSON_AddStringToObject(o, "state", alive ? "creating" : "broken");
+        cJSON_AddStringToObject(o, "problem", bad);
+    } else {
+        const ossc_session_header *h = map;
+        if (only_model_dir && strcmp(h->model_dir, only_model_dir) != 0) {
+            cJSON_Delete(o);
+            o = NULL;
+            goto out;
+        }
+        cJSON_AddStringToObject(o, "state", alive ? state_name(h->state) : "dead");
+        cJSON_AddStringToObject(o, "modelDir", h->model_dir);
+        cJSON_AddStringToObject(o, "ossPath", h->oss_path);
+        cJSON_AddNumberToObject(o, "ownerPid", h->owner_pid);
+        cJSON_AddNumberToObject(o, "startedUnix", (double)h->started_unix);
+        cJSON_AddNumberToObject(o, "objects", h->n_objects);
+        cJSON_AddNumberToObject(o, "bytesTotal", (double)h->bytes_total);
+        cJSON_AddNumberToObject(o, "bytesDone", (double)h->bytes_done);
+        cJSON_AddStringToObject(o, "dataDir", h->data_dir);
+        uint64_t held = held_bytes(h->data_dir);
+        bool in_memory = strncmp(h->data_dir, OSSC_SESSION_ROOT "/", strlen(OSSC_SESSION_ROOT) + 1) == 0;
+        cJSON_AddNumberToObject(o, "memoryBytes", in_memory ? (double)held : 0);
+        cJSON_AddNumberToObject(o, "diskBytes", in_memory ? 0 : (double)held);
+        const ossc_session_object *objs =
+            (const ossc_session_object *)((const char *)map + h->objects_offset);
+        const char *names = (const char *)map + h->names_offset;
+        int32_t current = h->current_object;
+        cJSON_AddStringToObject(o, "currentFile", current >= 0 && (uint32_t)current < h->n_objects
+                                                     ? names + objs[current].name_offset : "");
+        cJSON *errors = cJSON_AddArrayToObject(o, "errors");
+        for (uint32_t i = 0; i < h->n_objects; i++) {
+            if (!objs[i].error)
+                continue;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "file", names + objs[i].name_offset);
+            cJSON_AddStringToObject(e, "error", strerror(objs[i].error));
+            cJSON_AddItemToArray(errors, e);
+        }
+    }
+out:
+    if (map != MAP_FAILED)
+        munmap(map, (size_t)st.st_size);
+    if (fd >= 0)
+        close(fd);
+    close(dirfd);
+    return o;
+}
+
+OSSC_API char *ossc_sessions_json(const char *model_dir, ossc_error *err)
+{
+    err_clear(err);
+    cJSON *list = cJSON_CreateArray();
+    char prefix[64], path[OSSC_SESSION_PATH_MAX], real[PATH_MAX];
+    snprintf(prefix, sizeof(prefix), OSSC_SESSION_PREFIX "%u-", (unsigned)geteuid());
+    if (model_dir) {
+        if (realpath(model_dir, real)) {
+            for (int c = 0; c < OSSC_SESSION_CANDIDATES; c++) {
+                ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(),
+                                  real, c);
+                cJSON *o = describe(path, real);
+                if (o) {
+                    cJSON_AddItemToArray(list, o);
+                    break;
+                }
+            }
+        }
+    } else {
+        DIR *d = opendir(OSSC_SESSION_ROOT);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 ||
+                strlen(e->d_name) >= sizeof(path) - sizeof(OSSC_SESSION_ROOT "/"))
+                continue;
+            snprintf(path, sizeof(path), OSSC_SESSION_ROOT "/%.100s", e->d_name);
+            cJSON *o = describe(path, NULL);
+            if (o)
+                cJSON_AddItemToArray(list, o);
+        }
+        if (d)
+            closedir(d);
+    }
+    char *out = cJSON_PrintUnformatted(list);
+    cJSON_Delete(list);
+    if (!out)
+        err_set(err, OSSC_E_NOMEM, "out of memory");
+    return out;
+}
+
+OSSC_API int ossc_session_reap(const char *path, int force)
+{
+    return session_reap(path, force != 0);
+}
+
+OSSC_API char *ossc_session_dir(const char *model_dir)
+{
+    char real[PATH_MAX], *path = malloc(OSSC_SESSION_PATH_MAX);
+    if (path)
+        ossc_session_name(path, OSSC_SESSION_PATH_MAX, OSSC_SESSION_ROOT, (unsigned)geteuid(),
+                          realpath(model_dir, real) ? real : model_dir, 0);
+    return path;
+}
