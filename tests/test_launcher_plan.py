@@ -6,9 +6,9 @@ import json
 import pytest
 
 from ossc import cli, settings
-from ossc.config import ConfigFile
+from ossc.config import ALIYUN_LOG_LEVELS, ConfigFile
 from ossc.errors import UserError
-from ossc.launcher import build_plan, env_exports, parse_args
+from ossc.launcher import _write_config, build_plan, env_exports, parse_args
 
 SHIM = "/opt/ossc/libossc_preload.so"
 BASE_ENV = {"PATH": "/usr/bin:/bin", "OSSC_CONFIG": ""}
@@ -100,34 +100,134 @@ def test_print_env_for_containers_has_no_secret():
     assert "s3cr3t" not in text
 
 
-def test_config_file_written_sorted_and_never_replaced_without_force(tmp_path):
+# Aliyun's OSS connector package installs this as /etc/oss-connector/config.json.
+ALIYUN_DEFAULT = {"logLevel": 1, "logPath": "/var/log/oss-connector/connector.log",
+                  "auditPath": "/var/log/oss-connector/audit.log",
+                  "prefetch": {"vcpus": 16, "workers": 16}}
+# The keys its torch connector reads from the same file (kept, not interpreted).
+TORCH_KEYS = {"datasetConfig": {"prefetchConcurrency": 24, "prefetchWorker": 2,
+                                "enableFastList": False},
+              "checkpointConfig": {"prefetchConcurrency": 24, "prefetchWorker": 4,
+                                   "uploadConcurrency": 64}}
+RUN = ["--oss-path", "s3://bkt/p/", "--model-dir", "/m"]
+
+
+def test_config_file_is_an_input_a_different_run_starts(tmp_path):
+    """A missing file is created with the defaults; later runs with other options and
+    variables read it below them and neither fail nor rewrite it, and nothing of an earlier
+    run's options or environment stays behind."""
     path = tmp_path / "etc" / "config.json"
-    resolved = settings.resolve(None, {"chunkSize": "8MiB"}, BASE_ENV)
-    first = ConfigFile(str(path), resolved)
-    assert first.to_file() is True
-    assert path.read_text() == json.dumps(resolved, indent=2, sort_keys=True) + "\n"
-    assert first.to_file() is False                       # same settings: untouched
-    other = ConfigFile(str(path), {**resolved, "prefetch": {"vcpus": 4, "workers": 8}})
-    with pytest.raises(UserError) as info:
-        other.to_file()
-    assert info.value.exit_code == 3 and "prefetch.vcpus: '2' -> '4'" in str(info.value)
-    assert json.loads(path.read_text())["prefetch"]["vcpus"] == 2
-    assert other.to_file(force=True) is True
-    assert json.loads(path.read_text())["prefetch"]["vcpus"] == 4
-    path.write_text("not json")
-    with pytest.raises(UserError):
-        first.to_file()
-    assert path.read_text() == "not json"
+    first = plan_for([*RUN, "--config", str(path), "--vcpus", "4", "--", "true"],
+                     {"OSSC_RETRIES": "3", "OSSC_LOG_LEVEL": "debug"})
+    _write_config(first)
+    written = json.loads(path.read_text())
+    assert path.read_text() == json.dumps(written, indent=2, sort_keys=True) + "\n"
+    assert written["prefetch"]["vcpus"] == 2 and written["retries"] == 8  # defaults only
+    assert written["logLevel"] == "info"
+    before = path.read_bytes()
+
+    second = plan_for([*RUN, "--config", str(path), "--vcpus", "8", "--", "true"],
+                      {"OSSC_RETRIES": "5"})
+    assert second.config_writes is None
+    _write_config(second)
+    assert path.read_bytes() == before
+    assert second.settings["prefetch"]["vcpus"] == 8 and second.settings["retries"] == 5
+    assert second.child_env["OSSC_PREFETCH_VCPUS"] == "8"    # options reach COMMAND as env
+
+    third = plan_for([*RUN, "--config", str(path), "--", "true"])
+    assert third.settings["prefetch"]["vcpus"] == 2 and third.settings["retries"] == 8
+    assert third.settings["logLevel"] == "info"
+    path.write_text('{"chunkSize": "1MiB"}')                 # edited by hand: read as it is
+    fourth = plan_for([*RUN, "--config", str(path), "--chunk-size", "2MiB", "--", "true"])
+    _write_config(fourth)
+    assert fourth.settings["chunkSize"] == 2 << 20
+    assert path.read_text() == '{"chunkSize": "1MiB"}'
+    assert plan_for([*RUN, "--config", str(path), "--", "true"]).settings["chunkSize"] == 1 << 20
 
 
-def test_hand_written_config_that_says_the_same_is_left_alone(tmp_path):
-    """Fewer keys, or "8MiB" for 8388608: the same settings once resolved, so no rewrite and
-    no --force needed."""
+def test_force_is_accepted_and_changes_nothing(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text('{"chunkSize": "8MiB", "prefetch": {"workers": 8}}')
-    resolved = settings.resolve(None, {}, BASE_ENV, config=str(path))
-    assert ConfigFile(str(path), resolved).to_file() is False
-    assert path.read_text() == '{"chunkSize": "8MiB", "prefetch": {"workers": 8}}'
+    path.write_text('{"retries": 2}')
+    plan = plan_for([*RUN, "--config", str(path), "--force", "--retries", "4", "--", "true"])
+    _write_config(plan)
+    assert plan.settings["retries"] == 4 and path.read_text() == '{"retries": 2}'
+
+
+def test_aliyun_default_config_is_accepted(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**ALIYUN_DEFAULT, **TORCH_KEYS}, indent=4))
+    assert cli.main(["config", "validate", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: valid"
+    plan = plan_for([*RUN, "--config", str(path), "--", "true"])
+    assert plan.settings["prefetch"] == {"vcpus": 16, "workers": 16}
+    assert plan.settings["logLevel"] == "info"               # 1 is INFO in Aliyun's numbering
+    assert plan.settings["logPath"] == "/var/log/oss-connector/connector.log"
+    assert "datasetConfig" not in plan.settings              # not the engine's
+    assert settings.as_overrides(plan.settings)["prefetch.vcpus"] == "16"
+
+
+def test_log_level_numbers_are_aliyuns_in_the_engine_too():
+    """config.py's copy of the numbering agrees with the engine's (settings.c)."""
+    for number, name in enumerate(ALIYUN_LOG_LEVELS):
+        resolved = settings.resolve(None, {}, {**BASE_ENV, "OSSC_LOG_LEVEL": str(number)})
+        assert resolved["logLevel"] == name
+    with pytest.raises(Exception) as info:
+        settings.resolve(None, {}, {**BASE_ENV, "OSSC_LOG_LEVEL": str(len(ALIYUN_LOG_LEVELS))})
+    assert "0 debug, 1 info, 2 warn, 3 error" in str(info.value)
+
+
+def test_write_config_merges_and_keeps_what_it_does_not_know(tmp_path):
+    path = tmp_path / "config.json"
+    original = {**ALIYUN_DEFAULT, **TORCH_KEYS, "chunkSize": "8MiB"}
+    path.write_text(json.dumps(original, indent=4))
+    plan = plan_for([*RUN, "--config", str(path), "--write-config", "--workers", "32",
+                     "--log-level", "debug", "--endpoint", "http://127.0.0.1:9000",
+                     "--region", "cn-hangzhou", "--credentials-file", "/run/creds.json",
+                     "--", "true"],
+                    {"OSSC_RETRIES": "5", "AWS_ACCESS_KEY_ID": "AKID",
+                     "AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+    _write_config(plan)
+    text = path.read_text()
+    written = json.loads(text)
+    assert written == {**original, "prefetch": {"vcpus": 16, "workers": 32}, "retries": 5,
+                       "logLevel": 0}                         # still Aliyun's numbers
+    for per_run in ("endpoint", "region", "credentialsFile", "127.0.0.1", "cn-hangzhou",
+                    "creds.json", "AKID", "s3cr3t", "bkt", '"/m"', "addressing"):
+        assert per_run not in text
+    assert cli.main(["config", "validate", str(path)]) == 0
+    again = plan_for([*RUN, "--config", str(path), "--write-config", "--", "true"])
+    _write_config(again)                                      # nothing new: untouched
+    assert path.read_text() == text
+
+
+def test_write_config_into_a_new_file_and_given_addressing(tmp_path):
+    path = tmp_path / "new" / "config.json"
+    plan = plan_for([*RUN, "--config", str(path), "--write-config", "--chunk-size", "8MiB",
+                     "--addressing", "path", "--", "true"],
+                    {"OSS_ENDPOINT": "http://127.0.0.1:1", "OSS_REGION": "r"})
+    _write_config(plan)
+    written = json.loads(path.read_text())
+    assert written["chunkSize"] == 8 << 20 and written["addressing"] == "path"
+    assert not {"endpoint", "region", "credentialsFile"} & set(written)
+    with pytest.raises(UserError) as info:
+        plan_for([*RUN, "--config", "", "--write-config", "--", "true"])
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("content,words", [
+    ({"prefetch": {"vcpu": 2}}, "did you mean 'prefetch.vcpus'"),
+    ({"prefetc": {"vcpus": 2}}, "did you mean 'prefetch'"),
+    ({"datasetConfg": {"prefetchWorker": 2}}, "did you mean 'datasetConfig'"),
+    ({"logLevle": 1}, "did you mean 'logLevel'"),
+    ({"logLevel": 4}, "0 debug, 1 info, 2 warn, 3 error"),
+    ({"checkpointConfig": 4}, "expected an object"),
+])
+def test_typo_in_config_file_is_refused_before_anything_runs(tmp_path, content, words):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(UserError) as info:
+        plan_for([*RUN, "--config", str(path), "--", "true"])
+    assert info.value.exit_code == 3 and words in str(info.value)
 
 
 def test_ossc_config_generate_then_validate(tmp_path, monkeypatch, capsys):
@@ -143,6 +243,16 @@ def test_ossc_config_generate_then_validate(tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["prefetch"]["workers"] == 12
 
 
+def test_ossc_config_generate_merges_into_an_existing_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("OSSC_CONFIG", "/nonexistent")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**ALIYUN_DEFAULT, **TORCH_KEYS}))
+    assert cli.main(["config", "generate", "--vcpus", "8", "--endpoint", "http://e:1",
+                     "--write", str(path)]) == 0
+    assert json.loads(path.read_text()) == {**ALIYUN_DEFAULT, **TORCH_KEYS,
+                                            "prefetch": {"vcpus": 8, "workers": 16}}
+
+
 @pytest.mark.parametrize("content,words", [
     ({"prefetch": {"vcpu": 2}}, "did you mean 'prefetch.vcpus'"),
     ({"logLevel": "loud"}, "must be one of"),
@@ -156,6 +266,14 @@ def test_ossc_config_validate_rejects_with_a_hint(tmp_path, capsys, content, wor
     assert words in err and len(err.strip().splitlines()) == 1
 
 
-def test_empty_ossc_config_means_no_config_file_written():
-    plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", "--", "true"])
+@pytest.mark.parametrize("argv,env", [([], {}), (["--config", ""], {"OSSC_CONFIG": "/x.json"})],
+                         ids=["OSSC_CONFIG=''", "--config ''"])
+def test_empty_config_path_means_no_config_file_read_or_written(argv, env, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", *argv, "--", "true"],
+                    env)
     assert plan.config_path == "" and plan.child_env["OSSC_CONFIG"] == ""
+    assert plan.config_writes is None
+    _write_config(plan)
+    assert list(tmp_path.iterdir()) == []

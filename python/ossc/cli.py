@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import Optional
 
 from ossc import settings as setting_options
-from ossc.config import DEFAULT_PATH, ConfigFile
+from ossc.config import DEFAULT_PATH, ConfigFile, persistent, to_text
 from ossc.errors import EXIT_CODES, EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code
 from ossc.native import Client, FetchItem, ObjectInfo, OsscError, lib
 from ossc.progress import Progress, human_bytes
@@ -151,19 +151,26 @@ def _config_settings(args, config: Optional[str]) -> dict:
 
 
 def cmd_config_generate(args) -> int:
-    """The settings from the options and the environment (no config file), as config.json."""
-    config = ConfigFile(args.write or "-", _config_settings(args, ""))
+    """The settings from the options and the environment (no config file), as config.json,
+    without per-run values (endpoint, region, credentialsFile). --write PATH merges them into
+    PATH: read as the layer below them, it keeps whatever they do not change (unknown keys
+    included)."""
+    given = set(setting_options.overrides(args))
+    given |= {o.key for o in setting_options.OPTIONS
+              if setting_options.env_name(o.key) in os.environ}
+    layer = args.write if args.write and os.path.exists(args.write) else ""
+    settings = persistent(_config_settings(args, layer), given)
     if not args.write:
-        sys.stdout.write(config.text())
+        sys.stdout.write(to_text(settings))
         return 0
-    wrote = config.to_file(force=args.force)
+    wrote = ConfigFile(args.write).to_file(settings)
     print(f"{'wrote' if wrote else 'unchanged:'} {args.write}", file=sys.stderr)
     return 0
 
 
 def cmd_config_show(args) -> int:
     """What the engine would use now: options > environment > config file > defaults."""
-    sys.stdout.write(ConfigFile("-", _config_settings(args, args.config)).text())
+    sys.stdout.write(to_text(_config_settings(args, args.config)))
     return 0
 
 
@@ -188,9 +195,13 @@ def _add_config_parsers(sub, common) -> None:
                           "defaults: SigV4, region us-east-1, path-style for custom endpoints)")
     setting_options.add_options(settings, ("store", "tuning", "session", "logging"))
     p = config_sub.add_parser("generate", parents=[settings], help="config.json from the "
-                              "options and the environment, on stdout or --write PATH")
-    p.add_argument("--write", metavar="PATH", help=f"write it, e.g. {DEFAULT_PATH}")
-    p.add_argument("--force", action="store_true", help="replace a file with other settings")
+                              "options and the environment, on stdout or --write PATH; "
+                              "per-run values (endpoint, region, credentialsFile) are left "
+                              "out")
+    p.add_argument("--write", metavar="PATH", help=f"merge it into PATH (created if missing; "
+                   f"keys it does not set are kept), e.g. {DEFAULT_PATH}")
+    p.add_argument("--force", action="store_true", help="deprecated, no effect: --write "
+                   "merges into an existing file")
     p.set_defaults(func=cmd_config_generate, verbose=0)
     p = config_sub.add_parser("show", parents=[settings], help="the settings in effect: "
                               "options > environment > config file > defaults")

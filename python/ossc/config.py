@@ -1,7 +1,12 @@
-"""config.json: the resolved settings, written for the processes and tools that read it.
+"""config.json: an input, owned by the user or the package that installed it.
 
-Written with sorted keys and two-space indents; an existing file with different settings is
-never replaced without force.
+ossc-run reads it as the lowest layer of settings (options > environment > file > defaults) and
+writes it only when it does not exist yet, or when asked (--write-config). A write merges into
+what the file holds and changes as little as it can: keys it does not know (Aliyun's
+datasetConfig and checkpointConfig) stay verbatim, and so does a value that already resolves
+the same ("8MiB" for 8388608, Aliyun's "logLevel": 1 for info). Per-run values (endpoint,
+region, credentialsFile; OSS_PATH, MODEL_DIR and credentials are not settings at all) are never
+written: the processes of a run get them through the environment.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Iterable, Mapping
 
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError
 from ossc.native import OsscError
@@ -18,55 +23,108 @@ from ossc.settings import flatten, resolve
 
 DEFAULT_PATH = "/etc/oss-connector/config.json"
 
+# Settings that belong to one run, never to the file.
+PER_RUN = ("endpoint", "region", "credentialsFile")
+# Resolved from the store URL ("auto" becomes virtual or path): written only when given.
+STORE_DERIVED = ("addressing",)
+# logLevel as a number, in Aliyun's numbering (0 DEBUG .. 3 ERROR); the engine's copy is
+# ALIYUN_LOG_LEVELS in preload/src/engine/settings.c, and a test checks that the two agree.
+ALIYUN_LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def to_text(settings: Mapping) -> str:
+    return json.dumps(settings, indent=2, sort_keys=True) + "\n"
+
+
+def _leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"prefetch": {"vcpus": 2}} -> {"prefetch.vcpus": 2}, values as they are."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _put(tree: dict, key: str, value: Any) -> None:
+    *groups, name = key.split(".")
+    for group in groups:
+        if not isinstance(tree.get(group), dict):
+            tree[group] = {}
+        tree = tree[group]
+    tree[name] = value
+
+
+def persistent(settings: Mapping, given: Iterable[str] = ()) -> dict:
+    """What of the resolved settings may go into config.json: no per-run values, and a
+    store-derived value only where it was given (an option or its OSSC_ variable)."""
+    given = set(given)
+    kept: dict = {}
+    for key, value in _leaves(settings).items():
+        if key in PER_RUN or (key in STORE_DERIVED and key not in given):
+            continue
+        _put(kept, key, value)
+    return kept
+
 
 @dataclass(frozen=True)
 class ConfigFile:
     path: str
-    settings: dict
 
-    def text(self) -> str:
-        return json.dumps(self.settings, indent=2, sort_keys=True) + "\n"
-
-    def difference(self, url: Optional[str] = None) -> Optional[str]:
-        """How the existing file's settings differ from ours, as "key: 'old' -> 'new'" for
-        the first that does; None if they resolve the same (a hand-written file that says
-        less, or "8MiB" for 8388608, is not different)."""
+    def read(self) -> dict:
+        """The file's JSON object as it is; {} if there is no file."""
         try:
-            theirs = flatten(resolve(url, {}, {}, config=self.path))
+            with open(self.path, encoding="utf-8") as f:
+                content = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise UserError(f"cannot read config file {self.path}: {exc.strerror}",
+                            EXIT_CONFIG) from exc
+        except ValueError as exc:
+            raise UserError(f"config file {self.path} is not a JSON object", EXIT_CONFIG) from exc
+        if not isinstance(content, dict):
+            raise UserError(f"config file {self.path} is not a JSON object", EXIT_CONFIG)
+        return content
+
+    def merged(self, settings: Mapping) -> dict:
+        """The file with settings merged in: every key it holds stays unless settings give it
+        another value, and a value it already resolves to is left as it is spelled."""
+        content = self.read()
+        if not content:
+            return json.loads(json.dumps(settings))
+        try:
+            theirs = flatten(resolve(None, {}, {}, config=self.path))
         except OsscError as exc:
-            return f"unreadable: {exc.message}"
-        ours = flatten(self.settings)
-        for key in sorted(set(theirs) | set(ours)):
-            if theirs.get(key) != ours.get(key):
-                return f"{key}: {theirs.get(key, '(unset)')!r} -> {ours.get(key, '(unset)')!r}"
-        return None
+            raise UserError(exc.message, EXIT_CONFIG) from exc
+        old = _leaves(content)
+        for key, value in _leaves(settings).items():
+            if theirs.get(key) == str(value):
+                continue
+            if (key == "logLevel" and type(old.get(key)) is int
+                    and value in ALIYUN_LOG_LEVELS):
+                value = ALIYUN_LOG_LEVELS.index(value)  # the file speaks Aliyun's numbers
+            _put(content, key, value)
+        return content
 
-    def check_replaceable(self, force: bool, url: Optional[str] = None) -> bool:
-        """True if the file must be (re)written; a UserError if it holds other settings and
-        force is not given."""
-        if not os.path.exists(self.path):
-            return True
-        diff = self.difference(url)
-        if diff is None:
+    def to_file(self, settings: Mapping, create_only: bool = False) -> bool:
+        """Merges settings into the file and writes it atomically; False if it was left as it
+        was (create_only and it exists, or nothing to change)."""
+        if create_only and os.path.exists(self.path):
             return False
-        if not force:
-            raise UserError(f"config file {self.path} holds different settings ({diff}): pass "
-                            "--force to replace it, or --config PATH to write elsewhere",
-                            EXIT_CONFIG)
-        return True
-
-    def to_file(self, force: bool = False, url: Optional[str] = None) -> bool:
-        """Writes the file atomically; False if it already held these settings."""
-        if not self.check_replaceable(force, url):
+        content = self.merged(settings)
+        if os.path.exists(self.path) and content == self.read():
             return False
         directory = os.path.dirname(os.path.abspath(self.path))
         tmp = None
         try:
+            mode = os.stat(self.path).st_mode & 0o7777 if os.path.exists(self.path) else 0o644
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".config.", dir=directory)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.text())
-            os.chmod(tmp, 0o644)
+                f.write(to_text(content))
+            os.chmod(tmp, mode)
             os.replace(tmp, self.path)
         except OSError as exc:
             if tmp and os.path.exists(tmp):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from ossc import settings as setting_options
-from ossc.config import DEFAULT_PATH, ConfigFile
+from ossc.config import DEFAULT_PATH, ConfigFile, persistent
 from ossc.errors import (EXIT_CODES, EXIT_COMMAND_NOT_FOUND, EXIT_COMMAND_NOT_RUNNABLE,
                          EXIT_CONFIG, EXIT_LOCAL, EXIT_USAGE, UserError, exit_code)
 from ossc.native import Client, OsscError, Session, lib, preload_library
@@ -63,9 +63,10 @@ class LaunchPlan:
     model_dir: str
     command: tuple[str, ...]
     settings: dict             # resolved, config-file form
-    config_path: str
+    config_path: str           # read as the lowest layer; "" for none
     config_explicit: bool      # --config given: failing to write it is an error
-    force: bool
+    config_writes: Optional[dict]  # what _write_config merges into config_path; None: nothing
+    write_config: bool         # --write-config: merge even into an existing file
     child_env: dict
     ready_url: Optional[str]
     grace_seconds: float
@@ -82,10 +83,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--oss-path", help="oss://bucket/prefix/ or s3://bucket/prefix/ "
                         "(default: OSS_PATH)")
     parser.add_argument("--model-dir", help="the directory COMMAND loads (default: MODEL_DIR)")
-    parser.add_argument("--config", help=f"where the resolved settings are written (default "
-                        f"{DEFAULT_PATH}; also read as the config file layer)")
+    parser.add_argument("--config", help=f"the config file, read below the environment and "
+                        f"the options (default OSSC_CONFIG, else {DEFAULT_PATH}; \"\" for "
+                        f"none); created with the defaults when missing")
+    parser.add_argument("--write-config", action="store_true",
+                        help="merge this run's settings into the config file (keys it does "
+                        "not set are kept; endpoint, region and credentialsFile never go in)")
     parser.add_argument("--force", action="store_true",
-                        help="replace a config file that holds different settings")
+                        help="deprecated, no effect: a config file that differs from the "
+                        "options or the environment is no longer an error")
     setting_options.add_options(parser, ("store", "tuning", "session", "logging"))
     run = parser.add_argument_group("run")
     run.add_argument("--ready-url", help="poll this URL (e.g. http://127.0.0.1:8000/health) "
@@ -129,23 +135,40 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
         raise UserError(f"--ready-url {args.ready_url!r}: expected http://HOST:PORT/PATH",
                         EXIT_USAGE)
     model_dir = os.path.normpath(os.path.join(cwd, model_dir))
-    # OSSC_CONFIG="" means no config file: none is read, none is written.
-    config_path = args.config or env.get("OSSC_CONFIG", DEFAULT_PATH)
+    # --config "" or OSSC_CONFIG="" means no config file: none is read, none is written.
+    config_path = args.config if args.config is not None else env.get("OSSC_CONFIG",
+                                                                       DEFAULT_PATH)
+    if args.write_config and not config_path:
+        raise UserError("--write-config: no config file to write (--config or OSSC_CONFIG is "
+                        "empty)", EXIT_USAGE)
+    exists = bool(config_path) and os.path.exists(config_path)
     given = setting_options.overrides(args)
     try:
-        # --config names the file to write; it is read only once it exists.
-        layer = args.config if not args.config or os.path.exists(args.config) else ""
-        resolved = setting_options.resolve(oss_path, given, env, config=layer)
+        # A config file that does not exist yet is no layer (it is created below).
+        resolved = setting_options.resolve(oss_path, given, env,
+                                           config=config_path if exists else "")
+        # A new file gets the defaults only: what options and the environment say is this
+        # run's, and stays out of the file unless asked (--write-config).
+        base = resolved if args.write_config else \
+            setting_options.resolve(oss_path, {}, {}, config="")
     except OsscError as exc:
         raise UserError(exc.message, EXIT_CONFIG) from exc
+    named = set(given) | {key for key in setting_options.flatten(resolved)
+                          if setting_options.env_name(key) in env}
+    writes = persistent(base, named if args.write_config else ()) \
+        if config_path and (args.write_config or not exists) else None
 
     child_env = dict(env)
     child_env.pop("ENABLE_CONNECTOR", None)  # this process owns the session
+    # The options reach COMMAND's processes as their variables, as in env-var mode; the
+    # config file is theirs to read, not a record of this run.
+    child_env.update({setting_options.env_name(k): v for k, v in given.items()})
     child_env.update(LD_PRELOAD=_with_preload(env.get("LD_PRELOAD", ""), preload),
                      MODEL_DIR=model_dir, OSS_PATH=oss_path, OSSC_CONFIG=config_path)
     return LaunchPlan(oss_path=oss_path, model_dir=model_dir, command=tuple(args.command),
                       settings=resolved, config_path=config_path,
-                      config_explicit=bool(args.config), force=args.force, child_env=child_env,
+                      config_explicit=args.config is not None, config_writes=writes,
+                      write_config=args.write_config, child_env=child_env,
                       ready_url=args.ready_url, grace_seconds=args.grace_period,
                       print_env=args.print_env, given=given)
 
@@ -166,15 +189,17 @@ def env_exports(plan: LaunchPlan) -> str:
 
 
 def _write_config(plan: LaunchPlan) -> None:
-    if not plan.config_path:
+    """Creates a missing config file, or with --write-config merges into it; a file that
+    exists is otherwise never touched, whatever this run's options and environment say."""
+    if not plan.config_path or plan.config_writes is None:
         return
-    config = ConfigFile(plan.config_path, plan.settings)
+    config = ConfigFile(plan.config_path)
     try:
-        if config.to_file(force=plan.force, url=plan.oss_path):
+        if config.to_file(plan.config_writes, create_only=not plan.write_config):
             say(f"wrote {plan.config_path}")
     except UserError as exc:
-        # The default location needs root; without it the run goes on, the file is a record.
-        if plan.config_explicit or exc.exit_code != EXIT_LOCAL:
+        # The default location needs root; without it the run goes on, the file is optional.
+        if plan.config_explicit or plan.write_config or exc.exit_code != EXIT_LOCAL:
             raise
         say(f"warning: {exc}; going on without it (use --config PATH)")
 
@@ -320,8 +345,6 @@ def execute(plan: LaunchPlan) -> int:
     for sig in FORWARDED:  # from here on, a stop must not leave a session behind
         signal.signal(sig, _stop_early)
     start = time.monotonic()
-    if plan.config_path:
-        ConfigFile(plan.config_path, plan.settings).check_replaceable(plan.force, plan.oss_path)
     overrides = setting_options.as_overrides(plan.settings)
     holds = _check_store(plan, overrides)
     session = Session(plan.oss_path, plan.model_dir, overrides)

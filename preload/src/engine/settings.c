@@ -25,15 +25,23 @@ typedef struct setting_def {
     size_t cap;            /* strings: buffer size; ints: unused */
     long long min, max;
     const char *choices;   /* enums: "|"-separated, the index is the stored value */
+    const char *numbered;  /* enums: the names a number stands for ("|"-separated, from 0) */
     const char *def;
 } setting_def;
 
 #define STR(k, e, oe, se, field, d) \
-    {k, e, oe, se, T_STR, offsetof(settings, field), sizeof(((settings *)0)->field), 0, 0, NULL, d}
+    {k, e, oe, se, T_STR, offsetof(settings, field), sizeof(((settings *)0)->field), 0, 0, NULL, \
+     NULL, d}
 #define INT(k, e, oe, field, lo, hi, d) \
-    {k, e, oe, NULL, T_INT, offsetof(settings, field), 0, lo, hi, NULL, d}
+    {k, e, oe, NULL, T_INT, offsetof(settings, field), 0, lo, hi, NULL, NULL, d}
 #define ENUM(k, e, oe, field, choices, d) \
-    {k, e, oe, NULL, T_ENUM, offsetof(settings, field), 0, 0, 0, choices, d}
+    {k, e, oe, NULL, T_ENUM, offsetof(settings, field), 0, 0, 0, choices, NULL, d}
+
+/* logLevel as a number, as Aliyun's OSS connector numbers it in the config.json its package
+ * installs ("logLevel": 1): 0 DEBUG, 1 INFO, 2 WARN, 3 ERROR (the configuration table in
+ * github.com/aliyun/oss-connector-for-ai-ml, docs/torchconnector/configuration.md). "off"
+ * has no number there, and none here. */
+#define ALIYUN_LOG_LEVELS "debug|info|warn|error"
 
 static const setting_def defs[] = {
     STR("endpoint", "OSSC_ENDPOINT", "OSS_ENDPOINT", "AWS_ENDPOINT_URL", endpoint, ""),
@@ -44,16 +52,17 @@ static const setting_def defs[] = {
     INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "2"),
     INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "8"),
     {"chunkSize", "OSSC_CHUNK_SIZE", NULL, NULL, T_SIZE, offsetof(settings, chunk_size), 0,
-     64 << 10, 1LL << 30, NULL, "32MiB"},
+     64 << 10, 1LL << 30, NULL, NULL, "32MiB"},
     INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8"),
     INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10"),
     INT("stallTimeoutSec", "OSSC_STALL_TIMEOUT_SEC", NULL, stall_timeout_sec, 1, 3600, "30"),
-    ENUM("logLevel", "OSSC_LOG_LEVEL", NULL, log_level, "error|warn|info|debug|off", "info"),
+    {"logLevel", "OSSC_LOG_LEVEL", NULL, NULL, T_ENUM, offsetof(settings, log_level), 0, 0, 0,
+     "error|warn|info|debug|off", ALIYUN_LOG_LEVELS, "info"},
     STR("logPath", "OSSC_LOG_PATH", NULL, NULL, log_path, ""),
     STR("auditPath", "OSSC_AUDIT_PATH", NULL, NULL, audit_path, ""),
     INT("expireTimeSec", "OSSC_EXPIRE_TIME_SEC", NULL, expire_time_sec, 0, 1 << 30, "120"),
     {"smallFileSize", "OSSC_SMALL_FILE_SIZE", NULL, NULL, T_SIZE,
-     offsetof(settings, small_file_size), 0, 0, 1LL << 30, NULL, "4MiB"},
+     offsetof(settings, small_file_size), 0, 0, 1LL << 30, NULL, NULL, "4MiB"},
     INT("readTimeoutSec", "OSSC_READ_TIMEOUT_SEC", NULL, read_timeout_sec, 1, 86400, "600"),
     ENUM("allowNonEmptyModelDir", "OSSC_ALLOW_NON_EMPTY_MODEL_DIR", NULL, allow_non_empty,
          "no|yes", "no"),
@@ -62,6 +71,11 @@ static const setting_def defs[] = {
          "yes"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
+
+/* Objects of Aliyun's config.json that its torch connector reads: accepted as they are and not
+ * interpreted here; ossc-run keeps them when it writes the file. */
+static const char *const kept_objects[] = {"datasetConfig", "checkpointConfig"};
+#define N_KEPT (sizeof(kept_objects) / sizeof(kept_objects[0]))
 
 static size_t edit_distance(const char *a, const char *b)
 {
@@ -96,22 +110,68 @@ static const setting_def *find_def(const char *key)
     return NULL;
 }
 
+static bool is_kept_object(const char *key)
+{
+    for (size_t i = 0; i < N_KEPT; i++)
+        if (strcmp(kept_objects[i], key) == 0)
+            return true;
+    return false;
+}
+
+/* True if some setting lives inside the object named group ("prefetch"). */
+static bool is_group(const char *group)
+{
+    size_t n = strlen(group);
+    for (size_t i = 0; i < N_DEFS; i++)
+        if (strncmp(defs[i].key, group, n) == 0 && defs[i].key[n] == '.')
+            return true;
+    return false;
+}
+
+static void consider(const char *key, const char *candidate, size_t len, const char **best,
+                     size_t *best_len, size_t *best_d)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "%.*s", (int)len, candidate);
+    size_t d = edit_distance(key, name);
+    if (d < *best_d) {
+        *best_d = d;
+        *best = candidate;
+        *best_len = len;
+    }
+}
+
+/* The error for a key no setting has, with the nearest known name (a setting, the object that
+ * groups settings, or a kept object) as a hint. */
 static void unknown_key(ossc_error *err, const char *where, const char *key)
 {
-    const setting_def *best = NULL;
-    size_t best_d = 4;
+    const char *best = NULL;
+    size_t best_len = 0, best_d = 4;
     for (size_t i = 0; i < N_DEFS; i++) {
-        size_t d = edit_distance(key, defs[i].key);
-        if (d < best_d) {
-            best_d = d;
-            best = &defs[i];
-        }
+        consider(key, defs[i].key, strlen(defs[i].key), &best, &best_len, &best_d);
+        const char *dot = strchr(defs[i].key, '.');
+        if (dot)
+            consider(key, defs[i].key, (size_t)(dot - defs[i].key), &best, &best_len, &best_d);
     }
+    for (size_t i = 0; i < N_KEPT; i++)
+        consider(key, kept_objects[i], strlen(kept_objects[i]), &best, &best_len, &best_d);
     if (best)
-        err_set(err, OSSC_E_CONFIG, "%s: unknown setting '%s' (did you mean '%s'?)", where, key,
-                best->key);
+        err_set(err, OSSC_E_CONFIG, "%s: unknown setting '%s' (did you mean '%.*s'?)", where,
+                key, (int)best_len, best);
     else
         err_set(err, OSSC_E_CONFIG, "%s: unknown setting '%s'", where, key);
+}
+
+/* The n-th name of a "|"-separated list into out; false if there is none. */
+static bool nth_choice(const char *choices, long long n, char *out, size_t cap)
+{
+    const char *c = choices;
+    for (long long k = 0; k < n && *c; k++)
+        c += strcspn(c, "|") + (c[strcspn(c, "|")] == '|');
+    if (n < 0 || !*c)
+        return false;
+    snprintf(out, cap, "%.*s", (int)strcspn(c, "|"), c);
+    return true;
 }
 
 /* "8MiB", "512k", "1048576" -> bytes. */
@@ -173,6 +233,21 @@ static int set_value(settings *s, const setting_def *d, const char *text, const 
         *(uint64_t *)field = (uint64_t)v;
         return 0;
     case T_ENUM: {
+        char name[32];
+        errno = 0;
+        v = strtoll(text, &end, 10);
+        if (d->numbered && end != text && !*end && !errno) {
+            if (!nth_choice(d->numbered, v, name, sizeof(name))) {
+                char numbers[128] = "";
+                for (int k = 0; nth_choice(d->numbered, k, name, sizeof(name)); k++)
+                    snprintf(numbers + strlen(numbers), sizeof(numbers) - strlen(numbers),
+                             "%s%d %s", k ? ", " : "", k, name);
+                err_set(err, OSSC_E_CONFIG, "%s: '%s' must be one of %s or a number (%s), "
+                        "not '%s'", where, d->key, d->choices, numbers, text);
+                return OSSC_E_CONFIG;
+            }
+            text = name;
+        }
         const char *c = d->choices;
         for (int idx = 0; *c; idx++) {
             size_t n = strcspn(c, "|");
@@ -197,7 +272,19 @@ static int apply_json(settings *s, const cJSON *node, const char *prefix, const 
     char key[128];
     for (const cJSON *m = node->child; m; m = m->next) {
         snprintf(key, sizeof(key), "%s%s", prefix, m->string);
+        if (!*prefix && is_kept_object(key)) {
+            if (!cJSON_IsObject(m)) {
+                err_set(err, OSSC_E_CONFIG, "%s: '%s' has the wrong type (expected an object)",
+                        path, key);
+                return OSSC_E_CONFIG;
+            }
+            continue; /* the torch connector's: not ours to read */
+        }
         if (cJSON_IsObject(m)) {
+            if (!is_group(key)) {
+                unknown_key(err, path, key);
+                return OSSC_E_CONFIG;
+            }
             char nested[130];
             snprintf(nested, sizeof(nested), "%s.", key);
             int rc = apply_json(s, m, nested, path, err);
@@ -213,7 +300,7 @@ static int apply_json(settings *s, const cJSON *node, const char *prefix, const 
         char text[1100];
         if (cJSON_IsString(m)) {
             snprintf(text, sizeof(text), "%s", m->valuestring);
-        } else if (cJSON_IsNumber(m) && d->type != T_STR && d->type != T_ENUM) {
+        } else if (cJSON_IsNumber(m) && (d->type == T_INT || d->type == T_SIZE || d->numbered)) {
             if (m->valuedouble != (double)(long long)m->valuedouble) {
                 err_set(err, OSSC_E_CONFIG, "%s: '%s' must be a whole number", path, key);
                 return OSSC_E_CONFIG;
@@ -221,7 +308,8 @@ static int apply_json(settings *s, const cJSON *node, const char *prefix, const 
             snprintf(text, sizeof(text), "%lld", (long long)m->valuedouble);
         } else {
             err_set(err, OSSC_E_CONFIG, "%s: '%s' has the wrong type (expected %s)", path, key,
-                    d->type == T_STR || d->type == T_ENUM ? "a string" : "a number");
+                    d->numbered ? "a string or a number"
+                    : d->type == T_STR || d->type == T_ENUM ? "a string" : "a number");
             return OSSC_E_CONFIG;
         }
         int rc = set_value(s, d, text, path, err);
@@ -399,10 +487,9 @@ char *settings_to_json(const settings *s)
                 cJSON_AddStringToObject(parent, name, "v4"); /* SigV4: v4 in a config file */
                 break;
             }
-            for (int k = 0; k < idx && *c; k++)
-                c += strcspn(c, "|") + 1;
             char v[32];
-            snprintf(v, sizeof(v), "%.*s", (int)strcspn(c, "|"), c);
+            if (!nth_choice(c, idx, v, sizeof(v)))
+                v[0] = '\0';
             cJSON_AddStringToObject(parent, name, v);
             break;
         }
