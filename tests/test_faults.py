@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import ossc
-from ossc.errors import EXIT_CODES
+from ossc.errors import status_exit_code
 from ossc.native import lib
 
 CHUNK = 64 << 10
@@ -158,6 +158,6 @@ def test_cli_failure_removes_partial_files(objects, store, proxy, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ossc", "get", f"s3://ossc-test/{PREFIX}",
                         str(tmp_path), "--endpoint", proxy.endpoint, "--retries", "1"],
                        env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == EXIT_CODES[lib.OSSC_E_SERVER]
+    assert r.returncode == status_exit_code(lib.OSSC_E_SERVER)
     assert "obj1.bin" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "obj1.bin").exists()

@@ -4,12 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <stddef.h>
 
+#include "control_image.h"
 #include "internal.h"
+#include "session_check.h"
 #include "session_layout.h"
 
 static int failures, checks;
@@ -127,6 +130,26 @@ static void test_settings(void)
     close(fd);
     CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, NULL, &e) == OSSC_E_CONFIG);
     CHECK(strstr(e.message, "did you mean 'logLevel'") != NULL);
+
+    /* Aliyun's config.json: logLevel in its numbering (0 DEBUG, 1 INFO, 2 WARN, 3 ERROR),
+     * its torch connector's objects accepted and left alone. */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *aliyun = "{\"logLevel\": 1, \"prefetch\": {\"vcpus\": 16, \"workers\": 16},"
+                         " \"datasetConfig\": {\"prefetchWorker\": 2}, \"checkpointConfig\": {}}";
+    CHECK(write(fd, aliyun, strlen(aliyun)) == (ssize_t)strlen(aliyun));
+    close(fd);
+    CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, NULL, &e) == 0);
+    CHECK(s.log_level == LOG_INFO && s.vcpus == 16 && s.workers == 16);
+    const char *level0[] = {"logLevel=0"}, *level3[] = {"logLevel=3"}, *level4[] = {"logLevel=4"};
+    CHECK(settings_resolve(&s, SCHEME_OSS, level0, 1, NULL, &e) == 0 && s.log_level == LOG_DEBUG);
+    CHECK(settings_resolve(&s, SCHEME_OSS, level3, 1, NULL, &e) == 0 && s.log_level == LOG_ERROR);
+    CHECK(settings_resolve(&s, SCHEME_OSS, level4, 1, NULL, &e) == OSSC_E_CONFIG);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *typo = "{\"datasetConfg\": {\"prefetchWorker\": 2}}";
+    CHECK(write(fd, typo, strlen(typo)) == (ssize_t)strlen(typo));
+    close(fd);
+    CHECK(settings_resolve(&s, SCHEME_OSS, NULL, 0, NULL, &e) == OSSC_E_CONFIG);
+    CHECK(strstr(e.message, "did you mean 'datasetConfig'") != NULL);
     unlink(path);
     unsetenv("OSSC_CONFIG");
 
@@ -235,7 +258,13 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_header, audit_path) == 5216);
     CHECK(offsetof(ossc_session_header, last_open_ms) == 6240);
     CHECK(offsetof(ossc_session_header, data_dir) == 6248);
-    CHECK(sizeof(ossc_session_header) == 7272);
+    CHECK(offsetof(ossc_session_header, oss_path) == 7272);
+    CHECK(offsetof(ossc_session_header, bytes_total) == 8296);
+    CHECK(offsetof(ossc_session_header, bytes_done) == 8304);
+    CHECK(offsetof(ossc_session_header, started_unix) == 8312);
+    CHECK(offsetof(ossc_session_header, objects_failed) == 8320);
+    CHECK(offsetof(ossc_session_header, current_object) == 8324);
+    CHECK(sizeof(ossc_session_header) == 8328);
     CHECK(offsetof(ossc_session_object, size) == 0);
     CHECK(offsetof(ossc_session_object, first_chunk) == 8);
     CHECK(offsetof(ossc_session_object, n_chunks) == 12);
@@ -244,12 +273,227 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_object, error) == 24);
     CHECK(offsetof(ossc_session_object, chunks_ready) == 28);
     CHECK(sizeof(ossc_session_object) == 32);
-    CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 2);
+    CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 3);
+    char name[OSSC_SESSION_PATH_MAX];
+    ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 1000, "/models/m", 0);
+    CHECK(strncmp(name, "/dev/shm/ossc-1000-", 19) == 0 && strlen(name) == 19 + 16);
+    ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 0, "/models/m", 2);
+    CHECK(strlen(name) > 2 && strcmp(name + strlen(name) - 2, "-2") == 0);
+
+    /* The smallest file the check accepts: a header with no objects, every area empty. */
+    static uint64_t bare[sizeof(ossc_session_header) / 8];
+    ossc_session_header *h = (ossc_session_header *)bare;
+    *h = (ossc_session_header){.magic = OSSC_SESSION_MAGIC, .version = OSSC_SESSION_VERSION,
+                               .header_size = sizeof(*h), .chunk_size = 1 << 20,
+                               .objects_offset = sizeof(*h), .bits_offset = sizeof(*h),
+                               .names_offset = sizeof(*h), .control_size = sizeof(*h),
+                               .model_dir = "/models/m", .data_dir = "/dev/shm/x/data"};
+    CHECK(sizeof(*h) % 8 == 0 && ossc_session_check(h, sizeof(*h)) == NULL);
+    h->control_size = sizeof(*h) - 1;
+    CHECK(ossc_session_check(h, sizeof(*h) - 1) != NULL);
+}
+
+/* The check a process runs before it follows any offset in a control file: the owner's
+ * layout passes, and each crafted variant is refused for the reason it was crafted for. */
+static uint64_t image[16384 / 8]; /* 8-byte aligned, like a mapping */
+static size_t image_size;
+
+static ossc_session_header *fresh_image(void)
+{
+    image_size = control_image_build(image, sizeof(image), 3);
+    return (ossc_session_header *)image;
+}
+
+static ossc_session_object *image_object(uint32_t i)
+{
+    ossc_session_header *h = (ossc_session_header *)image;
+    return (ossc_session_object *)((char *)image + h->objects_offset) + i;
+}
+
+static char *image_name(uint32_t i)
+{
+    ossc_session_header *h = (ossc_session_header *)image;
+    return (char *)image + h->names_offset + image_object(i)->name_offset;
+}
+
+/* Whether the current image (of size bytes) is refused with a reason containing why. */
+static bool refused(uint64_t size, const char *why)
+{
+    const char *reason = ossc_session_check(image, size);
+    if (reason && strstr(reason, why))
+        return true;
+    fprintf(stderr, "  expected a refusal for '%s', got '%s'\n", why, reason ? reason : "(none)");
+    return false;
+}
+
+/* Object i's name replaced by one of the same length. */
+static bool rename_object(uint32_t i, const char *name)
+{
+    if (strlen(name) != image_object(i)->name_len)
+        return false;
+    memcpy(image_name(i), name, strlen(name));
+    return true;
+}
+
+static void test_session_check(void)
+{
+    ossc_session_header *h = fresh_image();
+    CHECK(image_size > h->names_offset && h->n_objects == 3 && h->n_chunks == 7);
+    CHECK(ossc_session_check(image, image_size) == NULL);
+    CHECK(control_image_build(image, sizeof(image), 1) && ossc_session_check(image, h->control_size) == NULL);
+    CHECK(control_image_build(image, sizeof(image), 0) && ossc_session_check(image, h->control_size) == NULL);
+    CHECK(control_image_build(image, 100, 3) == 0);
+
+    /* The file and the header. */
+    h = fresh_image();
+    CHECK(refused(sizeof(*h) - 1, "shorter than the header"));
+    CHECK(refused(0, "shorter than the header"));
+    CHECK(refused(image_size - 1, "control_size"));
+    h->control_size++;
+    CHECK(refused(image_size, "control_size"));
+    h = fresh_image();
+    h->magic ^= 1;
+    CHECK(refused(image_size, "magic"));
+    h = fresh_image();
+    h->version = OSSC_SESSION_VERSION - 1;
+    CHECK(refused(image_size, "version"));
+    h = fresh_image();
+    h->header_size = 7272;
+    CHECK(refused(image_size, "header_size"));
+    h = fresh_image();
+    h->state = OSSC_SESSION_ENDED + 1;
+    CHECK(refused(image_size, "state"));
+    h->state = OSSC_SESSION_ENDED;
+    CHECK(ossc_session_check(image, image_size) == NULL);
+    h->chunk_size = 0;
+    CHECK(refused(image_size, "chunk_size"));
+
+    /* The header's strings. */
+    h = fresh_image();
+    memset(h->model_dir, 'm', sizeof(h->model_dir));
+    CHECK(refused(image_size, "model_dir is not terminated"));
+    h = fresh_image();
+    snprintf(h->model_dir, sizeof(h->model_dir), "models/m");
+    CHECK(refused(image_size, "model_dir is not absolute"));
+    h = fresh_image();
+    memset(h->log_path, 'l', sizeof(h->log_path));
+    CHECK(refused(image_size, "log_path"));
+    h = fresh_image();
+    memset(h->audit_path, 'a', sizeof(h->audit_path));
+    CHECK(refused(image_size, "audit_path"));
+    h = fresh_image();
+    memset(h->data_dir, 'd', sizeof(h->data_dir));
+    CHECK(refused(image_size, "data_dir"));
+    h = fresh_image();
+    memset(h->oss_path, 'o', sizeof(h->oss_path));
+    CHECK(refused(image_size, "oss_path"));
+
+    /* The areas: inside the file, in order, aligned, large enough for their counts. */
+    h = fresh_image();
+    h->objects_offset = 64;
+    CHECK(refused(image_size, "overlaps the header"));
+    h = fresh_image();
+    h->objects_offset += 4;
+    CHECK(refused(image_size, "object table is not 8-byte aligned"));
+    h = fresh_image();
+    h->bits_offset += 1;
+    CHECK(refused(image_size, "ready bits are not 8-byte aligned"));
+    h = fresh_image();
+    h->names_offset = image_size + 1;
+    CHECK(refused(image_size, "past the end of the file"));
+    h->names_offset = UINT64_MAX;
+    CHECK(refused(image_size, "past the end of the file"));
+    h = fresh_image();
+    h->bits_offset = UINT64_MAX - 7;
+    CHECK(refused(image_size, "ready bits start after the names"));
+    h = fresh_image();
+    h->objects_offset = UINT64_MAX - 7;
+    CHECK(refused(image_size, "object table starts after the ready bits"));
+    h = fresh_image();
+    h->n_objects = 4;
+    CHECK(refused(image_size, "object table runs into the ready bits"));
+    h->n_objects = UINT32_MAX;
+    CHECK(refused(image_size, "object table runs into the ready bits"));
+    h = fresh_image();
+    h->n_chunks = 65;
+    CHECK(refused(image_size, "ready bits run into the names"));
+    h->n_chunks = UINT32_MAX;
+    CHECK(refused(image_size, "ready bits run into the names"));
+
+    /* The objects' chunk ranges. */
+    h = fresh_image();
+    image_object(0)->n_chunks = 3;
+    CHECK(refused(image_size, "n_chunks does not match its size"));
+    h = fresh_image();
+    image_object(0)->size = UINT64_MAX;
+    CHECK(refused(image_size, "n_chunks does not match its size"));
+    h = fresh_image();
+    h->chunk_size = 1; /* 12289 chunks for the first object, and not 4 */
+    CHECK(refused(image_size, "n_chunks does not match its size"));
+    h = fresh_image();
+    image_object(1)->first_chunk = 3; /* overlaps the first object's last chunk */
+    CHECK(refused(image_size, "do not follow"));
+    h = fresh_image();
+    image_object(0)->first_chunk = 1;
+    CHECK(refused(image_size, "do not follow"));
+    h = fresh_image();
+    h->n_chunks = 6;
+    CHECK(refused(image_size, "more chunks than the header"));
+    h->n_chunks = 8;
+    CHECK(refused(image_size, "do not add up"));
+    h = fresh_image();
+    image_object(2)->error = EIO;
+    CHECK(ossc_session_check(image, image_size) == NULL);
+    image_object(2)->error = -EIO;
+    CHECK(refused(image_size, "not an errno"));
+    image_object(2)->error = 4096;
+    CHECK(refused(image_size, "not an errno"));
+
+    /* The names. */
+    h = fresh_image();
+    image_object(1)->name_len = 0;
+    CHECK(refused(image_size, "name is empty"));
+    h = fresh_image();
+    image_object(2)->name_len++; /* the last name then runs one byte past the file */
+    CHECK(refused(image_size, "runs past the file"));
+    h = fresh_image();
+    image_object(2)->name_offset = UINT32_MAX;
+    image_object(2)->name_len = UINT32_MAX;
+    CHECK(refused(image_size, "runs past the file"));
+    h = fresh_image();
+    image_name(0)[image_object(0)->name_len] = 'x'; /* unterminated */
+    CHECK(refused(image_size, "does not end at name_len"));
+    h = fresh_image();
+    image_object(0)->name_len--;
+    CHECK(refused(image_size, "does not end at name_len"));
+    h = fresh_image();
+    image_name(1)[3] = '\0'; /* a NUL inside the name */
+    CHECK(refused(image_size, "safe relative path"));
+    h = fresh_image();
+    image_object(1)->name_offset = 0; /* the same bytes as the first object's name */
+    image_object(1)->name_len = image_object(0)->name_len;
+    CHECK(refused(image_size, "overlaps the one before"));
+    const char *unsafe[] = {"/ub/dir/weights.bin", "sub//ir/weights.bin", "sub/./r/weights.bin",
+                            "sub/../weights.binx", "../dir/weights.binx", "sub/dir/weights.bi/",
+                            "sub/dir/weights/../", "./b/dir/weights.bin"};
+    for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++) {
+        h = fresh_image();
+        CHECK(rename_object(1, unsafe[i]));
+        CHECK(refused(image_size, "safe relative path"));
+    }
+    h = fresh_image();
+    image_object(2)->name_len = 2;
+    memcpy(image_name(2), "..", 3);
+    CHECK(refused(image_size, "safe relative path"));
+    h = fresh_image();
+    CHECK(rename_object(1, "sub/.di/...ghts..in")); /* dots that are no segment of their own */
+    CHECK(ossc_session_check(image, image_size) == NULL);
 }
 
 int main(void)
 {
     test_session_layout();
+    test_session_check();
     test_crc64();
     test_encoding();
     test_urls();

@@ -8,6 +8,7 @@ only with -v.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -17,8 +18,9 @@ from typing import Optional
 
 from ossc import settings as setting_options
 from ossc.config import DEFAULT_PATH, ConfigFile, persistent, to_text
-from ossc.errors import EXIT_CODES, EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code
-from ossc.native import Client, FetchItem, ObjectInfo, OsscError, lib
+from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code, status_exit_code
+from ossc.native import (Client, FetchItem, ObjectInfo, OsscError, lib, reap_session,
+                         sessions)
 from ossc.progress import Progress, human_bytes
 
 
@@ -49,7 +51,7 @@ def _relative_path(key: str, prefix: str) -> Optional[PurePosixPath]:
     path = PurePosixPath(rel)
     if path.is_absolute() or any(part in ("", ".", "..") for part in rel.split("/")):
         raise UserError(f"refusing key {key!r}: it would land outside the target directory",
-                        EXIT_CODES[lib.OSSC_E_PROTOCOL])
+                        status_exit_code(lib.OSSC_E_PROTOCOL))
     return path
 
 
@@ -91,7 +93,7 @@ def cmd_get(args) -> int:
     prefix = client.prefix
     objects = client.list()
     if not objects:
-        raise UserError(f"nothing under {args.url}", EXIT_CODES[lib.OSSC_E_NOT_FOUND])
+        raise UserError(f"nothing under {args.url}", status_exit_code(lib.OSSC_E_NOT_FOUND))
     plan = _plan_files(objects, prefix, args.dir)
     files, items = [], []
     try:
@@ -187,6 +189,55 @@ def cmd_config_validate(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """This uid's sessions: what holds memory, who owns and uses it, how far it is."""
+    found = sessions(args.model_dir)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print("no sessions" + (f" for {args.model_dir}" if args.model_dir else ""))
+        return 0
+    for info in found:
+        print(info["path"])
+        if "modelDir" not in info:
+            print(f"  state      {info['state']} ({info.get('problem', '')})")
+            continue
+        owner = f"pid {info['ownerPid']}" + ("" if info["ownerAlive"] else " (dead)")
+        held = human_bytes(info["memoryBytes"]) + " in memory"
+        if info["diskBytes"]:
+            held += f", {human_bytes(info['diskBytes'])} on disk ({info['dataDir']})"
+        done = info["bytesDone"] / info["bytesTotal"] * 100 if info["bytesTotal"] else 100
+        for label, value in (("model dir", info["modelDir"]), ("store", info["ossPath"]),
+                             ("state", info["state"]), ("owner", owner),
+                             ("users", info["users"]), ("holds", held),
+                             ("progress", f"{human_bytes(info['bytesDone'])} of "
+                                          f"{human_bytes(info['bytesTotal'])} ({done:.0f}%), "
+                                          f"{info['objects']} large files")):
+            print(f"  {label:<10} {value}")
+        for error in info["errors"]:
+            print(f"  error      {error['file']}: {error['error']}")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    """Removes sessions whose owner died and that no process uses any more."""
+    removed = kept = 0
+    for info in sessions():
+        if info["ownerAlive"]:
+            continue
+        rc = reap_session(info["path"], force=args.force)
+        if rc == 1:
+            removed += 1
+            print(f"removed {info['path']} ({info.get('modelDir', '?')})")
+        elif rc == 0:
+            kept += 1
+            print(f"kept {info['path']}: its owner died but {info['users']} processes still "
+                  "use it (--force removes it now; their new reads fail with EIO)")
+    print(f"{removed} removed, {kept} kept")
+    return 0
+
+
 def _add_config_parsers(sub, common) -> None:
     config = sub.add_parser("config", help="generate, show or validate config.json")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -235,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="target directory, e.g. /dev/shm/model")
     p.set_defaults(func=cmd_get)
     _add_config_parsers(sub, common)
+    p = sub.add_parser("status", help="this user's sessions on the node: model dir, store, "
+                       "owner, users, memory and disk held, progress, errors")
+    p.add_argument("model_dir", nargs="?", help="only the session serving this directory")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(func=cmd_status, verbose=0)
+    p = sub.add_parser("gc", help="remove sessions whose owner died and that nobody uses")
+    p.add_argument("--force", action="store_true", help="also those still in use")
+    p.set_defaults(func=cmd_gc, verbose=0)
     return parser
 
 

@@ -3,11 +3,13 @@
     ossc-run --oss-path oss://bucket/models/qwen/ --model-dir /models/qwen -- \\
         python -m vllm.entrypoints.openai.api_server --model /models/qwen
 
-Layered as parse_args -> build_plan(args, env) -> execute(plan). build_plan is pure (the
+Layered as parse_args -> build_plan(args, env) -> execute(plan, env). build_plan is pure (the
 environment comes in as a mapping) and resolves every setting once, through the engine's own
-resolver. execute checks the store before anything starts, owns the session (the prefetch runs
-in this process), runs COMMAND with the shim preloaded in its own process group, forwards
-signals to it, and removes the session when it ends.
+resolver. execute starts the session's owner (ossc-owner, a process of its own, which checks
+the store before anything starts, or the live owner already serving MODEL_DIR), counts itself
+as a user of the session while COMMAND runs with the shim preloaded in its own process group,
+forwards signals to it, and leaves: the owner ends the session once no process has used it for
+expireTimeSec.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from typing import Mapping, Optional, Sequence
 
 from ossc import settings as setting_options
 from ossc.config import DEFAULT_PATH, ConfigFile, persistent
-from ossc.errors import (EXIT_CODES, EXIT_COMMAND_NOT_FOUND, EXIT_COMMAND_NOT_RUNNABLE,
-                         EXIT_CONFIG, EXIT_LOCAL, EXIT_USAGE, UserError, exit_code)
-from ossc.native import Client, OsscError, Session, lib, preload_library
+from ossc.errors import (EXIT_COMMAND_NOT_FOUND, EXIT_COMMAND_NOT_RUNNABLE, EXIT_CONFIG,
+                         EXIT_LOCAL, EXIT_USAGE, UserError, exit_code)
+from ossc.native import OsscError, owner_program, preload_library, sessions, use_session
 from ossc.progress import Progress, human_bytes
 
 PROG = "ossc-run"
@@ -204,14 +206,45 @@ def _write_config(plan: LaunchPlan) -> None:
         say(f"warning: {exc}; going on without it (use --config PATH)")
 
 
-def _check_store(plan: LaunchPlan, overrides: dict) -> str:
-    """Credentials, endpoint, bucket and prefix, with the engine quiet: its failure becomes
-    our one line. Returns what the prefix holds, in words."""
-    objects = Client(plan.oss_path, {**overrides, "logLevel": "off"}).list()
-    if not objects:
-        raise UserError(f"no objects under {plan.oss_path}: check the bucket and prefix",
-                        EXIT_CODES[lib.OSSC_E_NOT_FOUND])
-    return f"{len(objects)} objects, {human_bytes(sum(o.size for o in objects))}"
+class OwnerFailed(Exception):
+    """ossc-owner could not serve the session; it said why on stderr, as one ossc-run line."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def _owner_env(plan: LaunchPlan, env: Mapping[str, str]) -> dict:
+    """The owner's environment: ours (credentials travel here, never on its command line),
+    without the shim and without ENABLE_CONNECTOR."""
+    owner_env = {k: v for k, v in env.items() if k not in ("ENABLE_CONNECTOR", "LD_PRELOAD")}
+    others = plan.child_env["LD_PRELOAD"].split()[1:]  # the shim is first (build_plan)
+    if others:
+        owner_env["LD_PRELOAD"] = " ".join(others)
+    return owner_env
+
+
+def _start_session(plan: LaunchPlan, env: Mapping[str, str]) -> int:
+    """Starts the session's owner (or finds the live one serving MODEL_DIR from the same
+    store path) and counts this process as its user until COMMAND ends. Returns the fd that
+    holds the users lock."""
+    sets = [a for k, v in setting_options.flatten(plan.settings).items()
+            for a in ("--set", f"{k}={v}")]
+    try:
+        owner = str(owner_program())
+    except FileNotFoundError as exc:
+        raise UserError(str(exc), EXIT_LOCAL) from exc
+    argv = [owner, "--oss-path", plan.oss_path, "--model-dir", plan.model_dir,
+            "--prog", PROG, *sets, "--set", "config="]
+    for _ in range(3):  # a session that ends just as we attach: start it again
+        code = subprocess.run(argv, env=_owner_env(plan, env), stdin=subprocess.DEVNULL).returncode
+        if code:
+            raise OwnerFailed(code)
+        fd = use_session(plan.model_dir)
+        if fd is not None:
+            return fd
+    raise UserError(f"the session for {plan.model_dir} ended each time it was attached",
+                    EXIT_LOCAL)
 
 
 class ReadyProbe(threading.Thread):
@@ -236,31 +269,37 @@ class ReadyProbe(threading.Thread):
 
 
 class PrefetchReport:
-    """Progress of the prefetch while COMMAND runs, then one summary line."""
+    """Progress of the session's prefetch while COMMAND runs, then one summary line."""
 
-    def __init__(self, session: Session):
-        self.session = session
-        st = session.stats()
-        self.done = st.items_total == 0  # nothing to fetch, or attached to a running owner
-        self.progress = Progress(st.bytes_total, name=PROG)
+    def __init__(self, model_dir: str, info: dict):
+        self.model_dir = model_dir
+        self.done = info["state"] != "fetching"  # done before us, or nothing to fetch
+        self.progress = Progress(info["bytesTotal"], name=PROG)
         self.start = time.monotonic()
+        self.next_poll = 0.0
 
-    def poll(self) -> None:
-        if self.done:
+    def poll(self, now: bool = False) -> None:
+        if self.done or (time.monotonic() < self.next_poll and not now):
             return
-        st = self.session.stats()
-        self.progress.update(st.bytes_done, self.session.item_name(st.current_item))
-        if not st.finished:
+        self.next_poll = time.monotonic() + 0.25
+        found = sessions(self.model_dir)
+        if not found:
+            self.done = True
+            return
+        info = found[0]
+        self.progress.update(info["bytesDone"], info.get("currentFile", ""))
+        if info["state"] == "fetching":
             return
         self.done = True
         self.progress.close()
         seconds = max(time.monotonic() - self.start, 1e-6)
-        try:
-            self.session.wait(0)
-            say(f"prefetched {st.items_total} files, {human_bytes(st.bytes_total)} in "
-                f"{seconds:.1f} s ({st.bytes_total / seconds / 1e9:.2f} GB/s)")
-        except OsscError as exc:
-            say(f"prefetch failed: {exc.message}; reads of what is missing fail with EIO")
+        if info["state"] == "complete":
+            say(f"prefetched {info['objects']} files, {human_bytes(info['bytesTotal'])} in "
+                f"{seconds:.1f} s ({info['bytesTotal'] / seconds / 1e9:.2f} GB/s)")
+        else:
+            failed = ", ".join(e["file"] + ": " + e["error"] for e in info.get("errors", []))
+            say(f"prefetch {info['state']}{': ' + failed if failed else ''}; reads of what is "
+                "missing fail with EIO (log: the session's owner.log or logPath)")
 
 
 class Child:
@@ -335,23 +374,23 @@ def _status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def execute(plan: LaunchPlan) -> int:
+def execute(plan: LaunchPlan, env: Mapping[str, str]) -> int:
     if plan.print_env:
         print(env_exports(plan))
         return 0
     found = shutil.which(plan.command[0], path=plan.child_env.get("PATH", os.defpath))
     if not found and not ("/" in plan.command[0] and os.path.exists(plan.command[0])):
         raise UserError(f"command not found: {plan.command[0]}", EXIT_COMMAND_NOT_FOUND)
-    for sig in FORWARDED:  # from here on, a stop must not leave a session behind
+    for sig in FORWARDED:  # until COMMAND runs, a stop signal unwinds
         signal.signal(sig, _stop_early)
     start = time.monotonic()
-    overrides = setting_options.as_overrides(plan.settings)
-    holds = _check_store(plan, overrides)
-    session = Session(plan.oss_path, plan.model_dir, overrides)
+    users_fd = _start_session(plan, env)
     try:
-        say(f"{plan.oss_path} ({holds}) -> {plan.model_dir}")
+        info = sessions(plan.model_dir)[0]
+        say(f"{plan.oss_path} -> {plan.model_dir} ({info['objects']} large files, "
+            f"{human_bytes(info['bytesTotal'])}; session owner pid {info['ownerPid']})")
         _write_config(plan)
-        report = PrefetchReport(session)
+        report = PrefetchReport(plan.model_dir, info)
         child = Child(plan)
         for sig in FORWARDED:
             signal.signal(sig, child.forward)
@@ -365,11 +404,12 @@ def execute(plan: LaunchPlan) -> int:
         if probe:
             probe.stopped.set()
         child.reap_group()
-        report.poll()
+        report.poll(now=True)
         report.progress.close()
         return _status(status)
     finally:
-        session.stop(remove=True)
+        # The owner ends the session once no process has used it for expireTimeSec.
+        os.close(users_fd)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -379,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             preload = str(preload_library())
         except FileNotFoundError as exc:
             raise UserError(str(exc), EXIT_LOCAL) from exc
-        return execute(build_plan(args, os.environ, preload, os.getcwd()))
+        return execute(build_plan(args, os.environ, preload, os.getcwd()), os.environ)
     except (OsscError, UserError) as exc:
         if args.verbose:
             import traceback
@@ -387,6 +427,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         say(exc.message if isinstance(exc, OsscError) else str(exc))
         return exit_code(exc)
+    except OwnerFailed as exc:  # it said why already
+        return exc.code
     except Stopped as exc:
         say(f"stopped by {exc} before the command started")
         return 128 + exc.sig

@@ -61,12 +61,68 @@ def preload_library() -> Path:
     raise FileNotFoundError("libossc_preload.so not found; tried: " + ", ".join(map(str, paths)))
 
 
+def owner_program() -> Path:
+    """ossc-owner, the program that owns sessions: next to libossc.so (or OSSC_OWNER)."""
+    paths = _candidates("ossc-owner", "OSSC_OWNER", [LIBRARY_PATH.parent / "ossc-owner"])
+    for path in paths:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path.resolve()
+    raise FileNotFoundError("ossc-owner not found; tried: " + ", ".join(map(str, paths)))
+
+
 def session_dir(model_dir: str) -> str:
-    """Where the session for model_dir lives in /dev/shm (as the engine and the shim name it)."""
-    h = 0xCBF29CE484222325
-    for b in os.path.realpath(model_dir).encode():
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return f"/dev/shm/ossc-{h:016x}"
+    """Where the session for model_dir lives in /dev/shm (as the engine and the shim name
+    it; a planted directory there makes them use the next name)."""
+    return _take_string(lib.ossc_session_dir(os.fsencode(model_dir)))
+
+
+def sessions(model_dir: Optional[str] = None) -> list:
+    """This uid's sessions on the node, or the one serving model_dir, as dicts (see
+    ossc_sessions_json in ossc.h)."""
+    import json
+
+    err = ffi.new("ossc_error *")
+    out = lib.ossc_sessions_json(os.fsencode(model_dir) if model_dir else ffi.NULL, err)
+    if out == ffi.NULL:
+        raise OsscError.from_c(err)
+    return json.loads(_take_string(out))
+
+
+def reap_session(path: str, force: bool = False) -> int:
+    """Removes a dead owner's session: 1 removed, 0 kept (in use), 2 its owner lives."""
+    return lib.ossc_session_reap(os.fsencode(path), int(force))
+
+
+def use_session(model_dir: str) -> Optional[int]:
+    """Counts this process as a user of the session serving model_dir, as the shim does for
+    every process that reads it: an fd holding LOCK_SH on its users file (close it to leave).
+    None if no live session serves model_dir."""
+    import fcntl
+    import stat
+
+    found = [s for s in sessions(model_dir) if s.get("ownerAlive")]
+    if not found:
+        return None
+    path = os.path.join(found[0]["path"], "users")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(fd)
+        return None
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits while an owner is ending the session
+    again = [s for s in sessions(model_dir) if s.get("ownerAlive")]
+    try:
+        same = again and again[0]["state"] != "ended" and \
+            os.stat(path, follow_symlinks=False).st_ino == st.st_ino
+    except OSError:
+        same = False
+    if not same:
+        os.close(fd)
+        return None
+    return fd
 
 STATUS_NAMES = {
     getattr(lib, name): name for name in dir(lib) if name.startswith("OSSC_E_") or name == "OSSC_OK"
@@ -283,46 +339,3 @@ class Fetch:
 
     def __del__(self):
         self.close()
-
-
-class Session:
-    """The owner of a session: MODEL_DIR materialized, large objects prefetched into /dev/shm
-    for every process with the shim (ossc_session_start). Attaches if one already runs."""
-
-    def __init__(self, url: str, model_dir: str, settings: Optional[dict] = None):
-        overrides = [f"{k}={v}" for k, v in (settings or {}).items() if v is not None]
-        arr, n, keep = _c_strings(overrides)
-        err = ffi.new("ossc_error *")
-        handle = lib.ossc_session_start(url.encode(), model_dir.encode(), arr, n, err)
-        if handle == ffi.NULL:
-            raise OsscError.from_c(err)
-        self._handle = handle
-
-    @property
-    def path(self) -> str:
-        return ffi.string(lib.ossc_session_path(self._handle)).decode()
-
-    def stats(self):
-        st = ffi.new("ossc_fetch_stats *")
-        lib.ossc_session_stats(self._handle, st)
-        return st[0]
-
-    def item_name(self, item: int) -> str:
-        name = lib.ossc_session_item_name(self._handle, item) if item >= 0 else ffi.NULL
-        return ffi.string(name).decode("utf-8", "replace") if name != ffi.NULL else ""
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """True when the prefetch has finished (raises OsscError if it failed)."""
-        err = ffi.new("ossc_error *")
-        rc = lib.ossc_session_wait(self._handle,
-                                   -1 if timeout is None else int(timeout * 1000), err)
-        if rc == -1:
-            return False
-        _check(rc, err)
-        return True
-
-    def stop(self, remove: bool = True) -> None:
-        """Ends the prefetch; remove deletes the session from /dev/shm and its placeholders."""
-        if self._handle is not None:
-            lib.ossc_session_stop(self._handle, int(remove))
-            self._handle = None

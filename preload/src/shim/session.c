@@ -95,7 +95,7 @@ static int attach_dir(const char *dir, const char *real)
         return errno == ENOENT ? 0 : -1;
     int ufd = open_ours(dfd, "users", O_RDONLY, false, dir);
     int cfd = ufd >= 0 ? open_ours(dfd, "control", O_RDWR, false, dir) : -1;
-    struct stat st, now;
+    struct stat st, now, users;
     ossc_session_header *h = MAP_FAILED;
     int rc = 0;
     /* Blocks while an owner is ending the session, which it then marks ended. */
@@ -109,7 +109,7 @@ static int attach_dir(const char *dir, const char *real)
             rc = -1; /* another MODEL_DIR's, by a hash collision */
         else if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != OSSC_SESSION_ENDED &&
                  real_fstatat(dfd, "users", &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-                 fstat(ufd, &st) == 0 && now.st_ino == st.st_ino)
+                 fstat(ufd, &users) == 0 && now.st_ino == users.st_ino)
             rc = 1; /* and the users file is still this session's */
     }
     if (rc == 1) {
