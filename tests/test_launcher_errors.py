@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from ossc.native import session_dir
+from session_helpers import wait_session_gone
 from vllm_harness import free_port  # scripts/ (conftest puts it on sys.path)
 
 LAUNCHER = [sys.executable, "-m", "ossc.launcher"]
@@ -44,7 +44,8 @@ class Run:
         self.env.update(AWS_ACCESS_KEY_ID=store.access_key,
                         AWS_SECRET_ACCESS_KEY=store.secret_key)
         self.options = {"--oss-path": url, "--model-dir": str(self.model_dir),
-                        "--endpoint": store.endpoint, "--config": str(self.config)}
+                        "--endpoint": store.endpoint, "--config": str(self.config),
+                        "--expire-time-sec": "1"}  # the session ends 2 s after the run
         self.command = [sys.executable, "-c", f"open({str(self.marker)!r}, 'w').close()"]
 
     def __call__(self, timeout=60):
@@ -142,7 +143,7 @@ def test_bad_input_fails_before_the_command(store, remote, tmp_path, case):
     assert {k: v for k, v in after.items() if k in before} == before, "something changed"
     # What may appear: an empty MODEL_DIR (and nothing in it); never a config file.
     assert set(after) - set(before) <= {str(run.model_dir)}, sorted(set(after) - set(before))
-    assert not os.path.exists(session_dir(str(run.model_dir)))
+    assert wait_session_gone(run.model_dir)
     assert r.seconds < 30
 
 
@@ -155,7 +156,7 @@ def test_valid_input_runs_the_command(store, remote, tmp_path):
     assert run.marker.exists()
     assert run.config.exists()
     assert "Traceback" not in r.stderr
-    assert not os.path.exists(session_dir(str(run.model_dir)))
+    assert wait_session_gone(run.model_dir)
 
 
 def test_config_file_is_read_not_replaced(store, remote, tmp_path):
@@ -183,7 +184,7 @@ def test_exit_code_is_the_commands(store, remote, tmp_path, script, code):
     r = run()
     assert r.returncode == code, r.stderr
     assert "Traceback" not in r.stderr
-    assert not os.path.exists(session_dir(str(run.model_dir)))
+    assert wait_session_gone(run.model_dir)
 
 
 def test_command_that_cannot_run_is_126(store, remote, tmp_path):
@@ -197,7 +198,7 @@ def test_command_that_cannot_run_is_126(store, remote, tmp_path):
     r = run()
     assert r.returncode == 126, r.stderr
     assert f"cannot run {script}" in r.stderr and "Traceback" not in r.stderr
-    assert not os.path.exists(session_dir(str(run.model_dir)))
+    assert wait_session_gone(run.model_dir)
 
 
 def test_command_without_execute_permission_is_126(store, remote, tmp_path):
@@ -225,7 +226,7 @@ def test_sigterm_while_checking_the_store_leaves_nothing(store, remote, tmp_path
     assert p.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert not run.marker.exists()
-    assert not os.path.exists(session_dir(str(run.model_dir)))
+    assert wait_session_gone(run.model_dir)
 
 
 @pytest.mark.parametrize("command", ["ossc-run", "ossc"])

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from ossc.native import preload_library, session_dir
+from session_helpers import session_info, wait_session_gone, wanted_count
 
 PREFIX = "shim-model/"
 CHUNK = "1MiB"
@@ -242,30 +243,35 @@ def test_unfetchable_object_fails_with_eio(store, bucket, model, model_dir, prox
 
 
 def test_owner_death_makes_readers_fail_not_hang(store, bucket, model, model_dir, proxy):
+    """SIGKILL of the owner (the OOM killer, say): a waiting reader fails with EIO, promptly,
+    and once no process uses the session any more its guardian removes it."""
     proxy.add_fault("stall", key="weights.bin", ranged_only=True, seconds=60, times=None)
-    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint)
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env,
-                             start_new_session=True)
+    env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint, OSSC_EXPIRE_TIME_SEC=1)
+    user = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while not (model_dir / "weights.bin").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+        control = session_dir(str(model_dir)) + "/control"
+        asked = wanted_count(control)
         reader_env = {k: v for k, v in env.items() if k != "ENABLE_CONNECTOR"}
         reader = subprocess.Popen(
             [sys.executable, "-c", "import os,sys\ntry:\n open(sys.argv[1],'rb').read()\n"
              "except OSError as e:\n sys.exit(e.errno)", str(model_dir / "weights.bin")],
             env=reader_env, stderr=subprocess.PIPE, text=True)
-        time.sleep(1)
-        os.killpg(owner.pid, signal.SIGKILL)
-        start = time.monotonic()
+        deadline = time.monotonic() + 30  # the reader waits once it asked for a chunk
+        while wanted_count(control) == asked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(session_info(model_dir)["ownerPid"], signal.SIGKILL)
         _, err = reader.communicate(timeout=30)
         assert reader.returncode == 5  # EIO
-        assert time.monotonic() - start < 15
         assert "owner process died" in err
     finally:
-        if owner.poll() is None:
-            os.killpg(owner.pid, signal.SIGKILL)
-        owner.wait()
+        os.killpg(user.pid, signal.SIGKILL)
+        user.wait()
+    assert wait_session_gone(model_dir)
+    assert not model_dir.exists()
 
 
 def test_files_outside_model_dir_are_untouched(store, bucket, model, model_dir, tmp_path):
@@ -326,12 +332,13 @@ def test_four_processes_share_one_download(store, bucket, model, model_dir, prox
                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate()[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    data = os.environ["SESSION_DATA"]  # measured while the owner lives: its exit frees it
+    import glob
+    data = glob.glob(os.environ["SESSION_DIR"] + "/data.*")[0]  # measured while in use
     allocated = sum(os.stat(os.path.join(data, f)).st_blocks * 512 for f in os.listdir(data))
     print(json.dumps({"outs": outs, "allocated": allocated}))
     """
     env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint)
-    env["SESSION_DATA"] = session_dir(str(model_dir)) + "/data"
+    env["SESSION_DIR"] = session_dir(str(model_dir))
     got = run_owner(env, code)
     want = hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
     assert got["outs"] == [[want, "6"]] * 4
@@ -343,9 +350,11 @@ def test_four_processes_share_one_download(store, bucket, model, model_dir, prox
     large = sum(p.stat().st_size for p in model.rglob("*")
                 if p.is_file() and p.stat().st_size >= 64 << 10)
     assert large <= got["allocated"] < large + (1 << 20)
-    # The owner's exit ends the session: nothing left in /dev/shm, no placeholder of zeros.
-    assert not os.path.exists(session_dir(str(model_dir)))
-    assert not (model_dir / "weights.bin").exists()
+    # SIGTERM ends the session at once (not expireTimeSec after its last user): nothing left
+    # in /dev/shm, nothing in MODEL_DIR.
+    os.kill(session_info(model_dir)["ownerPid"], signal.SIGTERM)
+    assert wait_session_gone(model_dir)
+    assert not model_dir.exists()
 
 
 def test_second_owner_attaches_instead_of_fetching(store, bucket, model, model_dir, proxy):
@@ -354,7 +363,7 @@ def test_second_owner_attaches_instead_of_fetching(store, bucket, model, model_d
     first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"], env=env)
     try:
         deadline = time.monotonic() + 30
-        while not os.path.exists(session_dir(str(model_dir)) + "/control"):
+        while not os.path.exists(session_dir(str(model_dir)) + "/control"):  # published
             assert time.monotonic() < deadline
             time.sleep(0.05)
         got = run_owner(env, READ_EVERYTHING)
@@ -370,7 +379,8 @@ def test_expired_data_is_released_and_fetched_again(store, bucket, model, model_
     code = """
     import hashlib, json, mmap, os, time
     path = os.path.join(os.environ["MODEL_DIR"], "weights.bin")
-    data = os.environ["SESSION_DATA"]
+    import glob
+    data = glob.glob(os.environ["SESSION_DIR"] + "/data.*")[0]
     with open(path, "rb") as f:
         first = hashlib.sha256(f.read()).hexdigest()
         mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
@@ -389,7 +399,7 @@ def test_expired_data_is_released_and_fetched_again(store, bucket, model, model_
                       "size": size, "back": len(os.listdir(data))}))
     """
     env = shim_env(store, bucket, model_dir, endpoint=proxy.endpoint, OSSC_EXPIRE_TIME_SEC=1)
-    env["SESSION_DATA"] = session_dir(str(model_dir)) + "/data"
+    env["SESSION_DIR"] = session_dir(str(model_dir))
     got = run_owner(env, code)
     want = hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
     assert got["released"] and got["back"] == 1
@@ -450,9 +460,11 @@ def test_cache_dir_holds_the_data_files(store, bucket, model, model_dir, tmp_pat
     cache = os.environ["OSSC_CACHE_DIR"]
     print(json.dumps({"digest": digest, "files": sum(len(f) for _, _, f in os.walk(cache))}))
     """
-    got = run_owner(shim_env(store, bucket, model_dir, OSSC_CACHE_DIR=cache), code)
+    got = run_owner(shim_env(store, bucket, model_dir, OSSC_CACHE_DIR=cache,
+                             OSSC_EXPIRE_TIME_SEC=1), code)
     assert got["digest"] == hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()
     assert got["files"] == 5  # the large objects: 2 shards, the .bin, weights.bin, sub/extra.bin
+    assert wait_session_gone(model_dir)
     assert list(cache.iterdir()) == []  # removed with the session
 
 
@@ -461,7 +473,9 @@ def test_two_released_objects_read_at_once_both_come_back(store, bucket, model, 
     moment are both fetched again (a lost request would wait for the read timeout)."""
     code = """
     import hashlib, json, os, threading, time
-    root, data = os.environ["MODEL_DIR"], os.environ["SESSION_DATA"]
+    import glob
+    root = os.environ["MODEL_DIR"]
+    data = glob.glob(os.environ["SESSION_DIR"] + "/data.*")[0]
     names = ["weights.bin", "sub/extra.bin", "pytorch_model.bin"]
     for name in names:
         open(os.path.join(root, name), "rb").close()
@@ -480,7 +494,7 @@ def test_two_released_objects_read_at_once_both_come_back(store, bucket, model, 
     print(json.dumps({"got": got, "seconds": time.monotonic() - t0}))
     """
     env = shim_env(store, bucket, model_dir, OSSC_EXPIRE_TIME_SEC=1, OSSC_READ_TIMEOUT_SEC=30)
-    env["SESSION_DATA"] = session_dir(str(model_dir)) + "/data"
+    env["SESSION_DIR"] = session_dir(str(model_dir))
     got = run_owner(env, code)
     for name in ("weights.bin", "sub/extra.bin", "pytorch_model.bin"):
         assert got["got"][name] == hashlib.sha256((model / name).read_bytes()).hexdigest()
@@ -488,24 +502,28 @@ def test_two_released_objects_read_at_once_both_come_back(store, bucket, model, 
 
 
 def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_dir):
-    """An owner killed after its data files were released leaves a complete control file;
-    the next owner must fetch again, not attach to a session nobody serves."""
+    """An owner killed after its data files were released leaves a complete control file
+    behind while a process still uses it; a new program must get a new owner that fetches
+    again, not attach to a session nobody serves."""
     code = """
-    import os, signal, time
-    data = os.environ["SESSION_DATA"]
+    import glob, json, os, signal, subprocess, sys, time
+    data = glob.glob(os.environ["SESSION_DIR"] + "/data.*")[0]
     open(os.path.join(os.environ["MODEL_DIR"], "weights.bin"), "rb").close()
     deadline = time.monotonic() + 30
     while os.listdir(data) and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.kill(os.getpid(), signal.SIGKILL)  # no destructor: the session stays behind
+    with open(os.path.join(os.environ["SESSION_DIR"], "control"), "rb") as f:
+        f.seek(12)
+        os.kill(int.from_bytes(f.read(4), "little"), signal.SIGKILL)  # owner_pid
+    out = subprocess.run([sys.executable, "-c", os.environ["READER"]], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    print(out.stdout.strip().splitlines()[-1])
     """
-    env = shim_env(store, bucket, model_dir, OSSC_EXPIRE_TIME_SEC=1)
-    env["SESSION_DATA"] = session_dir(str(model_dir)) + "/data"
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=60)
-    assert r.returncode == -signal.SIGKILL
-    assert os.path.exists(session_dir(str(model_dir)) + "/control")
-    got = run_owner(shim_env(store, bucket, model_dir), READ_EVERYTHING)
-    assert got == digest_tree(model)
+    env = shim_env(store, bucket, model_dir, OSSC_EXPIRE_TIME_SEC=1, READER=READ_EVERYTHING)
+    env["SESSION_DIR"] = session_dir(str(model_dir))
+    assert run_owner(env, code) == digest_tree(model)
+    assert wait_session_gone(model_dir)
 
 
 def test_reader_of_a_held_object_moves_all_of_it_forward(store, bucket, model, model_dir,

@@ -237,7 +237,13 @@ def _start_session(plan: LaunchPlan, env: Mapping[str, str]) -> int:
     argv = [owner, "--oss-path", plan.oss_path, "--model-dir", plan.model_dir,
             "--prog", PROG, *sets, "--set", "config="]
     for _ in range(3):  # a session that ends just as we attach: start it again
-        code = subprocess.run(argv, env=_owner_env(plan, env), stdin=subprocess.DEVNULL).returncode
+        proc = subprocess.Popen(argv, env=_owner_env(plan, env), stdin=subprocess.DEVNULL)
+        try:
+            code = proc.wait()
+        except Stopped:
+            proc.send_signal(signal.SIGTERM)  # it passes the stop on to the owner
+            proc.wait()
+            raise
         if code:
             raise OwnerFailed(code)
         fd = use_session(plan.model_dir)

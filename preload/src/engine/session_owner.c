@@ -640,6 +640,18 @@ static int take_directory(ossc_session *s, ossc_error *err)
     return OSSC_E_IO;
 }
 
+/* mkdir -p MODEL_DIR; *existing: the length of its deepest ancestor that was there already
+ * (what lies below it, the session created, and removes again). */
+static int make_model_dir(const char *model_dir, size_t *existing, ossc_error *err)
+{
+    char path[OSSC_MODEL_DIR_MAX];
+    snprintf(path, sizeof(path), "%s", model_dir);
+    while (access(path, F_OK) != 0 && strrchr(path, '/') != path)
+        *strrchr(path, '/') = '\0';
+    *existing = strlen(path);
+    return materialize_dirs(-1, model_dir, err);
+}
+
 OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir,
                                           const char *const *overrides, size_t n_overrides,
                                           ossc_error *err)
@@ -662,12 +674,8 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
     snprintf(s->url, sizeof(s->url), "%s://%s/%s",
              s->client->url.scheme == SCHEME_S3 ? "s3" : "oss", s->client->url.bucket,
              s->client->url.prefix);
-    /* MODEL_DIR's deepest existing ancestor: what lies below it, we create. */
-    char existing[OSSC_MODEL_DIR_MAX];
-    snprintf(existing, sizeof(existing), "%s", model_dir);
-    while (access(existing, F_OK) != 0 && strrchr(existing, '/') != existing)
-        *strrchr(existing, '/') = '\0';
-    if ((rc = materialize_dirs(-1, model_dir, err)))
+    size_t existing;
+    if ((rc = make_model_dir(model_dir, &existing, err)))
         goto fail;
     char real[PATH_MAX];
     if (!realpath(model_dir, real)) {
@@ -684,8 +692,11 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
     }
     if (rc != TAKEN)
         goto fail;
-    session_dir_clear(s->dir_fd, s->path); /* a dead owner's leftovers */
-    if ((rc = create(s, url, model_dir, strlen(existing), err)))
+    session_dir_clear(s->dir_fd, s->path); /* a dead owner's leftovers, its MODEL_DIR too */
+    size_t now_existing;
+    if ((rc = make_model_dir(model_dir, &now_existing, err)) ||
+        (rc = create(s, url, model_dir, existing < now_existing ? existing : now_existing,
+                     err)))
         goto fail;
     return s;
 fail:

@@ -11,6 +11,7 @@
  * own, a guardian waits on the owner; if the owner dies by a signal (SIGKILL, the OOM
  * killer), the guardian removes the session once no process uses it. */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,6 +33,27 @@ typedef struct status_record {
 } status_record;
 
 static ossc_session *serving;
+static volatile sig_atomic_t stop_signal;
+static pid_t guardian_group;
+
+/* In the first process: a stop (Ctrl-C, ossc-run's SIGTERM) while the owner starts goes on
+ * to the owner, which unwinds and leaves nothing behind; the guardian ignores it. */
+static void forward_stop(int sig)
+{
+    stop_signal = sig;
+    if (guardian_group > 0)
+        kill(-guardian_group, SIGTERM);
+}
+
+static void set_handlers(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = handler;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
 
 static void on_stop(int sig)
 {
@@ -94,28 +116,34 @@ static int run_owner(const char *url, const char *dir, const char *const *sets, 
         return 0;
     }
     serving = s;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    set_handlers(on_stop);
     ossc_session_serve(s);
     ossc_session_stop(s, 1);
     return 0;
 }
 
-/* The guardian: if the owner dies by a signal, nobody else would remove its session. */
-static int guard(pid_t owner, const char *shared)
+/* The guardian: if the owner dies by a signal, nobody else would remove its session (or,
+ * dead while starting, what it had begun: every name it may have taken for dir). */
+static int guard(pid_t owner, const char *shared, const char *dir)
 {
     int status;
     while (waitpid(owner, &status, 0) < 0 && errno == EINTR)
         ;
-    if (!WIFSIGNALED(status) || !shared[0])
+    if (!WIFSIGNALED(status))
         return 0;
-    /* Readers fail with EIO (the owner's lock is gone); the session goes once they do. */
-    while (ossc_session_reap(shared, 0) == 0)
-        sleep(REAP_POLL_SEC);
+    char real[PATH_MAX], path[OSSC_SESSION_PATH_MAX];
+    const char *key = realpath(dir, real) ? real : dir;
+    for (int c = 0; c < OSSC_SESSION_CANDIDATES; c++) {
+        if (shared[0])
+            snprintf(path, sizeof(path), "%s", shared);
+        else
+            ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(), key, c);
+        /* Readers fail with EIO (the owner's lock is gone); the session goes once they do. */
+        while (ossc_session_reap(path, 0) == 0)
+            sleep(REAP_POLL_SEC);
+        if (shared[0])
+            break;
+    }
     return 0;
 }
 
@@ -157,12 +185,16 @@ int main(int argc, char **argv)
         return ossc_exit_code(OSSC_E_IO);
     }
     if (guardian > 0) {
+        guardian_group = guardian;
+        set_handlers(forward_stop);
         close(report[1]);
         status_record st;
         ssize_t n;
         while ((n = read(report[0], &st, sizeof(st))) < 0 && errno == EINTR)
             ;
         waitpid(guardian, NULL, WNOHANG);
+        if (stop_signal)
+            return 128 + stop_signal; /* whoever sent it reports it */
         if (n != (ssize_t)sizeof(st)) {
             fprintf(stderr, "%s: the session owner for %s died while starting\n", prog, dir);
             return ossc_exit_code(OSSC_E_IO);
@@ -176,16 +208,19 @@ int main(int argc, char **argv)
     /* Detached: its own session, no terminal, no hold on the application's cwd or pipes. */
     close(report[0]);
     setsid();
+    set_handlers(SIG_IGN);
     if (chdir("/") != 0)
         return 1;
     to_devnull(0);
     to_devnull(1);
     pid_t owner = fork();
-    if (owner == 0)
+    if (owner == 0) {
+        set_handlers(SIG_DFL); /* a stop while starting ends it; the guardian cleans up */
         _exit(run_owner(url, dir, sets, n_sets, report[1], shared));
+    }
     close(report[1]);
     to_devnull(2);
     if (owner < 0)
         return 1;
-    return guard(owner, shared);
+    return guard(owner, shared, dir);
 }

@@ -140,8 +140,9 @@ static void ensure_session(void)
     }
     for (int attempt = 0; attempt < 3; attempt++) {
         const char *served = session_attach() ? session_oss_path() : NULL;
-        if (served && serves(served, url))
+        if (served && serves(served, url) && session_owner_lives())
             return;
+        session_detach(); /* a dead owner's: the new owner takes its directory over */
         int rc = run_owner(url); /* the owner says why, on our stderr */
         if (rc)
             _exit(rc);

@@ -27,6 +27,7 @@ static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t *slots;          /* open-addressing hash of object names: index + 1 */
 static uint32_t n_slots;
 static int control_fd = -1;      /* our own open of the control file: its lock tells */
+static int users_fd = -1;        /* holds LOCK_SH on the users file while we are attached */
 static char session_path[OSSC_SESSION_PATH_MAX];
 
 static uint64_t mono_ms(void)
@@ -115,6 +116,7 @@ static int attach_dir(const char *dir, const char *real)
     if (rc == 1) {
         hdr = h;
         control_fd = cfd;
+        users_fd = ufd;
         snprintf(session_path, sizeof(session_path), "%s", dir);
     } else {
         if (h != MAP_FAILED)
@@ -184,6 +186,27 @@ static bool attached(void)
 }
 
 bool session_attach(void) { return attached(); }
+
+bool session_owner_lives(void)
+{
+    if (!attached() || flock(control_fd, LOCK_SH | LOCK_NB) != 0)
+        return attached(); /* its owner holds LOCK_EX */
+    flock(control_fd, LOCK_UN);
+    return false;
+}
+
+void session_detach(void)
+{
+    if (!slots)
+        return;
+    real_close(control_fd); /* and the users file's lock with it: see users_fd */
+    real_close(users_fd);
+    munmap(slots, n_slots * sizeof(uint32_t));
+    munmap(hdr, hdr->control_size);
+    slots = NULL;
+    hdr = NULL;
+    control_fd = users_fd = -1;
+}
 
 const char *session_oss_path(void) { return attached() ? hdr->oss_path : NULL; }
 

@@ -39,6 +39,10 @@ void shim_log_to(const char *path);
 /* ---- the session (session.c) ---- */
 /* Attaches to the session serving MODEL_DIR, if there is one; true once attached. */
 bool session_attach(void);
+/* Whether the attached session's owner lives (holds its lock now). */
+bool session_owner_lives(void);
+/* Forgets the attached session (only before main: no other thread may be using it). */
+void session_detach(void);
 /* The store path the attached session serves; NULL if none is attached. */
 const char *session_oss_path(void);
 /* The object index of a path below MODEL_DIR, -1 if it is not a large object of the
