@@ -121,7 +121,7 @@ def test_env_var_mode_matches_local_copy(store, tiny, reference, tmp_path):
     preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(preload_library())]))
     env = {**CLEAN, **store.env(), **SHIM_SETTINGS, "LD_PRELOAD": preload, "ENABLE_CONNECTOR": "1",
            "OSS_PATH": url, "MODEL_DIR": str(model_dir), "OSSC_CONFIG": "",
-           "OSSC_AUDIT_PATH": str(audit), "OSSC_LOG_LEVEL": "warn"}
+           "OSSC_AUDIT_PATH": str(audit), "OSSC_LOG_LEVEL": "warn", "OSSC_EXPIRE_TIME_SEC": "1"}
     server = VllmServer(model_dir, python=VLLM_PYTHON, args=lora_args(model_dir), env=env,
                         log_path=str(tmp_path / "server.log"))
     session = session_dir(str(model_dir))
@@ -135,7 +135,8 @@ def test_env_var_mode_matches_local_copy(store, tiny, reference, tmp_path):
     try:
         assert got == reference
         expect_streamed(audit, model_dir)
-        assert wait_gone(session, 2.0), f"{session} left in /dev/shm after the server exited"
+        # expireTimeSec (1 s) plus the 2 s linger after the last process left.
+        assert wait_gone(session, 10.0), f"{session} left in /dev/shm after the server exited"
     finally:
         os.system(f"rm -rf '{session}'")
 
@@ -148,7 +149,7 @@ def test_ossc_run_matches_local_copy_and_stops_on_sigterm(store, tiny, reference
     wrapper = [*LAUNCHER, "--oss-path", url, "--model-dir", model_dir,
                "--endpoint", store.endpoint, "--config", config,
                "--small-file-size", "16KiB", "--chunk-size", "64KiB",
-               "--audit-path", audit, "--"]
+               "--audit-path", audit, "--expire-time-sec", "1", "--"]
     creds = {k: store.env()[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     server = VllmServer(model_dir, python=VLLM_PYTHON, args=lora_args(model_dir), wrapper=wrapper,
                         env={**CLEAN, **creds}, log_path=str(tmp_path / "server.log"))
@@ -173,7 +174,7 @@ def test_ossc_run_matches_local_copy_and_stops_on_sigterm(store, tiny, reference
         # The API server (uvicorn) exits 0 on SIGTERM, and ossc-run passes its code on.
         assert rc == 0, f"{rc}\n{server.log_tail()}"
         assert not left, f"processes left behind: {left}"
-        assert wait_gone(session, 1.0), f"{session} left in /dev/shm after ossc-run exited"
+        assert wait_gone(session, 10.0), f"{session} left in /dev/shm after ossc-run exited"
     finally:
         server.stop(timeout=10)
         os.system(f"rm -rf '{session}'")
@@ -187,5 +188,37 @@ def test_ossc_run_matches_local_copy_and_stops_on_sigterm(store, tiny, reference
         return True
 
     assert keys_sorted(settings), text
-    assert store.endpoint in text
+    assert store.endpoint not in text  # per-run values reach COMMAND, never the file
     assert store.secret_key not in text
+
+
+def test_two_ossc_runs_share_one_session(store, tiny, reference, tmp_path):
+    """Two servers on one MODEL_DIR: the second attaches to the first one's session; once the
+    first stops, the second still answers and loads a LoRA adapter at run time with the same
+    completions as a local copy; once it stops too, nothing is left."""
+    _, url = tiny
+    model_dir = tmp_path / "shared"
+    creds = {k: store.env()[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+    def server(name):
+        wrapper = [*LAUNCHER, "--oss-path", url, "--model-dir", model_dir, "--config", "",
+                   "--endpoint", store.endpoint, "--small-file-size", "16KiB",
+                   "--chunk-size", "64KiB", "--expire-time-sec", "1", "--"]
+        return VllmServer(model_dir, python=VLLM_PYTHON, args=lora_args(model_dir),
+                          wrapper=wrapper, env={**CLEAN, **creds},
+                          log_path=str(tmp_path / f"{name}.log"))
+
+    session = session_dir(str(model_dir))
+    first, second = server("first"), server("second")
+    try:
+        start(first, "first ossc-run")
+        start(second, "second ossc-run")
+        assert first.stop() == 0
+        assert second.proc.poll() is None
+        assert answers(second, model_dir) == reference
+        assert os.path.isdir(session)
+    finally:
+        first.stop(timeout=10)
+        second.stop(timeout=10)
+    assert wait_gone(session, 10.0), f"{session} left in /dev/shm after both servers exited"
+    assert not model_dir.exists()
