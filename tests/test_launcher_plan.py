@@ -277,3 +277,12 @@ def test_empty_config_path_means_no_config_file_read_or_written(argv, env, tmp_p
     assert plan.config_writes is None
     _write_config(plan)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exit_code_outside_the_library_agrees_with_the_engine():
+    """entry.py keeps one copy (for when libossc.so cannot be loaded): it must agree."""
+    from ossc import entry
+    from ossc.errors import status_exit_code
+    from ossc.native import lib
+
+    assert entry.EXIT_LOCAL == status_exit_code(lib.OSSC_E_IO)

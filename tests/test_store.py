@@ -12,7 +12,7 @@ import pytest
 
 import ossc
 from ossc.cli import _relative_path
-from ossc.errors import EXIT_CODES, UserError
+from ossc.errors import UserError, status_exit_code
 from ossc.native import lib
 
 CHUNK = 64 << 10  # the smallest chunk size: many chunks from small objects
@@ -151,7 +151,7 @@ def test_wrong_secret_is_a_clear_auth_error(objects, bucket, env, tmp_path):
     prefix, _ = objects
     r = run_cli(dict(env, AWS_SECRET_ACCESS_KEY="not-the-secret"), "get",
                 f"s3://{bucket}/{prefix}", str(tmp_path / "x"))
-    assert r.returncode == EXIT_CODES[lib.OSSC_E_AUTH]
+    assert r.returncode == status_exit_code(lib.OSSC_E_AUTH)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "SignatureDoesNotMatch" in lines[0], r.stderr
     assert "not-the-secret" not in r.stderr
@@ -175,7 +175,7 @@ def test_bad_input_gives_one_line_and_distinct_code(bucket, env, args, overrides
         e.pop(k, None) if v is None else e.__setitem__(k, v)
     start = time.monotonic()
     r = run_cli(e, *args, "--retries", "1")
-    assert r.returncode == EXIT_CODES[code], r.stderr
+    assert r.returncode == status_exit_code(code), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert time.monotonic() - start < 30
@@ -185,7 +185,7 @@ def test_bad_config_file_key_has_a_hint(bucket, env, tmp_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"prefetch": {"vcpu": 4}}))
     r = run_cli(dict(env, OSSC_CONFIG=str(cfg)), "ls", f"s3://{bucket}/")
-    assert r.returncode == EXIT_CODES[lib.OSSC_E_CONFIG]
+    assert r.returncode == status_exit_code(lib.OSSC_E_CONFIG)
     assert "did you mean 'prefetch.vcpus'" in r.stderr
 
 
