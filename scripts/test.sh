@@ -8,6 +8,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh test
 
+echo "== C unit tests (plain)"
+cmake -S . -B build >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+(cd build && ctest --output-on-failure)
+
 echo "== C unit tests (ASan/UBSan)"
 cmake -S . -B build-asan -DOSSC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$(nproc)" >/dev/null

@@ -71,6 +71,8 @@ static int open_object(int object, int flags)
 {
     if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
         return fail(EROFS); /* the bytes are the store's */
+    if (flags & O_DIRECTORY)
+        return fail(ENOTDIR); /* a file, as its placeholder is */
     int fd = session_open_data(object, flags);
     if (fd < 0)
         return -1;
