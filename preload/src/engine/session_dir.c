@@ -67,7 +67,26 @@ bool session_owner_alive(int dirfd) { return !lock_free(dirfd, "control", LOCK_S
 
 bool session_has_users(int dirfd) { return !lock_free(dirfd, "users", LOCK_EX); }
 
-/* The data directory a control file names, if it is a directory of ours. */
+/* Empties and removes a data directory, only if it is a directory of ours. */
+static void remove_data_dir(const char *path)
+{
+    const char *why;
+    int fd = session_dir_open(path, false, &why);
+    if (fd < 0)
+        return;
+    DIR *d = fdopendir(fd);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            unlinkat(fd, e->d_name, 0);
+    if (d)
+        closedir(d);
+    else
+        close(fd);
+    rmdir(path);
+}
+
+/* The data directory the control file names (in cacheDir, it may lie elsewhere). */
 static void clear_data(int dirfd)
 {
     int fd = session_file_open(dirfd, "control", O_RDONLY);
@@ -78,20 +97,8 @@ static void clear_data(int dirfd)
               h.magic == OSSC_SESSION_MAGIC && h.version == OSSC_SESSION_VERSION &&
               memchr(h.data_dir, 0, sizeof(h.data_dir));
     close(fd);
-    const char *why;
-    int dfd = ok ? session_dir_open(h.data_dir, false, &why) : -1;
-    if (dfd < 0)
-        return;
-    DIR *d = fdopendir(dfd);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.')
-            unlinkat(dfd, e->d_name, 0);
-    if (d)
-        closedir(d);
-    else
-        close(dfd);
-    rmdir(h.data_dir);
+    if (ok)
+        remove_data_dir(h.data_dir);
 }
 
 void session_dir_clear(int dirfd, const char *path)
@@ -107,16 +114,7 @@ void session_dir_clear(int dirfd, const char *path)
             continue;
         char sub[OSSC_SESSION_PATH_MAX + 300];
         snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-        const char *why;
-        int sfd = session_dir_open(sub, false, &why);
-        DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
-        struct dirent *f;
-        while (sd && (f = readdir(sd)))
-            if (f->d_name[0] != '.')
-                unlinkat(sfd, f->d_name, 0);
-        if (sd)
-            closedir(sd);
-        unlinkat(dirfd, e->d_name, AT_REMOVEDIR);
+        remove_data_dir(sub);
     }
     if (d)
         closedir(d);
