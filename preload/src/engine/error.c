@@ -22,46 +22,43 @@ void err_set(ossc_error *err, int code, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Every status once: its name and the exit code of the ossc commands (Python reads both). */
+static const struct status_info {
+    const char *name;
+    int exit_code;
+} statuses[] = {
+    [OSSC_OK] = {"ok", 0},
+    [OSSC_E_CONFIG] = {"config", 3},
+    [OSSC_E_CREDENTIALS] = {"credentials", 4},
+    [OSSC_E_AUTH] = {"auth", 5},
+    [OSSC_E_NOT_FOUND] = {"not-found", 6},
+    [OSSC_E_NETWORK] = {"network", 7},
+    [OSSC_E_PROTOCOL] = {"protocol", 8},
+    [OSSC_E_INTEGRITY] = {"integrity", 9},
+    [OSSC_E_IO] = {"io", 10},
+    [OSSC_E_CANCELLED] = {"cancelled", 130},
+    [OSSC_E_NOMEM] = {"nomem", 12},
+    [OSSC_E_SERVER] = {"server", 11},
+    [OSSC_E_CONFLICT] = {"conflict", 13},
+};
+
+static const struct status_info *status_info(int status)
+{
+    bool known = status >= 0 && (size_t)status < sizeof(statuses) / sizeof(statuses[0]) &&
+                 statuses[status].name;
+    return known ? &statuses[status] : NULL;
+}
+
 OSSC_API const char *ossc_status_name(int status)
 {
-    static const char *const names[] = {
-        [OSSC_OK] = "ok",
-        [OSSC_E_CONFIG] = "config",
-        [OSSC_E_CREDENTIALS] = "credentials",
-        [OSSC_E_AUTH] = "auth",
-        [OSSC_E_NOT_FOUND] = "not-found",
-        [OSSC_E_NETWORK] = "network",
-        [OSSC_E_PROTOCOL] = "protocol",
-        [OSSC_E_INTEGRITY] = "integrity",
-        [OSSC_E_IO] = "io",
-        [OSSC_E_CANCELLED] = "cancelled",
-        [OSSC_E_NOMEM] = "nomem",
-        [OSSC_E_SERVER] = "server",
-        [OSSC_E_CONFLICT] = "conflict",
-    };
-    if (status < 0 || (size_t)status >= sizeof(names) / sizeof(names[0]) || !names[status])
-        return "unknown";
-    return names[status];
+    const struct status_info *info = status_info(status);
+    return info ? info->name : "unknown";
 }
 
 OSSC_API int ossc_exit_code(int status)
 {
-    static const int codes[] = {
-        [OSSC_OK] = 0,
-        [OSSC_E_CONFIG] = 3,
-        [OSSC_E_CREDENTIALS] = 4,
-        [OSSC_E_AUTH] = 5,
-        [OSSC_E_NOT_FOUND] = 6,
-        [OSSC_E_NETWORK] = 7,
-        [OSSC_E_PROTOCOL] = 8,
-        [OSSC_E_INTEGRITY] = 9,
-        [OSSC_E_IO] = 10,
-        [OSSC_E_CANCELLED] = 130,
-        [OSSC_E_NOMEM] = 12,
-        [OSSC_E_SERVER] = 11,
-        [OSSC_E_CONFLICT] = 13,
-    };
-    return status >= 0 && (size_t)status < sizeof(codes) / sizeof(codes[0]) ? codes[status] : 1;
+    const struct status_info *info = status_info(status);
+    return info ? info->exit_code : 1;
 }
 
 OSSC_API void ossc_free(void *p) { free(p); }
