@@ -201,8 +201,8 @@ static void test_listing(void)
         "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
         "<Error><Code>AccessDenied</Code></Error>",
         "<ListBucketResult><Contents><Key>a</Key>",
-        "<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%zz</Key><Size>1"
-        "</Size></Contents></ListBucketResult>",
+        ("<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%zz</Key><Size>1"
+         "</Size></Contents></ListBucketResult>"),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECK(xml_parse_list_page(bad[i], strlen(bad[i]), &p, &e) == OSSC_E_PROTOCOL);
