@@ -6,6 +6,7 @@
 #include <string.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <stddef.h>
@@ -229,6 +230,39 @@ static void test_backoff(void)
     CHECK(http_classify_status(403, &code) == FAIL_PERMANENT && code == OSSC_E_AUTH);
     CHECK(http_classify_status(500, &code) == FAIL_TRANSIENT);
     CHECK(http_classify_status(404, &code) == FAIL_PERMANENT && code == OSSC_E_NOT_FOUND);
+}
+
+/* The jitter of one process's backoffs, n draws at the cap (0..2500 ms of spread each). */
+static void backoff_draws(long *out, int n)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = http_backoff_ms(20, 0);
+}
+
+/* Every process backs off on its own schedule: two children forked from one parent (which
+ * drew before, so a seed it holds is inherited) draw different jitter. */
+static void test_backoff_differs_per_process(void)
+{
+    enum { N = 16 };
+    long parent[N], drawn[2][N];
+    backoff_draws(parent, N);
+    for (int c = 0; c < 2; c++) {
+        int fds[2];
+        CHECK(pipe(fds) == 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+            long mine[N];
+            backoff_draws(mine, N);
+            _exit(write(fds[1], mine, sizeof(mine)) == (ssize_t)sizeof(mine) ? 0 : 1);
+        }
+        close(fds[1]);
+        CHECK(pid > 0 && read(fds[0], drawn[c], sizeof(drawn[c])) == (ssize_t)sizeof(drawn[c]));
+        close(fds[0]);
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status));
+    }
+    CHECK(memcmp(drawn[0], drawn[1], sizeof(drawn[0])) != 0);
+    CHECK(memcmp(drawn[0], parent, sizeof(parent)) != 0);
 }
 
 /* The session layout is shared by processes built at different times: pin every offset. */
@@ -500,6 +534,7 @@ int main(void)
     test_settings();
     test_listing();
     test_backoff();
+    test_backoff_differs_per_process();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

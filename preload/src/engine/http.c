@@ -4,10 +4,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -165,6 +168,29 @@ enum failure_class http_classify_curl(int curl_code, int *code)
     }
 }
 
+/* The jitter's random source: splitmix64 over a per-process seed from getrandom and a shared
+ * counter, lock-free for every thread. A forked child sees another pid and draws a seed of its
+ * own, so processes started together (or forked from one parent) never back off in step. */
+static _Atomic uint64_t jitter_seed, jitter_count;
+static _Atomic pid_t jitter_pid;
+
+static uint64_t jitter_random(void)
+{
+    pid_t pid = getpid();
+    if (atomic_load(&jitter_pid) != pid) {
+        uint64_t seed;
+        if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+            seed = ((uint64_t)pid << 32) ^ now_ms() ^ (uint64_t)time(NULL);
+        atomic_store(&jitter_seed, seed);
+        atomic_store(&jitter_pid, pid);
+    }
+    uint64_t z = atomic_load(&jitter_seed) +
+                 (atomic_fetch_add(&jitter_count, 1) + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 long http_backoff_ms(int attempt, int qos_delay_ms)
 {
     long ceiling = BACKOFF_BASE_MS;
@@ -173,7 +199,7 @@ long http_backoff_ms(int attempt, int qos_delay_ms)
     if (ceiling > BACKOFF_CAP_MS)
         ceiling = BACKOFF_CAP_MS;
     /* Equal jitter: at least half the ceiling, so retries never hammer; spread the rest. */
-    long delay = ceiling / 2 + (long)((unsigned long)random() % (unsigned long)(ceiling / 2 + 1));
+    long delay = ceiling / 2 + (long)(jitter_random() % (uint64_t)(ceiling / 2 + 1));
     return qos_delay_ms > delay ? qos_delay_ms : delay;
 }
 
