@@ -172,6 +172,12 @@ int ossc_session_reap(const char *path, int force);
 /* The session directory name for model_dir (candidate 0), as the shim looks for it. */
 char *ossc_session_dir(const char *model_dir);
 
+/* Where key goes in a directory that mirrors prefix (MODEL_DIR, `ossc get`'s target): *rel
+ * points into key, past prefix; NULL for a directory marker ("" or ending in '/'). A key that
+ * would land outside the directory (an absolute name, an empty, "." or ".." part) is
+ * OSSC_E_PROTOCOL. The one check for the engine and the Python commands. */
+int ossc_relative_name(const char *key, const char *prefix, const char **rel, ossc_error *err);
+
 /* CRC-64/XZ as OSS computes it (x-oss-hash-crc64ecma); crc 0 starts a new one. */
 uint64_t ossc_crc64(uint64_t crc, const void *data, size_t len);
 uint64_t ossc_crc64_combine(uint64_t crc1, uint64_t crc2, uint64_t len2);

@@ -232,6 +232,23 @@ static void test_backoff(void)
     CHECK(http_classify_status(404, &code) == FAIL_PERMANENT && code == OSSC_E_NOT_FOUND);
 }
 
+/* The one check of where a key lands below MODEL_DIR (and `ossc get`'s target). */
+static void test_relative_name(void)
+{
+    ossc_error e;
+    const char *rel = "unset";
+    CHECK(ossc_relative_name("p/a/b.bin", "p/", &rel, &e) == 0 && strcmp(rel, "a/b.bin") == 0);
+    CHECK(ossc_relative_name("p/dir/", "p/", &rel, &e) == 0 && rel == NULL);
+    CHECK(ossc_relative_name("p/", "p/", &rel, &e) == 0 && rel == NULL);
+    CHECK(ossc_relative_name("other/x", "p/", &rel, &e) == 0 && strcmp(rel, "other/x") == 0);
+    const char *bad[] = {"p/../x", "p//x", "p/./x", "p/a/../../x", "p/a/..", "/abs", "p/.",
+                         "p/a//b"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK(ossc_relative_name(bad[i], "p/", &rel, &e) == OSSC_E_PROTOCOL);
+        CHECK(e.code == OSSC_E_PROTOCOL && strstr(e.message, bad[i]) != NULL);
+    }
+}
+
 /* The jitter of one process's backoffs, n draws at the cap (0..2500 ms of spread each). */
 static void backoff_draws(long *out, int n)
 {
@@ -534,6 +551,7 @@ int main(void)
     test_settings();
     test_listing();
     test_backoff();
+    test_relative_name();
     test_backoff_differs_per_process();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

@@ -20,7 +20,7 @@ from ossc import settings as setting_options
 from ossc.config import DEFAULT_PATH, ConfigFile, persistent, to_text
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code, status_exit_code
 from ossc.native import (Client, FetchItem, ObjectInfo, OsscError, lib, reap_session,
-                         sessions)
+                         relative_name, sessions)
 from ossc.progress import Progress, human_bytes
 
 
@@ -44,15 +44,12 @@ def _settings(args) -> dict:
 
 def _relative_path(key: str, prefix: str) -> Optional[PurePosixPath]:
     """Where key goes below the target directory; None for a directory marker. Raises for a
-    key that would escape it."""
-    rel = key[len(prefix):] if key.startswith(prefix) else key
-    if rel == "" or rel.endswith("/"):
-        return None
-    path = PurePosixPath(rel)
-    if path.is_absolute() or any(part in ("", ".", "..") for part in rel.split("/")):
-        raise UserError(f"refusing key {key!r}: it would land outside the target directory",
-                        status_exit_code(lib.OSSC_E_PROTOCOL))
-    return path
+    key that would escape it (the engine's check, as for MODEL_DIR)."""
+    try:
+        rel = relative_name(key, prefix)
+    except OsscError as exc:
+        raise UserError(exc.message, status_exit_code(exc.code)) from exc
+    return None if rel is None else PurePosixPath(rel)
 
 
 def cmd_ls(args) -> int:

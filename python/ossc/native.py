@@ -186,6 +186,18 @@ def resolve_settings(url: Optional[str], overrides: Sequence[str],
     return json.loads(_take_string(out))
 
 
+def relative_name(key: str, prefix: str) -> Optional[str]:
+    """Where key goes in a directory that mirrors prefix; None for a directory marker. A key
+    that would land outside the directory raises OsscError (OSSC_E_PROTOCOL): the engine's
+    one check (ossc_relative_name), the one MODEL_DIR gets."""
+    c_key = ffi.new("char[]", key.encode("utf-8", "surrogateescape"))
+    rel = ffi.new("const char **")
+    err = ffi.new("ossc_error *")
+    _check(lib.ossc_relative_name(c_key, prefix.encode("utf-8", "surrogateescape"), rel, err),
+           err)
+    return None if rel[0] == ffi.NULL else ffi.string(rel[0]).decode("utf-8", "surrogateescape")
+
+
 def crc64(data: bytes, crc: int = 0) -> int:
     """CRC-64/XZ as OSS reports it in x-oss-hash-crc64ecma."""
     return lib.ossc_crc64(crc, data, len(data))

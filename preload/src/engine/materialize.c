@@ -14,7 +14,9 @@
 #define MANIFEST "materialized"
 #define MANIFEST_MAX (64u << 20)
 
-int relative_name(const char *key, const char *prefix, const char **out, ossc_error *err)
+/* The one check of a key's name, for MODEL_DIR and for `ossc get` (through the binding). */
+OSSC_API int ossc_relative_name(const char *key, const char *prefix, const char **out,
+                                ossc_error *err)
 {
     size_t pl = strlen(prefix);
     const char *rel = strncmp(key, prefix, pl) == 0 ? key + pl : key;
@@ -24,8 +26,8 @@ int relative_name(const char *key, const char *prefix, const char **out, ossc_er
     for (const char *p = rel;;) {
         size_t n = strcspn(p, "/");
         if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) {
-            err_set(err, OSSC_E_PROTOCOL, "refusing key '%s': it would land outside MODEL_DIR",
-                    key);
+            err_set(err, OSSC_E_PROTOCOL, "refusing key '%s': it would land outside the directory "
+                    "it is mapped to", key);
             return OSSC_E_PROTOCOL;
         }
         if (!p[n])

@@ -57,8 +57,7 @@ void session_dir_clear(int dirfd, const char *path);
 int session_reap(const char *path, bool force);
 
 /* ---- MODEL_DIR (materialize.c) ---- */
-/* Where a key goes below MODEL_DIR; *out NULL for a directory marker; error for an unsafe key. */
-int relative_name(const char *key, const char *prefix, const char **out, ossc_error *err);
+/* Where a key goes below MODEL_DIR: ossc_relative_name (ossc.h), materialize.c. */
 /* Records a created file ('f') or directory ('d') in the manifest (manifest_fd >= 0). */
 void materialize_record(int manifest_fd, char kind, const char *path);
 /* mkdir -p; each directory it creates is recorded in the manifest (manifest_fd >= 0). */

@@ -73,8 +73,8 @@ static int check_listing(ossc_session *s, const char *url, ossc_error *err)
 {
     for (size_t i = 0; i < s->listing->count; i++) {
         const char *rel;
-        int rc = relative_name(s->listing->objects[i].key, ossc_client_prefix(s->client), &rel,
-                               err);
+        int rc = ossc_relative_name(s->listing->objects[i].key, ossc_client_prefix(s->client),
+                                    &rel, err);
         if (rc || rel)
             return rc;
     }
@@ -107,8 +107,8 @@ static void order_by_index(ossc_session *s, size_t *order, size_t n)
         for (size_t k = placed; k < n; k++) {
             const char *rel;
             ossc_error ignored;
-            relative_name(s->listing->objects[order[k]].key, ossc_client_prefix(s->client), &rel,
-                          &ignored);
+            ossc_relative_name(s->listing->objects[order[k]].key, ossc_client_prefix(s->client),
+                               &rel, &ignored);
             if (rel && strcmp(rel, shard) == 0) {
                 size_t moved = order[k];
                 memmove(order + placed + 1, order + placed, (k - placed) * sizeof(*order));
@@ -336,7 +336,7 @@ static int fetch_small(ossc_session *s, const size_t *small, size_t n, ossc_erro
     for (; opened < n; opened++) {
         const ossc_object *o = &s->listing->objects[small[opened]];
         const char *rel;
-        relative_name(o->key, ossc_client_prefix(s->client), &rel, err);
+        ossc_relative_name(o->key, ossc_client_prefix(s->client), &rel, err);
         char path[OSSC_MODEL_DIR_MAX + OSSC_DATA_PATH_MAX];
         snprintf(path, sizeof(path), "%s/%s", s->model_dir, rel);
         int fd = materialize_file(s->manifest_fd, path, err);
@@ -453,7 +453,7 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     for (size_t i = 0; i < n; i++) {
         const ossc_object *o = &s->listing->objects[large[i]];
         const char *rel;
-        relative_name(o->key, prefix, &rel, err);
+        ossc_relative_name(o->key, prefix, &rel, err);
         size_t len = strlen(rel);
         memcpy(name_area + name_pos, rel, len + 1);
         objs[i] = (ossc_session_object){o->size, next_chunk,
@@ -535,8 +535,8 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
     size_t *small = order + n, *large = order;
     for (size_t i = 0; i < n; i++) {
         const char *rel;
-        if ((rc = relative_name(s->listing->objects[i].key, ossc_client_prefix(s->client), &rel,
-                                err)))
+        if ((rc = ossc_relative_name(s->listing->objects[i].key, ossc_client_prefix(s->client),
+                                     &rel, err)))
             goto out;
         if (!rel)
             continue;
