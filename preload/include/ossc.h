@@ -101,6 +101,15 @@ char *ossc_client_settings_json(const ossc_client *client);
  * with ossc_free. */
 char *ossc_settings_json(const char *url, const char *const *overrides, size_t n_overrides,
                          const char *const *envp, ossc_error *err);
+/* Every setting of the table, as a JSON array of objects: key (config.json's; a dot is a
+ * nested object), env (OSSC_ name), ossEnv and s3Env (other names read, if any), type
+ * ("string", "int", "size", "enum"), default (as text), min and max (int, size), maxLength
+ * (string), choices and numbered (enum), group and help (for the commands' options), switch
+ * (an option without value that sets "yes"). The commands' options are generated from it;
+ * values are checked only by the engine. The caller frees with ossc_free. */
+char *ossc_settings_describe(void);
+/* The config file read when neither an override nor OSSC_CONFIG names one. */
+const char *ossc_default_config_path(void);
 /* The key prefix the URL names ("" for a bucket root). */
 const char *ossc_client_prefix(const ossc_client *client);
 
@@ -171,6 +180,11 @@ char *ossc_sessions_json(const char *model_dir, ossc_error *err);
 int ossc_session_reap(const char *path, int force);
 /* The session directory name for model_dir (candidate 0), as the shim looks for it. */
 char *ossc_session_dir(const char *model_dir);
+/* Counts the caller as a user of the live session serving model_dir (this uid's, or, with
+ * shared_group (a name or gid, "" for none), a member's of that group), as the shim does for
+ * every process that reads it: returns an fd holding flock(LOCK_SH) on its users file (close
+ * it to leave), or -1 if no live session serves model_dir. */
+int ossc_session_use(const char *model_dir, const char *shared_group);
 
 /* Where key goes in a directory that mirrors prefix (MODEL_DIR, `ossc get`'s target): *rel
  * points into key, past prefix; NULL for a directory marker ("" or ending in '/'). A key that

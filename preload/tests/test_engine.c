@@ -326,10 +326,27 @@ static void test_session_layout(void)
     CHECK(sizeof(ossc_session_object) == 32);
     CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 3);
     char name[OSSC_SESSION_PATH_MAX];
-    ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 1000, "/models/m", 0);
+    ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 1000, OSSC_SESSION_PRIVATE,
+                      "/models/m", 0);
     CHECK(strncmp(name, "/dev/shm/ossc-1000-", 19) == 0 && strlen(name) == 19 + 16);
-    ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 0, "/models/m", 2);
+    ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 0, OSSC_SESSION_PRIVATE,
+                      "/models/m", 2);
     CHECK(strlen(name) > 2 && strcmp(name + strlen(name) - 2, "-2") == 0);
+    ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 1000, 44, "/models/m", 0);
+    CHECK(strncmp(name, "/dev/shm/ossc-g44-", 18) == 0 && strlen(name) == 18 + 16);
+
+    /* Who may use a session's directory or file: owner uid, group, mode; euid; sharing. */
+    CHECK(!ossc_session_access(1000, 1000, 040700, 1000, OSSC_SESSION_PRIVATE));
+    CHECK(ossc_session_access(1001, 1000, 040700, 1000, OSSC_SESSION_PRIVATE));  /* another's */
+    CHECK(ossc_session_access(1000, 1000, 040750, 1000, OSSC_SESSION_PRIVATE));  /* group r */
+    CHECK(ossc_session_access(1000, 1000, 0100604, 1000, OSSC_SESSION_PRIVATE)); /* world r */
+    CHECK(!ossc_session_access(1001, 44, 042750, 1000, 44));  /* a member's, shared with us */
+    CHECK(!ossc_session_access(1000, 44, 0100640, 1000, 44));
+    CHECK(ossc_session_access(1001, 45, 042750, 1000, 44));   /* another group's */
+    CHECK(ossc_session_access(1001, 44, 042770, 1000, 44));   /* the group may write */
+    CHECK(ossc_session_access(1001, 44, 042751, 1000, 44));   /* others may search */
+    CHECK(!ossc_session_access(1000, 44, 042750, 1000, OSSC_SESSION_OWN_ANY));
+    CHECK(ossc_session_access(1001, 44, 042750, 1000, OSSC_SESSION_OWN_ANY));
 
     /* The smallest file the check accepts: a header with no objects, every area empty. */
     static uint64_t bare[sizeof(ossc_session_header) / 8];

@@ -241,7 +241,7 @@ def _add_config_parsers(sub, common) -> None:
     settings = argparse.ArgumentParser(add_help=False)
     settings.add_argument("--url", help="the store URL the settings are for (s3:// changes "
                           "defaults: SigV4, region us-east-1, path-style for custom endpoints)")
-    setting_options.add_options(settings, ("store", "tuning", "session", "logging"))
+    setting_options.add_options(settings)  # every group
     p = config_sub.add_parser("generate", parents=[settings], help="config.json from the "
                               "options and the environment, on stdout or --write PATH; "
                               "per-run values (endpoint, region, credentialsFile) are left "

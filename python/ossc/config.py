@@ -18,18 +18,17 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError
-from ossc.native import OsscError
-from ossc.settings import flatten, resolve
+from ossc.native import OsscError, ffi, lib
+from ossc.settings import flatten, resolve, setting
 
-DEFAULT_PATH = "/etc/oss-connector/config.json"
+DEFAULT_PATH = ffi.string(lib.ossc_default_config_path()).decode()  # the engine's
 
 # Settings that belong to one run, never to the file.
 PER_RUN = ("endpoint", "region", "credentialsFile")
 # Resolved from the store URL ("auto" becomes virtual or path): written only when given.
 STORE_DERIVED = ("addressing",)
-# logLevel as a number, in Aliyun's numbering (0 DEBUG .. 3 ERROR); the engine's copy is
-# ALIYUN_LOG_LEVELS in preload/src/engine/settings.c, and a test checks that the two agree.
-ALIYUN_LOG_LEVELS = ("debug", "info", "warn", "error")
+# logLevel as a number, in Aliyun's numbering (0 DEBUG .. 3 ERROR), from the engine's table.
+ALIYUN_LOG_LEVELS = setting("logLevel").numbered
 
 
 def to_text(settings: Mapping) -> str:

@@ -94,7 +94,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true",
                         help="deprecated, no effect: a config file that differs from the "
                         "options or the environment is no longer an error")
-    setting_options.add_options(parser, ("store", "tuning", "session", "logging"))
+    setting_options.add_options(parser)  # every group, a new setting's included
     run = parser.add_argument_group("run")
     run.add_argument("--ready-url", help="poll this URL (e.g. http://127.0.0.1:8000/health) "
                      "and report the time until it answers 200")
@@ -167,6 +167,8 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
     child_env.update({setting_options.env_name(k): v for k, v in given.items()})
     child_env.update(LD_PRELOAD=_with_preload(env.get("LD_PRELOAD", ""), preload),
                      MODEL_DIR=model_dir, OSS_PATH=oss_path, OSSC_CONFIG=config_path)
+    if resolved.get("sharedGroup"):  # the shim reads the group from its environment only
+        child_env["OSSC_SHARED_GROUP"] = resolved["sharedGroup"]
     return LaunchPlan(oss_path=oss_path, model_dir=model_dir, command=tuple(args.command),
                       settings=resolved, config_path=config_path,
                       config_explicit=args.config is not None, config_writes=writes,
@@ -181,6 +183,8 @@ def env_exports(plan: LaunchPlan) -> str:
              "export ENABLE_CONNECTOR=1",
              f"export OSS_PATH={shlex.quote(plan.oss_path)}",
              f"export MODEL_DIR={shlex.quote(plan.model_dir)}"]
+    if plan.settings.get("sharedGroup"):
+        lines.append(f"export OSSC_SHARED_GROUP={shlex.quote(plan.settings['sharedGroup'])}")
     if plan.config_explicit:
         lines.append(f"export OSSC_CONFIG={shlex.quote(plan.config_path)}")
     for key, value in sorted(plan.given.items()):
@@ -246,7 +250,7 @@ def _start_session(plan: LaunchPlan, env: Mapping[str, str]) -> int:
             raise
         if code:
             raise OwnerFailed(code)
-        fd = use_session(plan.model_dir)
+        fd = use_session(plan.model_dir, plan.settings.get("sharedGroup", ""))
         if fd is not None:
             return fd
     raise UserError(f"the session for {plan.model_dir} ended each time it was attached",

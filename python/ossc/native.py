@@ -93,36 +93,14 @@ def reap_session(path: str, force: bool = False) -> int:
     return lib.ossc_session_reap(os.fsencode(path), int(force))
 
 
-def use_session(model_dir: str) -> Optional[int]:
-    """Counts this process as a user of the session serving model_dir, as the shim does for
-    every process that reads it: an fd holding LOCK_SH on its users file (close it to leave).
-    None if no live session serves model_dir."""
-    import fcntl
-    import stat
+def use_session(model_dir: str, shared_group: str = "") -> Optional[int]:
+    """Counts this process as a user of the live session serving model_dir (this uid's, or a
+    member's of shared_group), as the shim does for every process that reads it: an fd
+    holding LOCK_SH on its users file (close it to leave). None if no live session serves
+    model_dir."""
+    fd = lib.ossc_session_use(os.fsencode(model_dir), shared_group.encode())
+    return fd if fd >= 0 else None
 
-    found = [s for s in sessions(model_dir) if s.get("ownerAlive")]
-    if not found:
-        return None
-    path = os.path.join(found[0]["path"], "users")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        os.close(fd)
-        return None
-    fcntl.flock(fd, fcntl.LOCK_SH)  # waits while an owner is ending the session
-    again = [s for s in sessions(model_dir) if s.get("ownerAlive")]
-    try:
-        same = again and again[0]["state"] != "ended" and \
-            os.stat(path, follow_symlinks=False).st_ino == st.st_ino
-    except OSError:
-        same = False
-    if not same:
-        os.close(fd)
-        return None
-    return fd
 
 STATUS_NAMES = {
     getattr(lib, name): name for name in dir(lib) if name.startswith("OSSC_E_") or name == "OSSC_OK"

@@ -51,6 +51,25 @@ static inline int ossc_session_relative_(const char *s, uint32_t len)
     return 1;
 }
 
+/* Whether a session directory or file (its owner uid, group gid and mode, as fstat gave them
+ * for what was opened) may be used by a process of euid. Private (group OSSC_SESSION_PRIVATE):
+ * its own, closed to everyone else. Shared with group: of that group, and nobody but its owner
+ * can write it or anyone outside the group open it; another member's is used read-only.
+ * OSSC_SESSION_OWN_ANY: its own, private or shared. NULL when it may, else why not. */
+static inline const char *ossc_session_access(uint32_t uid, uint32_t gid, uint32_t mode,
+                                              uint32_t euid, long group)
+{
+    if (group >= 0 && gid != (uint64_t)group)
+        return "it is not of the sharedGroup";
+    if (group < 0 && uid != euid)
+        return "another user owns it";
+    if (group == OSSC_SESSION_PRIVATE && (mode & 077))
+        return "other users can open it";
+    if (mode & 027)
+        return "users outside its group can open it, or its group can write it";
+    return NULL;
+}
+
 /* NULL when the control file mapped at map can be trusted; size is the file's size as fstat
  * gives it (never the header's control_size). Else why not, a static string. */
 static inline const char *ossc_session_check(const void *map, uint64_t size)

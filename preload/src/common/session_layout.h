@@ -3,6 +3,8 @@
  * Fixed-width, versioned; test_session_layout (preload/tests/test_engine.c) pins every offset.
  *
  *   /dev/shm/ossc-<euid>-<16 hex digits of FNV-1a-64(real path of MODEL_DIR)>[-<n>]/  (0700)
+ *   /dev/shm/ossc-g<gid>-<hash>[-<n>]/  (02750, group gid) when shared with sharedGroup: its
+ *                  files 0640, so the group's members attach read-only
  *       control        header, object table, chunk ready bits, names (0600). The owner holds
  *                      flock(LOCK_EX) on it for as long as it lives.
  *       users          empty (0600). Every attached process holds flock(LOCK_SH) on it; the
@@ -15,8 +17,8 @@
  *                      bits cleared) expireTimeSec after the last open of a complete session,
  *                      created again when a reader asks for one of its chunks.
  *
- * A directory of that name that is not this uid's own, or that others can write, is never
- * used: the next candidate name (-1, -2, ... up to OSSC_SESSION_CANDIDATES) is.
+ * A directory of that name that fails ossc_session_access (session_check.h) is never used:
+ * the next candidate name (-1, -2, ... up to OSSC_SESSION_CANDIDATES) is.
  *
  * Only plain C and <stdint.h>/<stdio.h>: the shim includes it and links nothing but libc.
  */
@@ -97,15 +99,26 @@ static inline uint64_t ossc_session_hash(const char *real_model_dir)
     return h;
 }
 
-/* The session directory's name for uid and the real path of MODEL_DIR; candidate 0 is the
+/* Who a session belongs to: sessions are private to the uid that made them, unless
+ * sharedGroup names a group whose members may then attach read-only. */
+#define OSSC_SESSION_PRIVATE (-1L)
+#define OSSC_SESSION_OWN_ANY (-2L) /* status and clean-up: any session this uid made */
+
+/* The session directory's name for the real path of MODEL_DIR: ossc-<uid>-<hash> when
+ * private (group < 0), ossc-g<group>-<hash> when shared with that group. Candidate 0 is the
  * usual one, 1.. the fallbacks past a planted directory. Returns snprintf's count. */
 static inline int ossc_session_name(char *buf, size_t cap, const char *root, unsigned uid,
-                                    const char *real_model_dir, int candidate)
+                                    long group, const char *real_model_dir, int candidate)
 {
     unsigned long long h = (unsigned long long)ossc_session_hash(real_model_dir);
-    return candidate ? snprintf(buf, cap, "%s/" OSSC_SESSION_PREFIX "%u-%016llx-%d", root, uid,
+    char owner[24];
+    if (group >= 0)
+        snprintf(owner, sizeof(owner), "g%ld", group);
+    else
+        snprintf(owner, sizeof(owner), "%u", uid);
+    return candidate ? snprintf(buf, cap, "%s/" OSSC_SESSION_PREFIX "%s-%016llx-%d", root, owner,
                                 h, candidate)
-                     : snprintf(buf, cap, "%s/" OSSC_SESSION_PREFIX "%u-%016llx", root, uid, h);
+                     : snprintf(buf, cap, "%s/" OSSC_SESSION_PREFIX "%s-%016llx", root, owner, h);
 }
 
 #endif

@@ -65,6 +65,8 @@ typedef struct settings {
     int allow_non_empty;        /* materialize into a non-empty MODEL_DIR we did not create */
     int verify_before_read;     /* readers see an object with a CRC-64 only once it verified */
     char cache_dir[900];        /* data files go to <cache_dir>/ossc-<hash>; "" for /dev/shm */
+    char shared_group[64];      /* a group (name or gid) whose members may attach read-only;
+                                 * "" keeps sessions private to this uid */
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 

@@ -20,6 +20,7 @@ struct ossc_session {
     char data_dir[1024];        /* <path>/data.<pid>, or <cacheDir>/ossc-<uid>-<hash>-<pid> */
     char model_dir[OSSC_MODEL_DIR_MAX]; /* real path */
     bool attached;              /* another live owner fetches; we only looked */
+    long group;                 /* sharedGroup's gid, or OSSC_SESSION_PRIVATE */
     int dir_fd;                 /* the session directory; flock(LOCK_EX) while we own it */
     int users_fd;               /* the users file: LOCK_EX taken only to see that none is left */
     int manifest_fd;            /* "materialized": what we created in MODEL_DIR */
@@ -38,13 +39,19 @@ struct ossc_session {
 };
 
 /* ---- the session directory (session_dir.c) ---- */
-/* Opens dir (O_DIRECTORY, O_NOFOLLOW) if it is a directory of this uid that nobody else can
- * write or read; -1 with errno ENOENT (absent) or EPERM (someone else's or open to others:
- * *why says how). With create, a missing one is made 0700 first. */
-int session_dir_open(const char *dir, bool create, const char **why);
-/* Opens name in the session directory dirfd like openat, refusing symlinks and files that
- * are not this uid's regular 0600 files. */
-int session_file_open(int dirfd, const char *name, int flags);
+/* sharedGroup (a name, a gid, or "" for private sessions) as the group argument below; an
+ * unknown group, or one this process is not in, is a configuration error. */
+int session_group(const char *name, long *gid, ossc_error *err);
+/* Opens dir (O_DIRECTORY, O_NOFOLLOW) if ossc_session_access allows it for group
+ * (OSSC_SESSION_PRIVATE, a sharedGroup gid, or OSSC_SESSION_OWN_ANY); -1 with errno ENOENT
+ * (absent) or EPERM (someone else's or open to others: *why says how). With create, a
+ * missing one is made 0700 (02750 and the group's, when shared) first. */
+int session_dir_open(const char *dir, bool create, long group, const char **why);
+/* Opens name in the session directory dirfd like openat, refusing symlinks and what is not a
+ * regular file that ossc_session_access allows; with O_EXCL, the new file is the group's. */
+int session_file_open(int dirfd, const char *name, int flags, long group);
+/* Gives a file this process just created to the sharedGroup (0640), if sharing. */
+int session_file_share(int fd, long group);
 /* Whether a live owner holds the control file of the session directory dirfd. */
 bool session_owner_alive(int dirfd);
 /* Whether any process holds the users file of dirfd (LOCK_SH). */

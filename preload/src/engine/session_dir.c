@@ -1,5 +1,6 @@
 /* session_dir.c: the session's directory in /dev/shm: opening it and its files only when they
- * are this uid's own and closed to others (a planted directory or symlink is never used), the
+ * are this uid's own and closed to others, or shared as sharedGroup says (a planted directory
+ * or symlink is never used), the
  * locks that tell whether its owner lives and whether anyone uses it, and removing it. */
 #include <dirent.h>
 #include <errno.h>
@@ -11,11 +12,56 @@
 #include <unistd.h>
 
 #include "session.h"
+#include "session_check.h"
+#include "session_group.h"
 
-int session_dir_open(const char *dir, bool create, const char **why)
+int session_group(const char *name, long *gid, ossc_error *err)
+{
+    if (ossc_session_group(name, gid) != 0) {
+        err_set(err, OSSC_E_CONFIG, "sharedGroup: no group named '%s'", name);
+        return OSSC_E_CONFIG;
+    }
+    if (*gid < 0 || geteuid() == 0 || getegid() == (gid_t)*gid)
+        return 0;
+    gid_t groups[256];
+    int count = getgroups(256, groups);
+    for (int i = 0; i < count; i++)
+        if (groups[i] == (gid_t)*gid)
+            return 0;
+    err_set(err, OSSC_E_CONFIG, "sharedGroup: this process is not in group '%s', so it cannot "
+            "share its session with it", name);
+    return OSSC_E_CONFIG;
+}
+
+/* What this process just created goes to the sharedGroup: the directory setgid (what is made
+ * in it is the group's too), with group read (and search) and nothing for others. */
+static int share(int fd, long group, mode_t mode)
+{
+    if (group < 0)
+        return 0;
+    return fchown(fd, (uid_t)-1, (gid_t)group) == 0 && fchmod(fd, mode) == 0 ? 0 : -1;
+}
+
+/* *why and EPERM when what fd is may not be used (ossc_session_access). */
+static int check_access(int fd, bool dir, long group, const char **why)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+        *why = dir ? "it is not a directory" : "it is not a regular file";
+    else
+        *why = ossc_session_access(st.st_uid, st.st_gid, st.st_mode, geteuid(), group);
+    if (!*why)
+        return fd;
+    close(fd);
+    errno = EPERM;
+    return -1;
+}
+
+int session_dir_open(const char *dir, bool create, long group, const char **why)
 {
     *why = NULL;
-    if (create && mkdir(dir, 0700) != 0 && errno != EEXIST)
+    bool made = create && mkdir(dir, 0700) == 0;
+    if (create && !made && errno != EEXIST)
         return -1;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
@@ -25,37 +71,34 @@ int session_dir_open(const char *dir, bool create, const char **why)
         }
         return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_uid != geteuid())
-        *why = "another user owns it";
-    else if (st.st_mode & 077)
-        *why = "other users can open it";
-    if (*why) {
+    if (made && share(fd, group, 02750) != 0) {
+        int e = errno;
         close(fd);
-        errno = EPERM;
+        rmdir(dir);
+        errno = e;
         return -1;
     }
-    return fd;
+    return check_access(fd, true, group, why);
 }
 
-int session_file_open(int dirfd, const char *name, int flags)
+int session_file_open(int dirfd, const char *name, int flags, long group)
 {
     int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-        (st.st_mode & 077)) {
+    if ((flags & O_EXCL) && share(fd, group, 0640) != 0) {
         close(fd);
-        errno = EPERM;
         return -1;
     }
-    return fd;
+    const char *why;
+    return check_access(fd, false, group, &why);
 }
+
+int session_file_share(int fd, long group) { return share(fd, group, 0640); }
 
 static bool lock_free(int dirfd, const char *name, int how)
 {
-    int fd = session_file_open(dirfd, name, O_RDONLY);
+    int fd = session_file_open(dirfd, name, O_RDONLY, OSSC_SESSION_OWN_ANY);
     if (fd < 0)
         return true;
     bool free_ = flock(fd, how | LOCK_NB) == 0;
@@ -71,7 +114,7 @@ bool session_has_users(int dirfd) { return !lock_free(dirfd, "users", LOCK_EX); 
 static void remove_data_dir(const char *path)
 {
     const char *why;
-    int fd = session_dir_open(path, false, &why);
+    int fd = session_dir_open(path, false, OSSC_SESSION_OWN_ANY, &why);
     if (fd < 0)
         return;
     DIR *d = fdopendir(fd);
@@ -89,7 +132,7 @@ static void remove_data_dir(const char *path)
 /* The data directory the control file names (in cacheDir, it may lie elsewhere). */
 static void clear_data(int dirfd)
 {
-    int fd = session_file_open(dirfd, "control", O_RDONLY);
+    int fd = session_file_open(dirfd, "control", O_RDONLY, OSSC_SESSION_OWN_ANY);
     if (fd < 0)
         return;
     ossc_session_header h;
@@ -128,7 +171,7 @@ void session_dir_clear(int dirfd, const char *path)
 int session_reap(const char *path, bool force)
 {
     const char *why;
-    int dirfd = session_dir_open(path, false, &why);
+    int dirfd = session_dir_open(path, false, OSSC_SESSION_OWN_ANY, &why);
     if (dirfd < 0)
         return -1;
     int rc;

@@ -163,7 +163,7 @@ static int create_data_file(const ossc_session *s, size_t object, uint64_t size)
     data_path(s, object, path, sizeof(path));
     /* O_EXCL: a file still there belongs to readers and is never truncated. */
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd >= 0 && ftruncate(fd, (off_t)size) != 0) {
+    if (fd >= 0 && (session_file_share(fd, s->group) != 0 || ftruncate(fd, (off_t)size) != 0)) {
         int e = errno;
         close(fd);
         unlink(path);
@@ -314,7 +314,10 @@ static void *helper_main(void *arg)
         }
         bool refetching = reap_refetches(s);
         uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
+        /* Not when shared: the group's readers attach read-only and cannot ask for a file
+         * again. */
         if (h->state == OSSC_SESSION_COMPLETE && h->expire_time_sec && !refetching &&
+            s->group == OSSC_SESSION_PRIVATE &&
             holds_data(s) &&
             now_ms() >= (last > s->complete_ms ? last : s->complete_ms) +
                             (uint64_t)h->expire_time_sec * 1000)
@@ -374,7 +377,7 @@ static int make_data_dir(ossc_session *s, ossc_error *err)
         snprintf(s->data_dir, sizeof(s->data_dir), "%s/data.%d", s->path, (int)getpid());
     }
     const char *why;
-    int fd = session_dir_open(s->data_dir, true, &why);
+    int fd = session_dir_open(s->data_dir, true, s->group, &why);
     if (fd < 0) {
         err_set(err, OSSC_E_IO, "cannot use %s for the data files: %s", s->data_dir,
                 why ? why : strerror(errno));
@@ -406,7 +409,7 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
     if (rc)
         return rc;
     unlinkat(s->dir_fd, "control.new", 0);
-    int fd = session_file_open(s->dir_fd, "control.new", O_RDWR | O_CREAT | O_EXCL);
+    int fd = session_file_open(s->dir_fd, "control.new", O_RDWR | O_CREAT | O_EXCL, s->group);
     if (fd < 0 || ftruncate(fd, (off_t)s->control_size) != 0 || flock(fd, LOCK_EX) != 0) {
         err_set(err, OSSC_E_IO, "cannot create the control file in %s: %s", s->path,
                 strerror(errno));
@@ -481,7 +484,9 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
         char path[OSSC_MODEL_DIR_MAX + OSSC_DATA_PATH_MAX];
         snprintf(path, sizeof(path), "%s/%s", s->model_dir, name_area + objs[i].name_offset);
         int pfd = materialize_file(s->manifest_fd, path, err);
-        if (pfd < 0 || ftruncate(pfd, (off_t)objs[i].size) != 0) {
+        /* Nobody who cannot attach may open a placeholder: EACCES, never its holes. */
+        if (pfd < 0 || ftruncate(pfd, (off_t)objs[i].size) != 0 ||
+            (s->group < 0 ? fchmod(pfd, 0600) : session_file_share(pfd, s->group)) != 0) {
             err_set(err, OSSC_E_IO, "cannot create placeholder %s: %s", path, strerror(errno));
             if (pfd >= 0)
                 close(pfd);
@@ -509,7 +514,7 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
         snprintf(dir, sizeof(dir), "%.*s", (int)i, model_dir);
         materialize_record(s->manifest_fd, 'd', dir);
     }
-    s->users_fd = session_file_open(s->dir_fd, "users", O_RDONLY | O_CREAT | O_EXCL);
+    s->users_fd = session_file_open(s->dir_fd, "users", O_RDONLY | O_CREAT | O_EXCL, s->group);
     if (s->users_fd < 0) {
         err_set(err, OSSC_E_IO, "cannot create the users file in %s: %s", s->path,
                 strerror(errno));
@@ -584,7 +589,7 @@ static int join_live(ossc_session *s, int dirfd, ossc_error *err)
         if (flock(dirfd, LOCK_EX | LOCK_NB) == 0)
             return TAKEN;
         ossc_session_header h;
-        int fd = session_file_open(dirfd, "control", O_RDONLY);
+        int fd = session_file_open(dirfd, "control", O_RDONLY, s->group);
         bool read_ok = fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
                        h.magic == OSSC_SESSION_MAGIC && h.version == OSSC_SESSION_VERSION;
         if (fd >= 0)
@@ -615,9 +620,9 @@ static int take_directory(ossc_session *s, ossc_error *err)
 {
     for (int c = 0; c < OSSC_SESSION_CANDIDATES; c++) {
         ossc_session_name(s->path, sizeof(s->path), OSSC_SESSION_ROOT, (unsigned)geteuid(),
-                          s->model_dir, c);
+                          s->group, s->model_dir, c);
         const char *why;
-        int dirfd = session_dir_open(s->path, true, &why);
+        int dirfd = session_dir_open(s->path, true, s->group, &why);
         if (dirfd < 0) {
             if (!why) {
                 err_set(err, OSSC_E_IO, "cannot create %s: %s", s->path, strerror(errno));
@@ -627,6 +632,9 @@ static int take_directory(ossc_session *s, ossc_error *err)
             continue;
         }
         int rc = flock(dirfd, LOCK_EX | LOCK_NB) == 0 ? TAKEN : join_live(s, dirfd, err);
+        struct stat st;
+        if (rc == TAKEN && (fstat(dirfd, &st) != 0 || st.st_uid != geteuid()))
+            rc = NEXT_NAME; /* a dead owner's of the group: not ours to clear */
         if (rc == TAKEN) {
             s->dir_fd = dirfd;
             return TAKEN;
@@ -670,6 +678,8 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         goto fail;
     }
     if (!(s->client = ossc_client_new(url, overrides, n_overrides, err)))
+        goto fail;
+    if ((rc = session_group(s->client->s.shared_group, &s->group, err)))
         goto fail;
     snprintf(s->url, sizeof(s->url), "%s://%s/%s",
              s->client->url.scheme == SCHEME_S3 ? "s3" : "oss", s->client->url.bucket,

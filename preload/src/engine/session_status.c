@@ -16,6 +16,7 @@
 
 #include "session.h"
 #include "session_check.h"
+#include "session_group.h"
 
 static const char *state_name(uint32_t state)
 {
@@ -45,7 +46,7 @@ int session_lock_holders(int fd)
 static uint64_t held_bytes(const char *dir)
 {
     const char *why;
-    int fd = session_dir_open(dir, false, &why);
+    int fd = session_dir_open(dir, false, OSSC_SESSION_OWN_ANY, &why);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     uint64_t total = 0;
     struct dirent *e;
@@ -62,18 +63,18 @@ static uint64_t held_bytes(const char *dir)
 static cJSON *describe(const char *path, const char *only_model_dir)
 {
     const char *why;
-    int dirfd = session_dir_open(path, false, &why);
+    int dirfd = session_dir_open(path, false, OSSC_SESSION_OWN_ANY, &why);
     if (dirfd < 0)
         return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "path", path);
     bool alive = session_owner_alive(dirfd);
-    int ufd = session_file_open(dirfd, "users", O_RDONLY);
+    int ufd = session_file_open(dirfd, "users", O_RDONLY, OSSC_SESSION_OWN_ANY);
     cJSON_AddNumberToObject(o, "users", ufd >= 0 ? session_lock_holders(ufd) : 0);
     if (ufd >= 0)
         close(ufd);
     cJSON_AddBoolToObject(o, "ownerAlive", alive);
-    int fd = session_file_open(dirfd, "control", O_RDONLY);
+    int fd = session_file_open(dirfd, "control", O_RDONLY, OSSC_SESSION_OWN_ANY);
     struct stat st;
     void *map = MAP_FAILED;
     if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0)
@@ -128,39 +129,42 @@ out:
     return o;
 }
 
+/* Whether a directory entry of OSSC_SESSION_ROOT is named as this uid's sessions are
+ * (private, or shared with a group: describe checks that it is ours), for MODEL_DIR's hash
+ * when hash is not NULL. */
+static bool named_ours(const char *name, const char *hash)
+{
+    char own[32];
+    snprintf(own, sizeof(own), OSSC_SESSION_PREFIX "%u-", (unsigned)geteuid());
+    if (strncmp(name, own, strlen(own)) != 0 &&
+        strncmp(name, OSSC_SESSION_PREFIX "g", strlen(OSSC_SESSION_PREFIX "g")) != 0)
+        return false;
+    return strlen(name) < OSSC_SESSION_PATH_MAX - sizeof(OSSC_SESSION_ROOT "/") &&
+           (!hash || strstr(name, hash));
+}
+
 OSSC_API char *ossc_sessions_json(const char *model_dir, ossc_error *err)
 {
     err_clear(err);
     cJSON *list = cJSON_CreateArray();
-    char prefix[64], path[OSSC_SESSION_PATH_MAX], real[PATH_MAX];
-    snprintf(prefix, sizeof(prefix), OSSC_SESSION_PREFIX "%u-", (unsigned)geteuid());
-    if (model_dir) {
-        if (realpath(model_dir, real)) {
-            for (int c = 0; c < OSSC_SESSION_CANDIDATES; c++) {
-                ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(),
-                                  real, c);
-                cJSON *o = describe(path, real);
-                if (o) {
-                    cJSON_AddItemToArray(list, o);
-                    break;
-                }
-            }
-        }
-    } else {
-        DIR *d = opendir(OSSC_SESSION_ROOT);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 ||
-                strlen(e->d_name) >= sizeof(path) - sizeof(OSSC_SESSION_ROOT "/"))
-                continue;
-            snprintf(path, sizeof(path), OSSC_SESSION_ROOT "/%.100s", e->d_name);
-            cJSON *o = describe(path, NULL);
-            if (o)
-                cJSON_AddItemToArray(list, o);
-        }
-        if (d)
-            closedir(d);
+    char path[OSSC_SESSION_PATH_MAX], real[PATH_MAX], hash[24];
+    if (model_dir && !realpath(model_dir, real))
+        goto done; /* no MODEL_DIR, no session */
+    if (model_dir)
+        snprintf(hash, sizeof(hash), "-%016llx", (unsigned long long)ossc_session_hash(real));
+    DIR *d = opendir(OSSC_SESSION_ROOT);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!named_ours(e->d_name, model_dir ? hash : NULL))
+            continue;
+        snprintf(path, sizeof(path), OSSC_SESSION_ROOT "/%.100s", e->d_name);
+        cJSON *o = describe(path, model_dir ? real : NULL);
+        if (o)
+            cJSON_AddItemToArray(list, o);
     }
+    if (d)
+        closedir(d);
+done:;
     char *out = cJSON_PrintUnformatted(list);
     cJSON_Delete(list);
     if (!out)
@@ -178,6 +182,49 @@ OSSC_API char *ossc_session_dir(const char *model_dir)
     char real[PATH_MAX], *path = malloc(OSSC_SESSION_PATH_MAX);
     if (path)
         ossc_session_name(path, OSSC_SESSION_PATH_MAX, OSSC_SESSION_ROOT, (unsigned)geteuid(),
-                          realpath(model_dir, real) ? real : model_dir, 0);
+                          OSSC_SESSION_PRIVATE, realpath(model_dir, real) ? real : model_dir, 0);
     return path;
+}
+
+/* With LOCK_SH taken on users (it waits while an owner ends the session): whether the
+ * session in dirfd serves real, is not ending, its owner lives, and users is still its. */
+static bool serves_live(int dirfd, int users, const char *real, long group)
+{
+    int fd = session_file_open(dirfd, "control", O_RDONLY, group);
+    ossc_session_header h;
+    bool ok = fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+              h.magic == OSSC_SESSION_MAGIC && h.version == OSSC_SESSION_VERSION &&
+              h.state != OSSC_SESSION_ENDED && memchr(h.model_dir, 0, sizeof(h.model_dir)) &&
+              strcmp(h.model_dir, real) == 0 &&
+              flock(fd, LOCK_SH | LOCK_NB) != 0; /* the owner holds LOCK_EX while it lives */
+    struct stat now, held;
+    ok = ok && fstatat(dirfd, "users", &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+         fstat(users, &held) == 0 && now.st_ino == held.st_ino;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+OSSC_API int ossc_session_use(const char *model_dir, const char *shared_group)
+{
+    char real[PATH_MAX], path[OSSC_SESSION_PATH_MAX];
+    long group;
+    if (!realpath(model_dir, real) || ossc_session_group(shared_group, &group) != 0)
+        return -1;
+    for (int c = 0; c < OSSC_SESSION_CANDIDATES; c++) {
+        ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(), group,
+                          real, c);
+        const char *why;
+        int dirfd = session_dir_open(path, false, group, &why);
+        if (dirfd < 0)
+            continue;
+        int fd = session_file_open(dirfd, "users", O_RDONLY, group);
+        bool live = fd >= 0 && flock(fd, LOCK_SH) == 0 && serves_live(dirfd, fd, real, group);
+        close(dirfd);
+        if (live)
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    return -1;
 }

@@ -11,7 +11,7 @@
 
 #include "internal.h"
 
-#define DEFAULT_CONFIG_PATH "/etc/oss-connector/config.json"
+#define DEFAULT_CONFIG_PATH "/etc/oss-connector/config.json" /* ossc_default_config_path */
 
 enum setting_type { T_STR, T_INT, T_SIZE, T_ENUM };
 
@@ -27,15 +27,26 @@ typedef struct setting_def {
     const char *choices;   /* enums: "|"-separated, the index is the stored value */
     const char *numbered;  /* enums: the names a number stands for ("|"-separated, from 0) */
     const char *def;
+    /* For the commands' options (ossc-run --help), generated from this table: */
+    const char *group;     /* "store", "tuning", "session" or "logging" */
+    const char *help;      /* what it does, without range, default or variable (added) */
+    bool cli_switch;       /* an option without value that sets "yes" (a no|yes enum) */
 } setting_def;
 
-#define STR(k, e, oe, se, field, d) \
-    {k, e, oe, se, T_STR, offsetof(settings, field), sizeof(((settings *)0)->field), 0, 0, NULL, \
-     NULL, d}
-#define INT(k, e, oe, field, lo, hi, d) \
-    {k, e, oe, NULL, T_INT, offsetof(settings, field), 0, lo, hi, NULL, NULL, d}
-#define ENUM(k, e, oe, field, choices, d) \
-    {k, e, oe, NULL, T_ENUM, offsetof(settings, field), 0, 0, 0, choices, NULL, d}
+/* The last arguments, all optional, set .group, .help and .cli_switch by name. */
+#define STR(k, e, oe, se, field, d, ...) \
+    {.key = k, .env = e, .oss_env = oe, .s3_env = se, .type = T_STR, \
+     .offset = offsetof(settings, field), .cap = sizeof(((settings *)0)->field), .def = d, \
+     __VA_ARGS__}
+#define INT(k, e, oe, field, lo, hi, d, ...) \
+    {.key = k, .env = e, .oss_env = oe, .type = T_INT, .offset = offsetof(settings, field), \
+     .min = lo, .max = hi, .def = d, __VA_ARGS__}
+#define SIZE(k, e, field, lo, hi, d, ...) \
+    {.key = k, .env = e, .type = T_SIZE, .offset = offsetof(settings, field), .min = lo, \
+     .max = hi, .def = d, __VA_ARGS__}
+#define ENUM(k, e, oe, field, ch, d, ...) \
+    {.key = k, .env = e, .oss_env = oe, .type = T_ENUM, .offset = offsetof(settings, field), \
+     .choices = ch, .def = d, __VA_ARGS__}
 
 /* logLevel as a number, as Aliyun's OSS connector numbers it in the config.json its package
  * installs ("logLevel": 1): 0 DEBUG, 1 INFO, 2 WARN, 3 ERROR (the configuration table in
@@ -44,31 +55,58 @@ typedef struct setting_def {
 #define ALIYUN_LOG_LEVELS "debug|info|warn|error"
 
 static const setting_def defs[] = {
-    STR("endpoint", "OSSC_ENDPOINT", "OSS_ENDPOINT", "AWS_ENDPOINT_URL", endpoint, ""),
-    STR("region", "OSSC_REGION", "OSS_REGION", "AWS_REGION", region, ""),
-    ENUM("signature", "OSSC_SIGNATURE", NULL, signature, "v4|v1", "v4"),
-    ENUM("addressing", "OSSC_ADDRESSING", NULL, path_style, "auto|virtual|path", "auto"),
-    STR("credentialsFile", "OSSC_CREDENTIALS_FILE", NULL, NULL, credentials_file, ""),
-    INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "2"),
-    INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "8"),
-    {"chunkSize", "OSSC_CHUNK_SIZE", NULL, NULL, T_SIZE, offsetof(settings, chunk_size), 0,
-     64 << 10, 1LL << 30, NULL, NULL, "32MiB"},
-    INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8"),
-    INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10"),
-    INT("stallTimeoutSec", "OSSC_STALL_TIMEOUT_SEC", NULL, stall_timeout_sec, 1, 3600, "30"),
-    {"logLevel", "OSSC_LOG_LEVEL", NULL, NULL, T_ENUM, offsetof(settings, log_level), 0, 0, 0,
-     "error|warn|info|debug|off", ALIYUN_LOG_LEVELS, "info"},
-    STR("logPath", "OSSC_LOG_PATH", NULL, NULL, log_path, ""),
-    STR("auditPath", "OSSC_AUDIT_PATH", NULL, NULL, audit_path, ""),
-    INT("expireTimeSec", "OSSC_EXPIRE_TIME_SEC", NULL, expire_time_sec, 0, 1 << 30, "120"),
-    {"smallFileSize", "OSSC_SMALL_FILE_SIZE", NULL, NULL, T_SIZE,
-     offsetof(settings, small_file_size), 0, 0, 1LL << 30, NULL, NULL, "4MiB"},
-    INT("readTimeoutSec", "OSSC_READ_TIMEOUT_SEC", NULL, read_timeout_sec, 1, 86400, "600"),
+    STR("endpoint", "OSSC_ENDPOINT", "OSS_ENDPOINT", "AWS_ENDPOINT_URL", endpoint, "",
+        .group = "store", .help = "the store's URL, e.g. http://oss-cn-hangzhou-internal."
+        "aliyuncs.com (scheme defaults to http)"),
+    STR("region", "OSSC_REGION", "OSS_REGION", "AWS_REGION", region, "", .group = "store",
+        .help = "region for V4 signing (default: from the endpoint; us-east-1 for s3://)"),
+    ENUM("signature", "OSSC_SIGNATURE", NULL, signature, "v4|v1", "v4", .group = "store",
+         .help = "OSS signature version (s3:// always uses AWS SigV4)"),
+    ENUM("addressing", "OSSC_ADDRESSING", NULL, path_style, "auto|virtual|path", "auto",
+         .group = "store", .help = "bucket in the host name or in the path (auto: path for "
+         "custom S3 endpoints, else virtual)"),
+    STR("credentialsFile", "OSSC_CREDENTIALS_FILE", NULL, NULL, credentials_file, "",
+        .group = "store", .help = "JSON file with AccessKeyId, AccessKeySecret, SecurityToken, "
+        "Expiration"),
+    INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "2", .group = "tuning",
+        .help = "fetch threads"),
+    INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "8",
+        .group = "tuning", .help = "transfers in flight per thread"),
+    SIZE("chunkSize", "OSSC_CHUNK_SIZE", chunk_size, 64 << 10, 1LL << 30, "32MiB",
+         .group = "tuning", .help = "bytes per ranged GET, e.g. 32MiB"),
+    INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8", .group = "tuning",
+        .help = "retries per request after the first attempt"),
+    INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10",
+        .group = "tuning", .help = "TCP/TLS connect timeout, seconds"),
+    INT("stallTimeoutSec", "OSSC_STALL_TIMEOUT_SEC", NULL, stall_timeout_sec, 1, 3600, "30",
+        .group = "tuning", .help = "a transfer below 1 KiB/s for this many seconds is retried"),
+    {.key = "logLevel", .env = "OSSC_LOG_LEVEL", .type = T_ENUM,
+     .offset = offsetof(settings, log_level), .choices = "error|warn|info|debug|off",
+     .numbered = ALIYUN_LOG_LEVELS, .def = "info", .group = "logging",
+     .help = "engine and shim log level (config.json may give Aliyun's numbers)"},
+    STR("logPath", "OSSC_LOG_PATH", NULL, NULL, log_path, "", .group = "logging",
+        .help = "log file (default: stderr)"),
+    STR("auditPath", "OSSC_AUDIT_PATH", NULL, NULL, audit_path, "", .group = "logging",
+        .help = "a line per model file a process read: pid, path, bytes, time waited"),
+    INT("expireTimeSec", "OSSC_EXPIRE_TIME_SEC", NULL, expire_time_sec, 0, 1 << 30, "120",
+        .group = "session", .help = "release the data files this many seconds after the last "
+        "open of a complete session (0: never)"),
+    SIZE("smallFileSize", "OSSC_SMALL_FILE_SIZE", small_file_size, 0, 1LL << 30, "4MiB",
+         .group = "session", .help = "objects below this size are fetched whole into "
+         "MODEL_DIR before COMMAND starts"),
+    INT("readTimeoutSec", "OSSC_READ_TIMEOUT_SEC", NULL, read_timeout_sec, 1, 86400, "600",
+        .group = "session", .help = "a read waiting longer than this many seconds fails with "
+        "EIO"),
     ENUM("allowNonEmptyModelDir", "OSSC_ALLOW_NON_EMPTY_MODEL_DIR", NULL, allow_non_empty,
-         "no|yes", "no"),
-    STR("cacheDir", "OSSC_CACHE_DIR", NULL, NULL, cache_dir, ""),
+         "no|yes", "no", .group = "session", .cli_switch = true,
+         .help = "fill a non-empty MODEL_DIR that ossc did not create"),
+    STR("cacheDir", "OSSC_CACHE_DIR", NULL, NULL, cache_dir, "", .group = "session",
+        .help = "where the data files go (default: the session in /dev/shm), e.g. a local "
+        "NVMe directory"),
+    STR("sharedGroup", "OSSC_SHARED_GROUP", NULL, NULL, shared_group, ""),
     ENUM("verifyBeforeRead", "OSSC_VERIFY_BEFORE_READ", NULL, verify_before_read, "no|yes",
-         "yes"),
+         "yes", .group = "session", .help = "readers see an object the store sends a CRC-64 "
+         "for only once it verified"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -449,6 +487,18 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
     return 0;
 }
 
+/* root printed, as a malloc'd string, and freed. */
+static char *json_take(cJSON *root)
+{
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!out)
+        return NULL;
+    char *copy = strdup(out); /* cJSON's allocator may not be ours: hand back a malloc'd copy */
+    cJSON_free(out);
+    return copy;
+}
+
 char *settings_to_json(const settings *s)
 {
     cJSON *root = cJSON_CreateObject();
@@ -495,11 +545,52 @@ char *settings_to_json(const settings *s)
         }
         }
     }
-    char *out = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!out)
-        return NULL;
-    char *copy = strdup(out); /* cJSON's allocator may not be ours: hand back a malloc'd copy */
-    cJSON_free(out);
-    return copy;
+    return json_take(root);
+}
+
+OSSC_API const char *ossc_default_config_path(void) { return DEFAULT_CONFIG_PATH; }
+
+/* A "|"-separated list as a JSON array of its names. */
+static void add_names(cJSON *obj, const char *name, const char *list)
+{
+    cJSON *array = cJSON_AddArrayToObject(obj, name);
+    char one[32];
+    for (int k = 0; nth_choice(list, k, one, sizeof(one)); k++)
+        cJSON_AddItemToArray(array, cJSON_CreateString(one));
+}
+
+OSSC_API char *ossc_settings_describe(void)
+{
+    static const char *const type_names[] = {[T_STR] = "string", [T_INT] = "int",
+                                             [T_SIZE] = "size", [T_ENUM] = "enum"};
+    cJSON *root = cJSON_CreateArray();
+    for (size_t i = 0; i < N_DEFS; i++) {
+        const setting_def *d = &defs[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(root, o);
+        cJSON_AddStringToObject(o, "key", d->key);
+        cJSON_AddStringToObject(o, "env", d->env);
+        if (d->oss_env)
+            cJSON_AddStringToObject(o, "ossEnv", d->oss_env);
+        if (d->s3_env)
+            cJSON_AddStringToObject(o, "s3Env", d->s3_env);
+        cJSON_AddStringToObject(o, "type", type_names[d->type]);
+        cJSON_AddStringToObject(o, "default", d->def);
+        if (d->type == T_INT || d->type == T_SIZE) {
+            cJSON_AddNumberToObject(o, "min", (double)d->min);
+            cJSON_AddNumberToObject(o, "max", (double)d->max);
+        }
+        if (d->type == T_STR)
+            cJSON_AddNumberToObject(o, "maxLength", (double)(d->cap - 1));
+        if (d->choices)
+            add_names(o, "choices", d->choices);
+        if (d->numbered)
+            add_names(o, "numbered", d->numbered);
+        if (d->group)
+            cJSON_AddStringToObject(o, "group", d->group);
+        if (d->help)
+            cJSON_AddStringToObject(o, "help", d->help);
+        cJSON_AddBoolToObject(o, "switch", d->cli_switch);
+    }
+    return json_take(root);
 }

@@ -137,7 +137,8 @@ static int guard(pid_t owner, const char *shared, const char *dir)
         if (shared[0])
             snprintf(path, sizeof(path), "%s", shared);
         else
-            ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(), key, c);
+            ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(),
+                              OSSC_SESSION_PRIVATE, key, c);
         /* Readers fail with EIO (the owner's lock is gone); the session goes once they do. */
         while (ossc_session_reap(path, 0) == 0)
             sleep(REAP_POLL_SEC);

@@ -17,9 +17,10 @@
 extern char **environ;
 
 #include "log_line.h"
+#include "session_group.h"
 #include "shim.h"
 
-shim_config shim;
+shim_config shim = {.group = OSSC_SESSION_PRIVATE};
 volatile int shim_ready;
 static int log_fd = 2;
 
@@ -110,8 +111,12 @@ static int run_owner(const char *url)
         envp[k++] = environ[i];
     }
     envp[k] = NULL;
+    /* The group is the environment's, as ours is: not a config file's that we cannot see. */
+    const char *group = getenv("OSSC_SHARED_GROUP");
+    char group_set[128];
+    snprintf(group_set, sizeof(group_set), "sharedGroup=%s", group ? group : "");
     char *argv[] = {owner, "--oss-path", (char *)url, "--model-dir", shim.model_dir,
-                    "--prog", "ossc", NULL};
+                    "--set", group_set, "--prog", "ossc", NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, owner, NULL, NULL, argv, envp);
     free(preload);
@@ -127,6 +132,18 @@ static int run_owner(const char *url)
             return 0; /* SIGCHLD ignored: reaped for us; attaching tells */
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* OSSC_SHARED_GROUP (a name or a gid): the group whose sessions this process may attach to
+ * read-only, and with which the owner it starts shares; unset for private sessions. */
+static long shared_group(void)
+{
+    const char *name = getenv("OSSC_SHARED_GROUP");
+    long gid;
+    if (!name || ossc_session_group(name, &gid) == 0)
+        return name ? gid : OSSC_SESSION_PRIVATE;
+    shim_log("WARN", "OSSC_SHARED_GROUP: no group named '%s'; only private sessions", name);
+    return OSSC_SESSION_PRIVATE;
 }
 
 /* ENABLE_CONNECTOR=1: attach to the session serving MODEL_DIR, starting its owner first if
@@ -180,6 +197,7 @@ __attribute__((constructor)) void shim_init(void)
             shim.real_dir_len = strlen(shim.real_dir);
         }
         shim.enabled = true;
+        shim.group = shared_group();
         shim_ready = 2;
         const char *owner = getenv("ENABLE_CONNECTOR");
         if (owner && strcmp(owner, "1") == 0) {

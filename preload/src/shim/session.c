@@ -29,6 +29,7 @@ static uint32_t n_slots;
 static int control_fd = -1;      /* our own open of the control file: its lock tells */
 static int users_fd = -1;        /* holds LOCK_SH on the users file while we are attached */
 static char session_path[OSSC_SESSION_PATH_MAX];
+static bool read_only;           /* another uid's session, shared with our sharedGroup */
 
 static uint64_t mono_ms(void)
 {
@@ -55,21 +56,20 @@ static const char *name_of(const ossc_session_object *o)
     return (const char *)hdr + hdr->names_offset + o->name_offset;
 }
 
-/* Whether fd is what this uid made for itself: a file (or directory) of ours that nobody
- * else can open. Anything else in a session's place was planted, and is never used. */
-static const char *not_ours(int fd, bool dir)
+/* Whether fd is what this uid made for itself (a file or directory of ours that nobody else
+ * can open), or what a member of OSSC_SHARED_GROUP shared with it (ossc_session_access).
+ * Anything else in a session's place was planted, and is never used. */
+static const char *not_ours(int fd, bool dir, uid_t *uid)
 {
     struct stat st;
     if (fstat(fd, &st) != 0 || (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
         return dir ? "it is not a directory" : "it is not a regular file";
-    if (st.st_uid != geteuid())
-        return "another user owns it";
-    if (st.st_mode & 077)
-        return "other users can open it";
-    return NULL;
+    *uid = st.st_uid;
+    return ossc_session_access(st.st_uid, st.st_gid, st.st_mode, geteuid(), shim.group);
 }
 
-static int open_ours(int dirfd, const char *name, int flags, bool dir, const char *shown)
+static int open_ours(int dirfd, const char *name, int flags, bool dir, const char *shown,
+                     uid_t *uid)
 {
     int fd = real_openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
@@ -77,7 +77,7 @@ static int open_ours(int dirfd, const char *name, int flags, bool dir, const cha
             shim_log("WARN", "ignoring %s: it is a symbolic link or not a directory", shown);
         return -1;
     }
-    const char *why = not_ours(fd, dir);
+    const char *why = not_ours(fd, dir, uid);
     if (why) {
         shim_log("WARN", "ignoring %s: %s", shown, why);
         real_close(fd);
@@ -91,17 +91,22 @@ static int open_ours(int dirfd, const char *name, int flags, bool dir, const cha
  * session here (or it ended), -1 not ours: try the next name. */
 static int attach_dir(const char *dir, const char *real)
 {
-    int dfd = open_ours(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, true, dir);
+    uid_t owner, uid;
+    int dfd = open_ours(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, true, dir, &owner);
     if (dfd < 0)
         return errno == ENOENT ? 0 : -1;
-    int ufd = open_ours(dfd, "users", O_RDONLY, false, dir);
-    int cfd = ufd >= 0 ? open_ours(dfd, "control", O_RDWR, false, dir) : -1;
+    /* Another member's shared session: read, never written (no wanted chunk, no expiry). */
+    bool foreign = owner != geteuid();
+    int ufd = open_ours(dfd, "users", O_RDONLY, false, dir, &uid);
+    int cfd = ufd >= 0 ? open_ours(dfd, "control", foreign ? O_RDONLY : O_RDWR, false, dir, &uid)
+                       : -1;
     struct stat st, now, users;
     ossc_session_header *h = MAP_FAILED;
     int rc = 0;
     /* Blocks while an owner is ending the session, which it then marks ended. */
     if (cfd >= 0 && flock(ufd, LOCK_SH) == 0 && fstat(cfd, &st) == 0 && st.st_size > 0)
-        h = real_mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
+        h = real_mmap(NULL, (size_t)st.st_size, foreign ? PROT_READ : PROT_READ | PROT_WRITE,
+                      MAP_SHARED, cfd, 0);
     if (h != MAP_FAILED) {
         const char *bad = ossc_session_check(h, (uint64_t)st.st_size);
         if (bad)
@@ -117,6 +122,7 @@ static int attach_dir(const char *dir, const char *real)
         hdr = h;
         control_fd = cfd;
         users_fd = ufd;
+        read_only = foreign;
         snprintf(session_path, sizeof(session_path), "%s", dir);
     } else {
         if (h != MAP_FAILED)
@@ -137,7 +143,8 @@ static bool attach_locked(void)
     ossc_session_header *h = NULL;
     for (int c = 0; c < OSSC_SESSION_CANDIDATES && !h; c++) {
         char dir[OSSC_SESSION_PATH_MAX];
-        ossc_session_name(dir, sizeof(dir), OSSC_SESSION_ROOT, (unsigned)geteuid(), key, c);
+        ossc_session_name(dir, sizeof(dir), OSSC_SESSION_ROOT, (unsigned)geteuid(), shim.group, key,
+                          c);
         int rc = attach_dir(dir, key);
         if (rc == 0)
             return false;
@@ -283,7 +290,8 @@ void session_data_path(int object, char *buf, size_t cap)
 
 int session_open_data(int object, int flags)
 {
-    __atomic_store_n(&hdr->last_open_ms, mono_ms(), __ATOMIC_RELAXED); /* expiry counts from here */
+    if (!read_only)
+        __atomic_store_n(&hdr->last_open_ms, mono_ms(), __ATOMIC_RELAXED); /* expiry counts from here */
     char path[sizeof(hdr->data_dir) + 16];
     session_data_path(object, path, sizeof(path));
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
@@ -390,7 +398,7 @@ static int wait_range(int object, uint64_t offset, uint64_t length)
         }
         /* Move what this reader needs to the front; ask again now and then, as one slot
          * serves every reader and another's request may have overwritten ours. */
-        if (asked != first || mono_ms() >= asked_ms + REASK_MS) {
+        if (!read_only && (asked != first || mono_ms() >= asked_ms + REASK_MS)) {
             asked = first;
             asked_ms = mono_ms();
             __atomic_store_n(&hdr->wanted_chunk, first, __ATOMIC_RELEASE);

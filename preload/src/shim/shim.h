@@ -18,6 +18,9 @@
 #include "hooks.def"
 #undef HOOK
 void real_resolve(void);
+/* Set once real_resolve ran: a pointer still NULL then is a function this libc lacks
+ * (close_range before glibc 2.34), not one to look up again on every call. */
+extern volatile int real_resolved;
 
 /* ---- configuration and state (init.c) ---- */
 typedef struct shim_config {
@@ -26,6 +29,7 @@ typedef struct shim_config {
     size_t model_dir_len;
     char real_dir[OSSC_MODEL_DIR_MAX];  /* its real path, if different */
     size_t real_dir_len;
+    long group;                   /* OSSC_SHARED_GROUP's gid, or OSSC_SESSION_PRIVATE */
 } shim_config;
 
 extern shim_config shim;

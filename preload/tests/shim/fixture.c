@@ -116,7 +116,7 @@ void fx_paths_init(void)
     if (!realpath(fx.model, fx.real))
         fail_setup("realpath", fx.model);
     ossc_session_name(fx.session, sizeof(fx.session), OSSC_SESSION_ROOT, (unsigned)geteuid(),
-                      fx.real, 0);
+                      OSSC_SESSION_PRIVATE, fx.real, 0);
     PUT(fx.data_dir, "%s/data", fx.session);
     PUT(fx.control, "%s/control", fx.session);
     for (int k = 0; k < FX_OBJECTS; k++) {
@@ -710,8 +710,8 @@ static int drive(char **argv)
         print_file(log, "shim log: ");
     char real[PATH_MAX], session[OSSC_SESSION_PATH_MAX];
     if (realpath(model, real)) {
-        ossc_session_name(session, sizeof(session), OSSC_SESSION_ROOT, (unsigned)geteuid(), real,
-                          0);
+        ossc_session_name(session, sizeof(session), OSSC_SESSION_ROOT, (unsigned)geteuid(),
+                          OSSC_SESSION_PRIVATE, real, 0);
         remove_tree(session);
     }
     remove_tree(base);
