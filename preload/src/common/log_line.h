@@ -5,9 +5,16 @@
 #define OSSC_LOG_LINE_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <unistd.h>
+
+/* How a log or audit file that ossc may create is opened (logPath, auditPath, owner.log):
+ * never through a symbolic link someone planted at the path (ELOOP), readable only by its
+ * owner when created. */
+#define OSSC_LOG_OPEN_FLAGS (O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+#define OSSC_LOG_MODE 0600
 
 /* line[0, n) holds the prefix; cap is sizeof(line). */
 static inline void log_line_write(int fd, char *line, size_t cap, int n, const char *fmt,

@@ -17,14 +17,15 @@ void log_configure(int level, const char *path)
 {
     log_level = level == LOG_OFF ? -1 : level;
     if (path && *path) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int fd = open(path, OSSC_LOG_OPEN_FLAGS, OSSC_LOG_MODE);
         if (fd >= 0) {
             if (log_fd > 2)
                 close(log_fd);
             log_fd = fd;
         } else {
             fprintf(stderr, "ossc: cannot open log file %s: %s; logging to stderr\n", path,
-                    strerror(errno));
+                    errno == ELOOP ? "it is a symbolic link, which ossc does not follow"
+                                   : strerror(errno));
         }
     }
 }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "ossc.h"
+#include "log_line.h"
 #include "session_layout.h"
 
 #define REAP_POLL_SEC 1
@@ -94,7 +95,7 @@ static int run_owner(const char *url, const char *dir, const char *const *sets, 
         /* From here on the application's stderr is not ours to hold (a parent reading it
          * to EOF would wait for us): the log goes to logPath or the session's owner.log. */
         int fd = ossc_session_attached(s) ? -1
-                 : open(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+                 : open(log, OSSC_LOG_OPEN_FLAGS, OSSC_LOG_MODE);
         if (fd >= 0) {
             dup2(fd, 2);
             close(fd);
