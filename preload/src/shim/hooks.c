@@ -18,10 +18,12 @@
 
 #define DATA_PATH_MAX 1100 /* the session's data_dir and an index */
 
-#define ENSURE(name)              \
-    do {                          \
-        if (!real_##name)         \
-            real_resolve();       \
+/* Resolves the table on the first call that finds it empty (a hook called before our
+ * constructor ran), once: a symbol still missing after that stays missing. */
+#define ENSURE(name)                                                              \
+    do {                                                                          \
+        if (!real_##name && !__atomic_load_n(&real_resolved, __ATOMIC_ACQUIRE)) \
+            real_resolve();                                                       \
     } while (0)
 
 static inline bool active(void) { return shim_ready == 2 && shim.enabled; }

@@ -8,6 +8,7 @@
 #define HOOK(ret, name, params) ret(*real_##name) params;
 #include "hooks.def"
 #undef HOOK
+volatile int real_resolved;
 
 static void resolve_one(void **slot, const char *name, void *ours)
 {
@@ -28,4 +29,5 @@ void real_resolve(void)
     resolve_one((void **)&real_##name, #name, (void *)name);
 #include "hooks.def"
 #undef HOOK
+    __atomic_store_n(&real_resolved, 1, __ATOMIC_RELEASE); /* a NULL left now is missing */
 }

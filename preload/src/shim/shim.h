@@ -39,6 +39,10 @@ void shim_init(void);
 /* ---- logging (init.c): one write(2) per line, no stdio, no malloc ---- */
 void shim_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void shim_log_to(const char *path);
+/* Opens a log of ours (the shim's, the audit) to append to, as a file of this user's only
+ * (0600), never through a symbolic link planted at its path: that is refused with one line
+ * on stderr, and the caller goes on without the log. An fd, or -1. */
+int shim_open_log(const char *path);
 
 /* ---- the session (session.c) ---- */
 /* Attaches to the session serving MODEL_DIR, if there is one; true once attached. */
