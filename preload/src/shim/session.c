@@ -392,9 +392,12 @@ static int wait_range(int object, uint64_t offset, uint64_t length)
                           : owner_gone() ? "the owner process died"
                           : mono_ms() >= deadline ? "the read timeout passed" : NULL;
         if (why) {
-            shim_log("ERROR", "%s/%s: bytes %llu-%llu are not here and %s: EIO", shim.model_dir,
-                     name_of(o), (unsigned long long)offset, (unsigned long long)end - 1, why);
-            return error ? error : EIO;
+            int e = error ? error : EIO;
+            const char *name = strerrorname_np(e);
+            shim_log("ERROR", "%s/%s: bytes %llu-%llu are not here and %s: %s", shim.model_dir,
+                     name_of(o), (unsigned long long)offset, (unsigned long long)end - 1, why,
+                     name ? name : "an error");
+            return e;
         }
         /* Move what this reader needs to the front; ask again now and then, as one slot
          * serves every reader and another's request may have overwritten ours. */

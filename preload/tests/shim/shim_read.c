@@ -143,26 +143,28 @@ static void check_reader(long (*fn)(fx_call *), bool at_file_offset, int error)
     CHECK_ERRNO(fn(&(fx_call){.fd = -1, .len = 1}), EBADF);
 }
 
-/* The log line of a failed read of object 1's first 10 bytes. */
-static const char *failure_line(const char *reason)
+/* The log line of a failed read of object 1's first 10 bytes, which ends with the errno's
+ * name (EACCES). */
+static const char *failure_line(const char *reason, int error)
 {
     static char line[4200];
-    snprintf(line, sizeof(line), "%s: bytes 0-9 are not here and %s", fx_path(1), reason);
+    snprintf(line, sizeof(line), "%s: bytes 0-9 are not here and %s: %s", fx_path(1), reason,
+             strerrorname_np(error));
     return line;
 }
 
 /* A blocked read of object 1's first 10 bytes, ended by `end`: it fails with `error`, and
- * the shim logs one line naming the file, the range and the reason. */
+ * the shim logs one line naming the file, the range, the reason and the errno. */
 static void check_failure(void (*end)(void), int error, const char *reason)
 {
     fx_reset();
-    int before = fx_log_count(fx_shim_log(), failure_line(reason));
+    int before = fx_log_count(fx_shim_log(), failure_line(reason, error));
     fx_call c = {.fn = by_read, .fd = open(fx_path(1), O_RDONLY), .len = 10};
     fx_start(&c);
     CHECK(fx_asks(&c, 1, 0));
     end();
     CHECK(fx_finish(&c) == -1 && errno == error);
-    CHECK(fx_log_count(fx_shim_log(), failure_line(reason)) == before + 1);
+    CHECK(fx_log_count(fx_shim_log(), failure_line(reason, error)) == before + 1);
     close(c.fd);
 }
 
@@ -178,13 +180,13 @@ SHIM_TEST(read)
     /* readTimeoutSec: a read that waited that long fails with EIO (no request answered). */
     fx_reset();
     fx_read_timeout(1);
-    int before = fx_log_count(fx_shim_log(), failure_line("the read timeout passed"));
+    int before = fx_log_count(fx_shim_log(), failure_line("the read timeout passed", EIO));
     int fd = open(fx_path(1), O_RDONLY);
     char buf[10];
     fx_expect_waits(true);
     CHECK_ERRNO(read(fd, buf, sizeof(buf)), EIO);
     fx_expect_waits(false);
-    CHECK(fx_log_count(fx_shim_log(), failure_line("the read timeout passed")) == before + 1);
+    CHECK(fx_log_count(fx_shim_log(), failure_line("the read timeout passed", EIO)) == before + 1);
     close(fd);
 }
 
