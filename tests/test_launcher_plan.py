@@ -2,6 +2,7 @@
 --print-env, config.json writing, and `ossc config`. Nothing here contacts a store."""
 
 import json
+import re
 
 import pytest
 
@@ -286,3 +287,65 @@ def test_exit_code_outside_the_library_agrees_with_the_engine():
     from ossc.native import lib
 
     assert entry.EXIT_LOCAL == status_exit_code(lib.OSSC_E_IO)
+
+
+def _engine_table():
+    """The engine's settings table as it describes itself (not through ossc.settings)."""
+    from ossc.native import ffi, lib
+
+    ptr = lib.ossc_settings_describe()
+    try:
+        return json.loads(ffi.string(ptr).decode())
+    finally:
+        lib.ossc_free(ptr)
+
+
+@pytest.mark.parametrize("row", _engine_table(), ids=lambda r: r["key"])
+def test_every_setting_of_the_engine_is_an_ossc_run_option_with_its_facts(row, capsys,
+                                                                          monkeypatch):
+    """ossc-run's options are generated from the engine's table: a new row is a new option,
+    and --help shows its help, range, default and variable."""
+    assert row.get("help") and row.get("group") in ("store", "tuning", "session", "logging")
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    opt = settings.setting(row["key"])
+    blocks = re.split(r"\n(?=  -)", capsys.readouterr().out)  # an option and its help
+    line = " ".join(next(b for b in blocks if b.split()[0] == opt.flag).split())
+    assert row["help"] in line and row["env"] in line
+    if row["default"] and not row["switch"]:
+        assert f"default {row['default']}" in line
+    if row["type"] == "int":
+        assert f"{row['min']} to {row['max']}" in line
+    if row["type"] == "size":
+        assert (f"{settings._size_text(row['min'])} to {settings._size_text(row['max'])}"
+                in line)
+    for choice in row.get("choices", ()) if not row["switch"] else ():
+        assert choice in line.split()[1]  # {a,b,c}
+
+
+@pytest.mark.parametrize("option", settings.OPTIONS, ids=lambda o: o.key)
+def test_every_option_reaches_the_engine_under_its_key(option):
+    value = {"signature": "v1", "addressing": "path", "logLevel": "debug", "chunkSize": "1MiB",
+             "verifyBeforeRead": "no", "smallFileSize": "1MiB"}.get(option.key, "7")
+    argv = [option.flag] if option.is_switch else [option.flag, value]
+    plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", *argv, "--", "true"])
+    default = settings.flatten(settings.resolve("oss://bkt/p/", {}, BASE_ENV))
+    assert option.key in plan.given
+    assert settings.flatten(plan.settings)[option.key] != default[option.key]
+
+
+def test_default_config_path_is_the_engines(capsys, monkeypatch):
+    """The path the engine reads when none is named is the one ossc-run names and writes."""
+    from ossc import config
+    from ossc.native import ffi, lib
+
+    engines = ffi.string(lib.ossc_default_config_path()).decode()
+    assert config.DEFAULT_PATH == engines
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert engines in capsys.readouterr().out
+    plan = build_plan(parse_args(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", "--",
+                                  "true"]), {"PATH": "/usr/bin:/bin"}, SHIM)
+    assert plan.config_path == engines

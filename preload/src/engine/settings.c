@@ -103,7 +103,9 @@ static const setting_def defs[] = {
     STR("cacheDir", "OSSC_CACHE_DIR", NULL, NULL, cache_dir, "", .group = "session",
         .help = "where the data files go (default: the session in /dev/shm), e.g. a local "
         "NVMe directory"),
-    STR("sharedGroup", "OSSC_SHARED_GROUP", NULL, NULL, shared_group, ""),
+    STR("sharedGroup", "OSSC_SHARED_GROUP", NULL, NULL, shared_group, "", .group = "session",
+        .help = "a group (name or gid) whose members may attach to the session read-only "
+        "(default: private to this user)"),
     ENUM("verifyBeforeRead", "OSSC_VERIFY_BEFORE_READ", NULL, verify_before_read, "no|yes",
          "yes", .group = "session", .help = "readers see an object the store sends a CRC-64 "
          "for only once it verified"),
