@@ -34,12 +34,26 @@ void shim_log(const char *level, const char *fmt, ...)
     va_end(ap);
 }
 
+int shim_open_log(const char *path)
+{
+    int fd = real_open(path, OSSC_LOG_OPEN_FLAGS, OSSC_LOG_MODE);
+    if (fd < 0 && errno == ELOOP) { /* to stderr: the log this was may be the one refused */
+        char line[PATH_MAX + 128];
+        int n = snprintf(line, sizeof(line), "ossc[%d] WARN cannot open log file %s: it is a "
+                         "symbolic link, which ossc does not follow\n", (int)getpid(), path);
+        ssize_t w = n > 0 ? write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1)
+                          : 0;
+        (void)w;
+    }
+    return fd;
+}
+
 /* The session's logPath (from the owner's settings), unless OSSC_LOG_PATH chose already. */
 void shim_log_to(const char *path)
 {
     if (log_fd != 2 || !path[0])
         return;
-    int fd = real_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = shim_open_log(path);
     if (fd >= 0)
         log_fd = fd;
 }
@@ -178,7 +192,7 @@ __attribute__((constructor)) void shim_init(void)
     real_resolve();
     const char *log_path = getenv("OSSC_LOG_PATH");
     if (log_path && *log_path) {
-        int fd = real_open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int fd = shim_open_log(log_path);
         if (fd >= 0)
             log_fd = fd;
     }

@@ -351,9 +351,7 @@ void session_audit(int object, uint32_t waited_ms)
 {
     static int audit_fd = -2;
     if (audit_fd == -2) /* opened once per process, on first use */
-        audit_fd = hdr->audit_path[0]
-                       ? real_open(hdr->audit_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
-                       : -1;
+        audit_fd = hdr->audit_path[0] ? shim_open_log(hdr->audit_path) : -1;
     if (audit_fd < 0)
         return;
     const ossc_session_object *o = &objects()[object];

@@ -46,6 +46,8 @@ static int child_placeholder(int k, unsigned long long ino)
 
 static int child(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[2], "quiet") == 0)
+        return 0; /* what the shim did before main is all there is to see */
     fx_paths_init();
     if (argc == 6 && strcmp(argv[2], "read") == 0)
         return child_read(atoi(argv[3]), strtoull(argv[4], NULL, 10), strtoul(argv[5], NULL, 10));
@@ -196,6 +198,68 @@ SHIM_TEST(disable)
     CHECK(reap(exec_child(false, "OSSC_DISABLE=1", "placeholder", "0", ino, NULL), false, false) ==
           0);
     CHECK(fx_wanted() == w);
+}
+
+/* The lines of a file that contain needle, with fd 2 of `run` going to that file. */
+static int stderr_lines(void (*run)(void), const char *needle)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/stderr.txt", fx_base());
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), saved = dup(2);
+    CHECK(out >= 0 && saved >= 0 && dup2(out, 2) == 2);
+    run();
+    CHECK(dup2(saved, 2) == 2);
+    close(saved);
+    close(out);
+    return fx_log_count(path, needle);
+}
+
+static void exec_quiet_child(void) /* a log path through a planted link, a line to log */
+{
+    char env[4300];
+    snprintf(env, sizeof(env), "OSSC_LOG_PATH=%s/planted.log", fx_base());
+    pid_t pid = fork();
+    if (pid == 0) {
+        putenv(env);
+        putenv("MODEL_DIR=not-absolute"); /* a WARN at init */
+        execl("/proc/self/exe", "shim_process", "--child", "quiet", (char *)NULL);
+        _exit(127);
+    }
+    CHECK(reap(pid, false, false) == 0);
+}
+
+static void close_an_object(void) /* its audit line */
+{
+    int fd = open(fx_path(0), O_RDONLY);
+    CHECK(fd >= 0 && close(fd) == 0);
+}
+
+/* The shim's own logs (OSSC_LOG_PATH, the session's logPath, the audit) are files of this
+ * user's only, and never written through a symbolic link planted at their path: the target
+ * stays untouched, one line on stderr says so, and the program goes on without that log. */
+SHIM_TEST(log_nofollow)
+{
+    CHECK((fx_id_of_path(fx_shim_log()).mode & 0777) == 0600);
+
+    char link[4200], target[4200], line[4400];
+    snprintf(link, sizeof(link), "%s/planted.log", fx_base());
+    snprintf(target, sizeof(target), "%s/target.log", fx_base());
+    CHECK(symlink(target, link) == 0);
+    snprintf(line, sizeof(line), "cannot open log file %s: it is a symbolic link", link);
+    CHECK(stderr_lines(exec_quiet_child, line) == 1);
+    CHECK(fx_id_of_path(target).ino == 0); /* not created */
+    unlink(link);
+
+    /* The audit log, opened at the first close of an object's fd. */
+    FILE *f = fopen(target, "w");
+    CHECK(f && fputs("untouched\n", f) >= 0);
+    if (f)
+        fclose(f);
+    CHECK(symlink(target, fx_audit_log()) == 0);
+    snprintf(line, sizeof(line), "cannot open log file %s: it is a symbolic link", fx_audit_log());
+    CHECK(stderr_lines(close_an_object, line) == 1);
+    CHECK(fx_log_count(target, "") == 1 && fx_log_count(target, "untouched") == 1);
+    unlink(fx_audit_log());
 }
 
 int main(int argc, char **argv)
