@@ -349,3 +349,14 @@ def test_default_config_path_is_the_engines(capsys, monkeypatch):
     plan = build_plan(parse_args(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", "--",
                                   "true"]), {"PATH": "/usr/bin:/bin"}, SHIM)
     assert plan.config_path == engines
+
+
+def test_config_py_names_settings_of_the_engine():
+    """config.py's lists of per-run and store-derived keys name rows of the engine's table (a
+    renamed setting would otherwise slip into config.json unnoticed)."""
+    from ossc import config
+
+    keys = {row["key"] for row in _engine_table()}
+    assert set(config.PER_RUN) <= keys and set(config.STORE_DERIVED) <= keys
+    assert config.ALIYUN_LOG_LEVELS == tuple(next(r for r in _engine_table()
+                                                  if r["key"] == "logLevel")["numbered"])
