@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -118,7 +119,13 @@ class ConfigFile:
         directory = os.path.dirname(os.path.abspath(self.path))
         tmp = None
         try:
-            mode = os.stat(self.path).st_mode & 0o7777 if os.path.exists(self.path) else 0o644
+            # A new file is not for everyone to read; the rename replaces whatever is at the
+            # path (a symlink there is never followed, its target never written).
+            try:
+                st = os.lstat(self.path)
+                mode = st.st_mode & 0o7777 if stat.S_ISREG(st.st_mode) else 0o640
+            except FileNotFoundError:
+                mode = 0o640
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".config.", dir=directory)
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -23,9 +24,12 @@ void log_configure(int level, const char *path)
                 close(log_fd);
             log_fd = fd;
         } else {
+            int e = errno;
+            struct stat st; /* a symlink may fail as EACCES (a sticky directory), not ELOOP */
             fprintf(stderr, "ossc: cannot open log file %s: %s; logging to stderr\n", path,
-                    errno == ELOOP ? "it is a symbolic link, which ossc does not follow"
-                                   : strerror(errno));
+                    lstat(path, &st) == 0 && S_ISLNK(st.st_mode)
+                        ? "it is a symbolic link, which ossc does not follow"
+                        : strerror(e));
         }
     }
 }

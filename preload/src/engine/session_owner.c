@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -360,9 +361,24 @@ static int fetch_small(ossc_session *s, const size_t *small, size_t n, ossc_erro
     return rc;
 }
 
+/* Why cacheDir may not hold data files: someone else could rename or replace what we put
+ * there. It must be this uid's or root's, and writable by others only if sticky (/tmp). */
+static const char *cache_dir_unsafe(const char *cache)
+{
+    struct stat st;
+    if (stat(cache, &st) != 0 || !S_ISDIR(st.st_mode))
+        return "it is not a directory";
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        return "another user owns it";
+    if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
+        return "other users can write it (and it is not sticky)";
+    return NULL;
+}
+
 /* Where the data files go: the session directory, or cacheDir (a directory of ours there,
- * checked like the session's). The owner's pid in the name keeps a dead owner's readers,
- * which still hold its control file, from ever finding a later owner's files. */
+ * checked like the session's, under a name nobody can guess and plant). The owner's pid in
+ * the name keeps a dead owner's readers, which still hold its control file, from ever finding
+ * a later owner's files. */
 static int make_data_dir(ossc_session *s, ossc_error *err)
 {
     const char *cache = s->client->s.cache_dir;
@@ -370,9 +386,19 @@ static int make_data_dir(ossc_session *s, ossc_error *err)
         int rc = materialize_dirs(-1, cache, err);
         if (rc)
             return rc;
-        snprintf(s->data_dir, sizeof(s->data_dir), "%s/" OSSC_SESSION_PREFIX "%u-%016llx-%d",
-                 cache, (unsigned)geteuid(),
-                 (unsigned long long)ossc_session_hash(s->model_dir), (int)getpid());
+        const char *why = cache_dir_unsafe(cache);
+        if (why) {
+            err_set(err, OSSC_E_CONFIG, "cacheDir %s: %s; refusing to keep the model there",
+                    cache, why);
+            return OSSC_E_CONFIG;
+        }
+        uint64_t nonce = 0;
+        if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+            nonce = now_ms() ^ ((uint64_t)getpid() << 32);
+        snprintf(s->data_dir, sizeof(s->data_dir),
+                 "%s/" OSSC_SESSION_PREFIX "%u-%016llx-%d-%016llx", cache, (unsigned)geteuid(),
+                 (unsigned long long)ossc_session_hash(s->model_dir), (int)getpid(),
+                 (unsigned long long)nonce);
     } else {
         snprintf(s->data_dir, sizeof(s->data_dir), "%s/data.%d", s->path, (int)getpid());
     }
@@ -484,9 +510,9 @@ static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *e
         char path[OSSC_MODEL_DIR_MAX + OSSC_DATA_PATH_MAX];
         snprintf(path, sizeof(path), "%s/%s", s->model_dir, name_area + objs[i].name_offset);
         int pfd = materialize_file(s->manifest_fd, path, err);
-        /* Nobody who cannot attach may open a placeholder: EACCES, never its holes. */
-        if (pfd < 0 || ftruncate(pfd, (off_t)objs[i].size) != 0 ||
-            (s->group < 0 ? fchmod(pfd, 0600) : session_file_share(pfd, s->group)) != 0) {
+        /* Only the owner may open a placeholder: any other process gets EACCES, never its
+         * holes (the shim serves the data file in its place, and a stat needs no access). */
+        if (pfd < 0 || ftruncate(pfd, (off_t)objs[i].size) != 0 || fchmod(pfd, 0600) != 0) {
             err_set(err, OSSC_E_IO, "cannot create placeholder %s: %s", path, strerror(errno));
             if (pfd >= 0)
                 close(pfd);
