@@ -7,7 +7,7 @@ What it does
    shapes (hidden 4096, intermediate 11008, vocab 32000, bf16), split into 4 shards, plus
    model.safetensors.index.json and config.json. A manifest next to it holds the sha256 of every
    file and every tensor, so each tool's output can be checked byte for byte.
-2. Starts a local S3 store (ossc.localstore.LocalStore, SeaweedFS on 127.0.0.1) or uses the one
+2. Starts a local S3 store (tests/support/localstore.py, SeaweedFS on 127.0.0.1) or uses the one
    given with --endpoint, and uploads the model once (skipped when already there with the right
    sizes). One untimed curl pass over all objects into /dev/shm warms the store's page cache and
    the sink's memory, so round 1 is not penalised.
@@ -81,9 +81,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from synth_model import ensure_model, sha256_file
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package: model, local store
+from support.synth_model import ensure_model, sha256_file  # noqa: E402
+
 RANGE = 64 << 20  # curl ceiling: one range per process
 CURL_PAR = 16
 SHM = "/dev/shm/ossc-bench-"
@@ -196,7 +197,7 @@ def open_store(args, prefix: str):
         return
     if importlib.util.find_spec("ossc") is None:  # run from a checkout without installing
         sys.path.append(str(REPO / "python"))
-    from ossc.localstore import LocalStore
+    from support.localstore import LocalStore
     data = Path(args.store_dir)
     data.mkdir(parents=True, exist_ok=True)
     try:

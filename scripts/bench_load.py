@@ -38,12 +38,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "python"))
+sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' support package: model, local store
 from bench_fetch import (  # noqa: E402
     Bench, Run, Store, _cleanup_children, _f, _on_sigterm, med, parse_worker, run_child,
     settle, tail)
-from synth_model import ensure_model  # noqa: E402
+from support.synth_model import ensure_model  # noqa: E402
 
-from ossc.localstore import LocalStore  # noqa: E402
+from support.localstore import LocalStore  # noqa: E402
 from ossc.native import preload_library, session_dir  # noqa: E402
 
 ALL_TOOLS = ["local", "shim", "shim-x4", "local-x4", "s5cmd", "runai", "curl-shm"]

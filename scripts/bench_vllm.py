@@ -4,13 +4,13 @@ sits in an S3 store, next to the same server on a local copy, in interleaved rou
 
 What it does
 ------------
-1. Builds (once, cached) a deterministic random Llama of 1.34 GB in bfloat16 (scripts/big_llama.py:
-   hidden 2048, 12 layers, 3 shards) under --model-dir, starts a local S3 store
-   (ossc.localstore.LocalStore, SeaweedFS on 127.0.0.1) and uploads it. Untimed warm-ups: one
-   s5cmd pass over the prefix (the store's page cache), a read of the local copy, and one vLLM
-   start (the venv's files in the page cache) unless --no-warm-server.
+1. Builds (once, cached) a deterministic random Llama of 1.34 GB in bfloat16
+   (tests/support/big_llama.py: hidden 2048, 12 layers, 3 shards) under --model-dir, starts a
+   local S3 store (tests/support/localstore.py, SeaweedFS on 127.0.0.1) and uploads it.
+   Untimed warm-ups: one s5cmd pass over the prefix (the store's page cache), a read of the
+   local copy, and one vLLM start (the venv's files in the page cache) unless --no-warm-server.
 2. Runs --rounds interleaved rounds (the order rotates each round). Every contender is a fresh
-   `python -m vllm.entrypoints.openai.api_server` (scripts/vllm_harness.py), bfloat16,
+   `python -m vllm.entrypoints.openai.api_server` (tests/support/vllm_harness.py), bfloat16,
    --enforce-eager, timed from the spawn of the first process:
      local     --model on local disk (--model-dir, page cache warm): the floor, no transfer
      ossc-run  `ossc-run --oss-path s3://B/P/ --model-dir <fresh dir> --endpoint E --config <tmp>
@@ -67,12 +67,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "python"))
-import big_llama  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from bench_fetch import descendants_named, log, settle, sys_busy  # noqa: E402
-from vllm_harness import VllmError, VllmServer, descendants, free_port  # noqa: E402
 
-from ossc.localstore import LocalStore  # noqa: E402
 from ossc.native import session_dir  # noqa: E402
+from support import big_llama  # noqa: E402
+from support.localstore import LocalStore  # noqa: E402
+from support.vllm_harness import VllmError, VllmServer, descendants, free_port  # noqa: E402
 
 CONTENDERS = ["local", "ossc-run", "ossc-run-disk", "s5cmd", "runai"]
 NAME = "big"  # served model name, the same for every contender

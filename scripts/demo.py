@@ -2,7 +2,7 @@
 """The demo: the real vLLM OpenAI server loads a model straight from a local object store.
 
 1. SeaweedFS starts on 127.0.0.1 with access-key auth (the project's LocalStore).
-2. A tiny Llama (random weights, locally trained tokenizer; scripts/tiny_llama.py) is built
+2. A tiny Llama (random weights, locally trained tokenizer; tests/support/tiny_llama.py) is built
    with the vLLM venv's Python and uploaded.
 3. `ossc-run` checks the store, starts the prefetch and spawns
    `python -m vllm.entrypoints.openai.api_server --model MODEL_DIR`, unchanged.
@@ -20,11 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ossc.localstore import LocalStore
 from ossc.native import session_dir
-from vllm_harness import VllmError, VllmServer, free_port
 
-HERE = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the tests' support package: the local store, the vLLM harness
+from support.localstore import LocalStore  # noqa: E402
+from support.vllm_harness import VllmError, VllmServer, free_port  # noqa: E402
+
 BUCKET = "ossc-demo"
 PREFIX = "models/tiny-llama/"
 PROMPT = "Object storage keeps models"
@@ -46,7 +48,8 @@ def main() -> int:
     server = None
     try:
         local = work / "tiny-llama"
-        subprocess.run([args.vllm_python, str(HERE / "tiny_llama.py"), str(local)], check=True)
+        subprocess.run([args.vllm_python, str(TESTS / "support" / "tiny_llama.py"), str(local)],
+                       check=True)
         with LocalStore(str(work / "store")) as store:
             store.create_bucket(BUCKET)
             store.upload_dir(BUCKET, PREFIX, str(local))

@@ -1,18 +1,11 @@
 """Shared fixtures: a real S3 server (SeaweedFS) for the session, a fault proxy per test."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# scripts/ holds helpers the tests share with the demo and the benchmarks (tiny_llama,
-# vllm_harness); tests run from anywhere (`cd /tmp && pytest /path/to/tests`).
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
-if str(SCRIPTS_DIR) not in sys.path:
-    sys.path.append(str(SCRIPTS_DIR))
-
-from faultproxy import FaultProxy
-from ossc.localstore import LocalStore
+# support/ (pytest puts tests/ on sys.path, wherever it runs from): shared with the demo and
+# the benchmarks, never in the wheel.
+from support.faultproxy import FaultProxy
+from support.localstore import LocalStore
 
 TEST_BUCKET = "ossc-test"
 

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from faultproxy import crc64, crc64_py
-from ossc.localstore import sigv4_headers
+from support.faultproxy import crc64, crc64_py
+from support.localstore import sigv4_headers
 
 SIZE = 3 * 1024 * 1024 + 123  # several proxy pieces, not a multiple of anything
 
@@ -190,7 +190,7 @@ def test_status_200_full(proxy, store, bucket, obj):
 
 
 def test_stop_closes_live_connections(store, bucket, obj):
-    from faultproxy import FaultProxy
+    from support.faultproxy import FaultProxy
 
     proxy = FaultProxy(store.endpoint).start()
     path = object_path(bucket, obj[0])

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from session_helpers import wait_session_gone
-from vllm_harness import free_port  # scripts/ (conftest puts it on sys.path)
+from support.session_helpers import wait_session_gone
+from support.vllm_harness import free_port
 
 LAUNCHER = [sys.executable, "-m", "ossc.launcher"]
 # Nothing from the caller's shell may decide a case.

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ossc.native import preload_library, session_dir, sessions
-from session_helpers import session_info, wait_session_gone
+from support.session_helpers import session_info, wait_session_gone
 
 READER = textwrap.dedent("""
     import hashlib, json, os, sys

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ossc.native import preload_library, session_dir
-from session_helpers import session_info, wait_session_gone, wanted_count
+from support.session_helpers import session_info, wait_session_gone, wanted_count
 
 PREFIX = "shim-model/"
 CHUNK = "1MiB"

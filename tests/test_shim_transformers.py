@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-import tiny_llama  # scripts/tiny_llama.py (conftest puts scripts/ on sys.path)
 from ossc.native import preload_library, session_dir
+from support import tiny_llama
 
 PREFIX = "tiny-llama/"
 

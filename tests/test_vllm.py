@@ -16,9 +16,9 @@ import uuid
 
 import pytest
 
-import tiny_llama  # scripts/ (conftest puts it on sys.path)
 from ossc.native import preload_library, session_dir
-from vllm_harness import VllmServer, alive, descendants
+from support import tiny_llama
+from support.vllm_harness import VllmServer, alive, descendants
 
 VLLM_PYTHON = os.environ.get("OSSC_VLLM_PYTHON")
 if not VLLM_PYTHON:

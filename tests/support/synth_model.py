@@ -1,4 +1,4 @@
-"""A deterministic Llama-7B-like safetensors model for benchmarks and the demo.
+"""A deterministic Llama-7B-like safetensors model for the benchmarks.
 
 bf16 tensors with Llama-7B shapes (hidden 4096, intermediate 11008), as many layers as fit the
 requested size, split into 4 shards with model.safetensors.index.json and config.json. A

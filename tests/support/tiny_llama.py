@@ -2,7 +2,7 @@
 real transformers/peft artifacts without a hub, in shapes that vLLM on CPU also accepts
 (head_dim 64; see shared/reference/vllm-cpu.md).
 
-    python scripts/tiny_llama.py DIR [--lora NAME ...] [--seed N]
+    PYTHONPATH=tests python -m support.tiny_llama DIR [--lora NAME ...] [--seed N]
 
 writes DIR/config.json, two safetensors shards with model.safetensors.index.json, the tokenizer
 (with a chat template) and, per --lora NAME, a peft adapter in DIR/loras/NAME. peft is imported
