@@ -410,29 +410,6 @@ def test_expired_data_is_released_and_fetched_again(store, bucket, model, model_
     assert proxy.bytes_served(f"{bucket}/{PREFIX}sub/extra.bin") == 5 << 20
 
 
-def test_open_through_syscall_openat_and_openat2(store, bucket, model, model_dir):
-    """Programs that call syscall() directly (there is no glibc openat2 wrapper) get the
-    object too, not the placeholder's zeros."""
-    code = """
-    import ctypes, hashlib, json, os
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    path = os.path.join(os.environ["MODEL_DIR"], "weights.bin").encode()
-    AT_FDCWD, SYS_openat, SYS_openat2 = -100, 257, 437
-    how = (ctypes.c_uint64 * 3)(os.O_RDONLY | os.O_CLOEXEC, 0, 0)  # struct open_how
-    fds = [libc.syscall(SYS_openat, AT_FDCWD, path, os.O_RDONLY, 0),
-           libc.syscall(SYS_openat2, AT_FDCWD, path, ctypes.byref(how), ctypes.sizeof(how))]
-    digests = []
-    for fd in fds:
-        assert fd >= 0, os.strerror(ctypes.get_errno())
-        with os.fdopen(fd, "rb") as f:
-            digests.append(hashlib.sha256(f.read()).hexdigest())
-    print(json.dumps(digests))
-    """
-    got = run_owner(shim_env(store, bucket, model_dir), code)
-    assert got == [hashlib.sha256((model / "weights.bin").read_bytes()).hexdigest()] * 2
-
-
 def test_corrupt_byte_never_reaches_a_reader(store, bucket, model, model_dir, proxy):
     """With the store's CRC-64 (as OSS sends it), a flipped byte is caught and the object is
     fetched again; a reader that starts at once only ever sees the verified bytes."""
