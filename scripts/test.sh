@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sets up and runs the whole test suite: C unit tests (plain and under ASan/UBSan), a bounded
-# fuzz run of the reply parsers, and the Python tests against a real S3 server (SeaweedFS on
-# 127.0.0.1) and the real vLLM server, the engine-heavy ones again with the sanitizer build of
-# libossc.
+# Sets up and runs the whole test suite: the C tests under CTest (test_engine, and a test per
+# hook of the shim: programs run under LD_PRELOAD) plain and under ASan/UBSan, a bounded fuzz
+# run of the reply parsers, and the Python tests against a real S3 server (SeaweedFS on
+# 127.0.0.1), the real loaders and the real vLLM server, the engine-heavy ones again with the
+# sanitizer build of libossc. A Python test that skips fails the run unless
+# tests/support/skips.py allows it (OSSC_NO_UNEXPECTED_SKIPS=1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -27,11 +29,11 @@ bash scripts/fuzz_listing.sh "${OSSC_FUZZ_SECONDS:-60}"
 echo "== engine and shim tests against SeaweedFS with the sanitizer build"
 # Python itself is not instrumented: the runtimes must come first in the process.
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
-ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" \
-    python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_faults.py \
+ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" OSSC_NO_UNEXPECTED_SKIPS=1 \
+    python3 -m pytest -q -p no:cacheprovider -rs tests/test_store.py tests/test_faults.py \
     tests/test_shim.py
 
 echo "== the whole Python suite against the installed package, with the real vLLM server"
 # From outside the tree, so `import ossc` is the installed package, not python/ossc.
-export OSSC_VLLM_PYTHON="$root/.venv-vllm/bin/python" OSSC_REQUIRE_VLLM=1
-cd /tmp && python3 -m pytest -q -p no:cacheprovider --durations=8 "$root/tests"
+export OSSC_VLLM_PYTHON="$root/.venv-vllm/bin/python" OSSC_REQUIRE_VLLM=1 OSSC_NO_UNEXPECTED_SKIPS=1
+cd /tmp && python3 -m pytest -q -p no:cacheprovider -rs --durations=8 "$root/tests"

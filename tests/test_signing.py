@@ -21,22 +21,20 @@ from email.utils import formatdate
 from typing import Optional
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+# The SDKs are test dependencies (pyproject's [test] extra): a failed import fails the module,
+# it never skips it.
+import boto3
+import botocore.auth
+import botocore.awsrequest
+import botocore.config
+import botocore.credentials
+import oss2.api
+import oss2.auth
+import oss2.credentials
+import oss2.http
+import oss2.utils
 import pytest
-
-oss2 = pytest.importorskip("oss2")
-botocore = pytest.importorskip("botocore")
-boto3 = pytest.importorskip("boto3")
-requests = pytest.importorskip("requests")
-
-import botocore.auth  # noqa: E402
-import botocore.awsrequest  # noqa: E402
-import botocore.config  # noqa: E402
-import botocore.credentials  # noqa: E402
-import oss2.api  # noqa: E402
-import oss2.auth  # noqa: E402
-import oss2.credentials  # noqa: E402
-import oss2.http  # noqa: E402
-import oss2.utils  # noqa: E402
+import requests
 
 import ossc  # noqa: E402
 
