@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -36,16 +37,22 @@ void shim_log(const char *level, const char *fmt, ...)
 
 int shim_open_log(const char *path)
 {
+    static char refused[PATH_MAX]; /* said once per process, though tried again on attach */
     int fd = real_open(path, OSSC_LOG_OPEN_FLAGS, OSSC_LOG_MODE);
-    if (fd < 0 && errno == ELOOP) { /* to stderr: the log this was may be the one refused */
-        char line[PATH_MAX + 128];
-        int n = snprintf(line, sizeof(line), "ossc[%d] WARN cannot open log file %s: it is a "
-                         "symbolic link, which ossc does not follow\n", (int)getpid(), path);
-        ssize_t w = n > 0 ? write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1)
-                          : 0;
-        (void)w;
-    }
-    return fd;
+    struct stat st; /* a symlink in a sticky directory may fail as EACCES, not ELOOP */
+    if (fd >= 0 || strcmp(refused, path) == 0 ||
+        !(errno == ELOOP || (real_fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                             S_ISLNK(st.st_mode))))
+        return fd;
+    snprintf(refused, sizeof(refused), "%s", path);
+    /* to stderr: the log this was may be the one refused */
+    char line[PATH_MAX + 128];
+    int n = snprintf(line, sizeof(line), "ossc[%d] WARN cannot open log file %s: it is a "
+                     "symbolic link, which ossc does not follow\n", (int)getpid(), path);
+    ssize_t w = n > 0 ? write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1)
+                      : 0;
+    (void)w;
+    return -1;
 }
 
 /* The session's logPath (from the owner's settings), unless OSSC_LOG_PATH chose already. */
