@@ -12,6 +12,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -28,38 +29,19 @@
 
 static inline bool active(void) { return shim_ready == 2 && shim.enabled; }
 
-/* An absolute spelling of path (relative to dirfd) if it may lie below MODEL_DIR, else NULL. */
-static const char *absolute(int dirfd, const char *path, char *buf, size_t cap)
+/* The object an absolute path names by its plain spelling (session_lookup), or -1. Every
+ * other spelling (relative, through "..", a symbolic link or a hard link) is recognized by
+ * what it opens or stats: the placeholder's identity (session_identify). */
+static int object_at(const char *path)
 {
-    if (!path)
-        return NULL;
-    if (path[0] == '/')
-        return path;
-    char base[PATH_MAX];
-    if (dirfd == AT_FDCWD) {
-        if (!getcwd(base, sizeof(base)))
-            return NULL;
-    } else {
-        char link[64];
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
-        ssize_t n = readlink(link, base, sizeof(base) - 1);
-        if (n <= 0)
-            return NULL;
-        base[n] = '\0';
-    }
-    if ((size_t)snprintf(buf, cap, "%s/%s", base, path) >= cap)
-        return NULL;
-    return buf;
+    return active() && path && path[0] == '/' ? session_lookup(path) : -1;
 }
 
-/* The object a path names, or -1; relative paths only cost a getcwd when the shim is on. */
-static int object_at(int dirfd, const char *path)
+static int identify(const struct stat *st)
 {
-    if (!active() || !path || !*path) /* "" with AT_EMPTY_PATH names dirfd itself */
-        return -1;
-    char buf[PATH_MAX + 64];
-    const char *abs = absolute(dirfd, path, buf, sizeof(buf));
-    return abs ? session_lookup(abs) : -1;
+    return active() ? session_identify((uint64_t)st->st_dev, (uint64_t)st->st_ino, st->st_mode,
+                                       (int64_t)st->st_size, (int64_t)st->st_blocks)
+                    : -1;
 }
 
 static int fail(int e)
@@ -78,6 +60,12 @@ static int open_object(int object, int flags)
     int fd = session_open_data(object, flags);
     if (fd < 0)
         return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        real_close(fd);
+        return fail(e);
+    }
     if (fd >= FD_TABLE_SIZE) { /* untrackable: hand it out only once it is whole */
         int e = session_wait(object, 0, session_object_size(object), NULL);
         if (e) {
@@ -86,8 +74,47 @@ static int open_object(int object, int flags)
         }
         return fd;
     }
-    fd_track(fd, object, session_object_whole(object)); /* checked after the open */
+    fd_track(fd, object, session_object_whole(object), &st); /* checked after the open */
     return fd;
+}
+
+/* After a real open, while the shim is active (one fstat). The kernel handed the number out,
+ * so whatever we tracked on it was closed where no hook saw it: forgotten. A placeholder
+ * reached by a spelling object_at does not take is swapped for its object's data file. */
+static int opened(int fd, int flags)
+{
+    if (fd < 0 || !active())
+        return fd;
+    fd_untrack(fd);
+    struct stat st;
+    int object = (flags & (O_PATH | O_DIRECTORY)) || fstat(fd, &st) != 0 ? -1 : identify(&st);
+    if (object < 0)
+        return fd;
+    real_close(fd);
+    return open_object(object, flags);
+}
+
+/* Whether an open with O_TRUNC would empty a placeholder (reached by a spelling object_at
+ * does not take) before opened() could tell: one stat, for such opens only. */
+static bool truncates_placeholder(int dirfd, const char *path, int flags)
+{
+    struct stat st;
+    return (flags & O_TRUNC) && active() && path &&
+           real_fstatat(dirfd, path, &st, flags & O_NOFOLLOW ? AT_SYMLINK_NOFOLLOW : 0) == 0 &&
+           identify(&st) >= 0;
+}
+
+/* Whether fd still names the data file it was tracked on (forgotten if not). An fd can be
+ * closed where no hook sees it (fclose of an fdopen'ed stream, a raw close) and its number
+ * reused by a call we do not hook (socket, pipe, memfd_create). Asked only before a wait:
+ * reads of present bytes, and of fds not ours, cost no system call. */
+static bool still_ours(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 ? fd_is_file(fd, &st) : errno != EBADF)
+        return true;
+    fd_untrack(fd);
+    return false;
 }
 
 static int wait_fd(int object, int fd, int64_t offset, uint64_t length)
@@ -96,8 +123,10 @@ static int wait_fd(int object, int fd, int64_t offset, uint64_t length)
         return 0;
     if (offset < 0)
         offset = lseek(fd, 0, SEEK_CUR);
-    if (offset < 0)
-        return 0; /* the real call will report the problem */
+    if (offset < 0) /* the real call will report the problem */
+        return 0;
+    if (session_present(object, (uint64_t)offset, length) || !still_ours(fd))
+        return 0;
     uint32_t waited = 0;
     int e = session_wait(object, (uint64_t)offset, length, &waited);
     fd_add_wait(fd, waited);
@@ -119,12 +148,14 @@ static mode_t mode_arg(int flags, va_list ap)
 
 /* ---- the open family ---- */
 
-#define OPEN_BODY(name, dirfd, path, flags, call_real)     \
-    ENSURE(name);                                          \
-    int object = object_at(dirfd, path);                   \
-    if (object < 0)                                        \
-        return call_real;                                  \
-    return open_object(object, flags)
+#define OPEN_BODY(name, dirfd, path, flags, call_real) \
+    ENSURE(name);                                      \
+    int object = object_at(path);                      \
+    if (object >= 0)                                   \
+        return open_object(object, flags);             \
+    if (truncates_placeholder(dirfd, path, flags))     \
+        return fail(EROFS);                            \
+    return opened(call_real, flags)
 
 SHIM_API int open(const char *path, int flags, ...)
 {
@@ -207,60 +238,109 @@ static FILE *fopen_object(int object, const char *mode)
     return f;
 }
 
+/* After a real open of a stream, as opened() for its fd: the object whose placeholder it
+ * reached, or -1. */
+static int stream_opened(FILE *f)
+{
+    if (!f || !active())
+        return -1;
+    int fd = fileno(f);
+    fd_untrack(fd);
+    struct stat st;
+    return fstat(fd, &st) == 0 ? identify(&st) : -1;
+}
+
+/* "w" modes truncate (truncates_placeholder). */
+static int stdio_flags(const char *mode) { return strchr(mode, 'w') ? O_TRUNC : 0; }
+
+static FILE *fopen_common(const char *path, const char *mode,
+                          FILE *(*real)(const char *, const char *))
+{
+    int object = object_at(path);
+    if (object >= 0)
+        return fopen_object(object, mode);
+    if (truncates_placeholder(AT_FDCWD, path, stdio_flags(mode))) {
+        errno = EROFS;
+        return NULL;
+    }
+    FILE *f = real(path, mode);
+    object = stream_opened(f);
+    if (object < 0)
+        return f;
+    fclose(f); /* the placeholder's: the object's stream instead */
+    return fopen_object(object, mode);
+}
+
 SHIM_API FILE *fopen(const char *path, const char *mode)
 {
     ENSURE(fopen);
-    int object = object_at(AT_FDCWD, path);
-    return object < 0 ? real_fopen(path, mode) : fopen_object(object, mode);
+    return fopen_common(path, mode, real_fopen);
 }
 
 SHIM_API FILE *fopen64(const char *path, const char *mode)
 {
     ENSURE(fopen64);
-    int object = object_at(AT_FDCWD, path);
-    return object < 0 ? real_fopen64(path, mode) : fopen_object(object, mode);
+    return fopen_common(path, mode, real_fopen64);
 }
 
-static FILE *freopen_object(int object, const char *mode, FILE *stream,
-                            FILE *(*real)(const char *, const char *, FILE *))
+typedef FILE *(*freopen_fn)(const char *, const char *, FILE *);
+
+/* A failed freopen has closed the stream, as glibc's does (the caller must not use it
+ * again): the real call on a path that cannot be opened, then our errno. */
+static FILE *freopen_failed(int e, const char *mode, FILE *stream, freopen_fn real)
 {
-    if (strpbrk(mode, "wa+")) {
-        errno = EROFS;
-        return NULL;
-    }
+    real("", mode, stream);
+    errno = e;
+    return NULL;
+}
+
+static FILE *freopen_object(int object, const char *mode, FILE *stream, freopen_fn real)
+{
+    if (strpbrk(mode, "wa+"))
+        return freopen_failed(EROFS, mode, stream, real);
     /* Through an fd of ours, waited for whole, so the stream gets that very file (a path
      * could name a newer data file after an expiry, still being fetched). */
     int fd = open_object(object, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return NULL;
+        return freopen_failed(errno, mode, stream, real);
     int e = wait_fd(object, fd, 0, session_object_size(object));
-    FILE *f = NULL;
-    if (!e) {
-        char self[64];
-        snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
-        f = real(self, mode, stream);
-        e = f ? 0 : errno;
-    }
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+    FILE *f = e ? NULL : real(self, mode, stream); /* NULL: it closed the stream */
+    int real_e = errno;
     fd_untrack(fd);
     real_close(fd);
-    errno = f ? errno : e;
+    if (e)
+        return freopen_failed(e, mode, stream, real);
+    errno = real_e;
     return f;
+}
+
+static FILE *freopen_common(const char *path, const char *mode, FILE *stream, freopen_fn real)
+{
+    /* glibc closes the stream's fd inside, and gives its number to the new file. */
+    if (path && stream)
+        fd_untrack(fileno(stream));
+    int object = object_at(path);
+    if (object >= 0)
+        return freopen_object(object, mode, stream, real);
+    if (path && truncates_placeholder(AT_FDCWD, path, stdio_flags(mode)))
+        return freopen_failed(EROFS, mode, stream, real);
+    FILE *f = real(path, mode, stream);
+    object = path ? stream_opened(f) : -1; /* NULL: the same file in another mode */
+    return object < 0 ? f : freopen_object(object, mode, f, real);
 }
 
 SHIM_API FILE *freopen(const char *path, const char *mode, FILE *stream)
 {
     ENSURE(freopen);
-    int object = object_at(AT_FDCWD, path);
-    return object < 0 ? real_freopen(path, mode, stream)
-                      : freopen_object(object, mode, stream, real_freopen);
+    return freopen_common(path, mode, stream, real_freopen);
 }
 
 SHIM_API FILE *freopen64(const char *path, const char *mode, FILE *stream)
 {
     ENSURE(freopen64);
-    int object = object_at(AT_FDCWD, path);
-    return object < 0 ? real_freopen64(path, mode, stream)
-                      : freopen_object(object, mode, stream, real_freopen64);
+    return freopen_common(path, mode, stream, real_freopen64);
 }
 
 /* Only the open syscalls are ours (glibc has no openat2 wrapper: callers use syscall());
@@ -280,9 +360,12 @@ SHIM_API long syscall(long number, ...)
         int flags = number == SYS_open     ? (int)a[1]
                     : number == SYS_openat ? (int)a[2]
                     : a[2] ? (int)((const struct open_how *)a[2])->flags : 0;
-        int object = object_at(dirfd, path);
+        int object = object_at(path);
         if (object >= 0)
             return open_object(object, flags);
+        if (truncates_placeholder(dirfd, path, flags))
+            return fail(EROFS);
+        return opened((int)real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]), flags);
     }
     return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
@@ -402,42 +485,56 @@ SHIM_API ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_t
 
 /* ---- fd bookkeeping: a duplicate is ours too; a closed fd no longer is ---- */
 
-static int track_dup(int from, int to)
+/* A duplicate at a number beyond the table cannot be tracked: like open_object's fd there,
+ * it is handed out only once the object is whole, so its reads need no wait. 0 or the
+ * errno the dup fails with. */
+static int whole_beyond_table(int from, int to)
 {
-    if (to >= 0) {
-        int object = fd_object(from);
-        if (object >= 0)
-            fd_track(to, object, fd_whole(from));
-        else
-            fd_untrack(to);
+    int object = to >= FD_TABLE_SIZE ? fd_object(from) : -1;
+    return object >= 0 ? wait_fd(object, from, 0, session_object_size(object)) : 0;
+}
+
+/* After the real dup: to is what from is. */
+static int dup_result(int from, int to)
+{
+    if (to < 0)
+        return to;
+    int e = whole_beyond_table(from, to);
+    if (e) {
+        real_close(to);
+        return fail(e);
     }
+    fd_copy(from, to);
     return to;
 }
 
 SHIM_API int dup(int fd)
 {
     ENSURE(dup);
-    return track_dup(fd, real_dup(fd));
+    return dup_result(fd, real_dup(fd));
 }
 
+/* dup2, dup3: the wait comes first, so that a failure leaves fd2 as it was. */
 SHIM_API int dup2(int fd, int fd2)
 {
     ENSURE(dup2);
-    return track_dup(fd, real_dup2(fd, fd2));
+    int e = whole_beyond_table(fd, fd2);
+    return e ? fail(e) : dup_result(fd, real_dup2(fd, fd2));
 }
 
 SHIM_API int dup3(int fd, int fd2, int flags)
 {
     ENSURE(dup3);
-    return track_dup(fd, real_dup3(fd, fd2, flags));
+    int e = whole_beyond_table(fd, fd2);
+    return e ? fail(e) : dup_result(fd, real_dup3(fd, fd2, flags));
 }
 
 static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 {
-    int r = real(fd, cmd, arg);
-    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
-        track_dup(fd, r);
-    return r;
+    if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+        return real(fd, cmd, arg);
+    int e = whole_beyond_table(fd, (int)(intptr_t)arg); /* the least number it may take */
+    return e ? fail(e) : dup_result(fd, real(fd, cmd, arg));
 }
 
 SHIM_API int fcntl(int fd, int cmd, ...)
@@ -465,7 +562,9 @@ SHIM_API int close(int fd)
     ENSURE(close);
     int object = fd_object(fd);
     if (object >= 0) {
-        session_audit(object, fd_waited_ms(fd));
+        struct stat st; /* not a number reused past our hooks (still_ours) */
+        if (fstat(fd, &st) == 0 && fd_is_file(fd, &st))
+            session_audit(object, fd_waited_ms(fd));
         fd_untrack(fd);
     }
     return real_close(fd);
@@ -483,104 +582,113 @@ SHIM_API int close_range(unsigned int first, unsigned int last, int flags)
 /* ---- stat: a path of ours describes its data file, so that stat(path) and fstat(fd) agree
  * (cp checks that the file it opened is the one it stat'ed) ---- */
 
-static const char *stat_target(int dirfd, const char *path, char *buf)
+/* A plain absolute spelling of an object: its data file's path, so that stat(path) and
+ * fstat(fd) agree. Released (expireTimeSec): the placeholder tells the size without fetching
+ * it again, so that `ls -l` after expiry does not download the model. */
+static const char *stat_target(const char *path, char *buf)
 {
-    int object = object_at(dirfd, path);
+    int object = object_at(path);
     if (object < 0)
         return path;
     session_data_path(object, buf, DATA_PATH_MAX);
-    /* Released (expireTimeSec): the placeholder tells the size without fetching it again,
-     * so that `ls -l` after expiry does not download the model. */
     return access(buf, F_OK) == 0 ? buf : path;
 }
 
+/* After a real stat of a path stat_target left as it was: a placeholder reached by another
+ * spelling is described by its data file too (the path to stat instead), else NULL. */
+static const char *placeholder_target(uint64_t dev, uint64_t ino, mode_t mode, int64_t size,
+                                      int64_t blocks, char *buf)
+{
+    int object = active() ? session_identify(dev, ino, mode, size, blocks) : -1;
+    if (object < 0)
+        return NULL;
+    session_data_path(object, buf, DATA_PATH_MAX);
+    return access(buf, F_OK) == 0 ? buf : NULL;
+}
+
+#define STAT_IDS(st)                                                                     \
+    (uint64_t)(st)->st_dev, (uint64_t)(st)->st_ino, (st)->st_mode, (int64_t)(st)->st_size, \
+        (int64_t)(st)->st_blocks
+/* statx without the type or the inode number identifies nothing. */
+#define STATX_IDS(st)                                                                    \
+    (uint64_t)makedev((st)->stx_dev_major, (st)->stx_dev_minor), (uint64_t)(st)->stx_ino,  \
+        ((st)->stx_mask & (STATX_TYPE | STATX_INO)) == (STATX_TYPE | STATX_INO)           \
+            ? (mode_t)(st)->stx_mode                                                     \
+            : 0,                                                                         \
+        (int64_t)(st)->stx_size,                                                         \
+        (st)->stx_mask & STATX_BLOCKS ? (int64_t)(st)->stx_blocks : 0
+
+/* The shape of every stat hook: `call` stats the path target_. */
+#define STAT_BODY(name, ids, call)                                                 \
+    ENSURE(name);                                                                  \
+    char buf_[DATA_PATH_MAX];                                                      \
+    const char *target_ = stat_target(path, buf_);                                 \
+    int r_ = call;                                                                 \
+    if (r_ == 0 && target_ == path && (target_ = placeholder_target(ids, buf_))) \
+        r_ = call;                                                                 \
+    return r_
+
 SHIM_API int stat(const char *path, struct stat *st)
 {
-    ENSURE(stat);
-    char buf[DATA_PATH_MAX];
-    return real_stat(stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(stat, STAT_IDS(st), real_stat(target_, st));
 }
 
 SHIM_API int stat64(const char *path, struct stat64 *st)
 {
-    ENSURE(stat64);
-    char buf[DATA_PATH_MAX];
-    return real_stat64(stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(stat64, STAT_IDS(st), real_stat64(target_, st));
 }
 
 SHIM_API int lstat(const char *path, struct stat *st)
 {
-    ENSURE(lstat);
-    char buf[DATA_PATH_MAX];
-    return real_lstat(stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(lstat, STAT_IDS(st), real_lstat(target_, st));
 }
 
 SHIM_API int lstat64(const char *path, struct stat64 *st)
 {
-    ENSURE(lstat64);
-    char buf[DATA_PATH_MAX];
-    return real_lstat64(stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(lstat64, STAT_IDS(st), real_lstat64(target_, st));
 }
 
 SHIM_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 {
-    ENSURE(fstatat);
-    char buf[DATA_PATH_MAX];
-    return real_fstatat(dirfd, stat_target(dirfd, path, buf), st, flags);
+    STAT_BODY(fstatat, STAT_IDS(st), real_fstatat(dirfd, target_, st, flags));
 }
 
 SHIM_API int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
 {
-    ENSURE(fstatat64);
-    char buf[DATA_PATH_MAX];
-    return real_fstatat64(dirfd, stat_target(dirfd, path, buf), st, flags);
+    STAT_BODY(fstatat64, STAT_IDS(st), real_fstatat64(dirfd, target_, st, flags));
 }
 
 SHIM_API int __xstat(int ver, const char *path, struct stat *st)
 {
-    ENSURE(__xstat);
-    char buf[DATA_PATH_MAX];
-    return real___xstat(ver, stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(__xstat, STAT_IDS(st), real___xstat(ver, target_, st));
 }
 
 SHIM_API int __xstat64(int ver, const char *path, struct stat64 *st)
 {
-    ENSURE(__xstat64);
-    char buf[DATA_PATH_MAX];
-    return real___xstat64(ver, stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(__xstat64, STAT_IDS(st), real___xstat64(ver, target_, st));
 }
 
 SHIM_API int __lxstat(int ver, const char *path, struct stat *st)
 {
-    ENSURE(__lxstat);
-    char buf[DATA_PATH_MAX];
-    return real___lxstat(ver, stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(__lxstat, STAT_IDS(st), real___lxstat(ver, target_, st));
 }
 
 SHIM_API int __lxstat64(int ver, const char *path, struct stat64 *st)
 {
-    ENSURE(__lxstat64);
-    char buf[DATA_PATH_MAX];
-    return real___lxstat64(ver, stat_target(AT_FDCWD, path, buf), st);
+    STAT_BODY(__lxstat64, STAT_IDS(st), real___lxstat64(ver, target_, st));
 }
 
 SHIM_API int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags)
 {
-    ENSURE(__fxstatat);
-    char buf[DATA_PATH_MAX];
-    return real___fxstatat(ver, dirfd, stat_target(dirfd, path, buf), st, flags);
+    STAT_BODY(__fxstatat, STAT_IDS(st), real___fxstatat(ver, dirfd, target_, st, flags));
 }
 
 SHIM_API int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags)
 {
-    ENSURE(__fxstatat64);
-    char buf[DATA_PATH_MAX];
-    return real___fxstatat64(ver, dirfd, stat_target(dirfd, path, buf), st, flags);
+    STAT_BODY(__fxstatat64, STAT_IDS(st), real___fxstatat64(ver, dirfd, target_, st, flags));
 }
 
 SHIM_API int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *st)
 {
-    ENSURE(statx);
-    char buf[DATA_PATH_MAX];
-    return real_statx(dirfd, stat_target(dirfd, path, buf), flags, mask, st);
+    STAT_BODY(statx, STATX_IDS(st), real_statx(dirfd, target_, flags, mask, st));
 }

@@ -136,6 +136,46 @@ static int attach_dir(const char *dir, const char *real)
     return rc;
 }
 
+/* Placeholder identities, for a file reached by a spelling the path lookup does not take
+ * (a symbolic link into MODEL_DIR, "..", a relative path, a hard link): object i's
+ * placeholder as stat(2) saw it, and an open-addressing hash of their inode numbers (index
+ * + 1), n_slots long like the names'. A placeholder not there yet when we attached (the
+ * owner publishes the control file first) is looked for again when a sparse file misses. */
+typedef struct placeholder_id {
+    uint64_t dev, ino; /* ino 0: not found yet */
+} placeholder_id;
+static placeholder_id *ids;
+static uint32_t *id_slots;
+static bool ids_missing; /* some placeholder was not found; under attach_lock */
+
+static uint32_t ino_hash(uint64_t ino) { return hash((const char *)&ino, sizeof(ino)); }
+
+/* Finds the placeholders not found yet; with attach_lock held. */
+static void find_placeholders(void)
+{
+    ids_missing = false;
+    for (uint32_t i = 0; i < hdr->n_objects; i++) {
+        if (ids[i].ino)
+            continue;
+        char path[PATH_MAX];
+        struct stat st;
+        const ossc_session_object *o = &objects()[i];
+        int n = snprintf(path, sizeof(path), "%s/%.*s", hdr->model_dir, (int)o->name_len,
+                         name_of(o));
+        if (n < 0 || (size_t)n >= sizeof(path) ||
+            real_fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+            ids_missing = true;
+            continue;
+        }
+        ids[i].dev = (uint64_t)st.st_dev;
+        __atomic_store_n(&ids[i].ino, (uint64_t)st.st_ino, __ATOMIC_RELEASE);
+        uint32_t k = ino_hash(st.st_ino) & (n_slots - 1);
+        while (id_slots[k])
+            k = (k + 1) & (n_slots - 1);
+        __atomic_store_n(&id_slots[k], i + 1, __ATOMIC_RELEASE);
+    }
+}
+
 static bool attach_locked(void)
 {
     char real[PATH_MAX];
@@ -156,12 +196,16 @@ static bool attach_locked(void)
     uint32_t n = 16;
     while (n < 2 * h->n_objects)
         n *= 2;
-    uint32_t *table = real_mmap(NULL, n * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+    /* One private mapping: the name slots, the inode slots, the placeholder identities. */
+    size_t bytes = 2 * n * sizeof(uint32_t) + h->n_objects * sizeof(placeholder_id);
+    uint32_t *table = real_mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (table == MAP_FAILED) {
         hdr = NULL;
         return false;
     }
+    id_slots = table + n;
+    ids = (placeholder_id *)(table + 2 * n);
     for (uint32_t i = 0; i < h->n_objects; i++) {
         const ossc_session_object *o = &objects()[i];
         uint32_t k = hash(name_of(o), o->name_len) & (n - 1);
@@ -170,6 +214,7 @@ static bool attach_locked(void)
         table[k] = i + 1;
     }
     n_slots = n;
+    find_placeholders();
     __atomic_store_n(&slots, table, __ATOMIC_RELEASE);
     shim_log_to(h->log_path);
     return true;
@@ -208,9 +253,11 @@ void session_detach(void)
         return;
     real_close(control_fd); /* and the users file's lock with it: see users_fd */
     real_close(users_fd);
-    munmap(slots, n_slots * sizeof(uint32_t));
+    munmap(slots, 2 * n_slots * sizeof(uint32_t) + hdr->n_objects * sizeof(placeholder_id));
     munmap(hdr, hdr->control_size);
-    slots = NULL;
+    slots = id_slots = NULL;
+    ids = NULL;
+    ids_missing = false;
     hdr = NULL;
     control_fd = users_fd = -1;
 }
@@ -230,8 +277,11 @@ static int lookup_rel(const char *rel, size_t len)
     return -1;
 }
 
-/* Collapses "//", "/./" and "x/.." so that every spelling of a path finds its object. */
-static bool normalize(const char *rel, char *out, size_t cap, size_t *len)
+/* rel as an object's name: "//" collapsed. A spelling the kernel could resolve otherwise
+ * than the letters say is not taken: "." or ".." (after a symbolic link, ".." leaves it
+ * where it points) and a trailing "/" (a file is not a directory: ENOTDIR). Those open the
+ * real path, and what they reach is recognized by its identity (session_identify). */
+static bool plain_name(const char *rel, char *out, size_t cap, size_t *len)
 {
     size_t n = 0;
     for (const char *p = rel; *p;) {
@@ -239,23 +289,15 @@ static bool normalize(const char *rel, char *out, size_t cap, size_t *len)
             p++;
         size_t seg = strcspn(p, "/");
         if (seg == 0)
-            break;
-        if (seg == 1 && p[0] == '.') {
-        } else if (seg == 2 && p[0] == '.' && p[1] == '.') {
-            if (n == 0)
-                return false; /* leaves MODEL_DIR */
-            while (n > 0 && out[n - 1] != '/')
-                n--;
-            if (n > 0)
-                n--;
-        } else {
-            if (n + seg + 2 > cap)
-                return false;
-            if (n)
-                out[n++] = '/';
-            memcpy(out + n, p, seg);
-            n += seg;
-        }
+            return false; /* a trailing "/" */
+        if ((seg == 1 && p[0] == '.') || (seg == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        if (n + seg + 2 > cap)
+            return false;
+        if (n)
+            out[n++] = '/';
+        memcpy(out + n, p, seg);
+        n += seg;
         p += seg;
     }
     out[n] = '\0';
@@ -276,9 +318,38 @@ int session_lookup(const char *path)
         return -1;
     char rel[4096];
     size_t len;
-    if (!normalize(rest, rel, sizeof(rel), &len))
+    if (!plain_name(rest, rel, sizeof(rel), &len))
         return -1;
     return lookup_rel(rel, len);
+}
+
+static int identify(uint64_t dev, uint64_t ino)
+{
+    uint32_t k = ino_hash(ino) & (n_slots - 1), i;
+    for (; (i = __atomic_load_n(&id_slots[k], __ATOMIC_ACQUIRE)); k = (k + 1) & (n_slots - 1))
+        if (ids[i - 1].ino == ino && ids[i - 1].dev == dev)
+            return (int)(i - 1);
+    return -1;
+}
+
+int session_identify(uint64_t dev, uint64_t ino, mode_t mode, int64_t size, int64_t blocks)
+{
+    if (!S_ISREG(mode) || size <= 0)
+        return -1;
+    /* A placeholder is a hole, as big as its object: a file with as many bytes allocated as
+     * it has is never one we have yet to learn of (it costs no attach, no stat). */
+    bool sparse = (uint64_t)blocks * 512 < (uint64_t)size;
+    if (!__atomic_load_n(&slots, __ATOMIC_ACQUIRE) && (!sparse || !attached()))
+        return -1;
+    int object = identify(dev, ino);
+    if (object < 0 && sparse && __atomic_load_n(&ids_missing, __ATOMIC_RELAXED)) {
+        pthread_mutex_lock(&attach_lock);
+        if (ids_missing)
+            find_placeholders();
+        pthread_mutex_unlock(&attach_lock);
+        object = identify(dev, ino);
+    }
+    return object;
 }
 
 static int wait_range(int object, uint64_t offset, uint64_t length);
@@ -365,16 +436,39 @@ void session_audit(int object, uint32_t waited_ms)
     }
 }
 
+/* The chunks [*first, *last] that hold [offset, offset+length) of o, their end in *end;
+ * false when nothing there can be missing. */
+static bool chunks_of(const ossc_session_object *o, uint64_t offset, uint64_t length,
+                      uint32_t *first, uint32_t *last, uint64_t *end)
+{
+    if (__atomic_load_n(&o->chunks_ready, __ATOMIC_ACQUIRE) == o->n_chunks)
+        return false; /* the common case once loading is done */
+    if (length == 0 || offset >= o->size)
+        return false;
+    *end = offset + length > o->size ? o->size : offset + length;
+    *first = o->first_chunk + (uint32_t)(offset / hdr->chunk_size);
+    *last = o->first_chunk + (uint32_t)((*end - 1) / hdr->chunk_size);
+    return true;
+}
+
+bool session_present(int object, uint64_t offset, uint64_t length)
+{
+    uint32_t first, last;
+    uint64_t end;
+    if (!chunks_of(&objects()[object], offset, length, &first, &last, &end))
+        return true;
+    while (first <= last && chunk_ready(first))
+        first++;
+    return first > last;
+}
+
 static int wait_range(int object, uint64_t offset, uint64_t length)
 {
     ossc_session_object *o = &objects()[object];
-    if (__atomic_load_n(&o->chunks_ready, __ATOMIC_ACQUIRE) == o->n_chunks)
-        return 0; /* the common case once loading is done */
-    if (length == 0 || offset >= o->size)
+    uint32_t first, last;
+    uint64_t end;
+    if (!chunks_of(o, offset, length, &first, &last, &end))
         return 0;
-    uint64_t end = offset + length > o->size ? o->size : offset + length;
-    uint32_t first = o->first_chunk + (uint32_t)(offset / hdr->chunk_size);
-    uint32_t last = o->first_chunk + (uint32_t)((end - 1) / hdr->chunk_size);
     uint64_t start = mono_ms(), deadline = start + hdr->read_timeout_ms;
     uint32_t asked = UINT32_MAX;
     uint64_t asked_ms = 0;

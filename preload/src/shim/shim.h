@@ -56,6 +56,10 @@ const char *session_oss_path(void);
 /* The object index of a path below MODEL_DIR, -1 if it is not a large object of the
  * session. path must be absolute. */
 int session_lookup(const char *path);
+/* The object whose placeholder is the file stat(2) describes so (however it was reached:
+ * a symbolic link, "..", a hard link), -1 if none. No system call unless the file is sparse
+ * and the session is not attached yet, or a placeholder was missing when it was. */
+int session_identify(uint64_t dev, uint64_t ino, mode_t mode, int64_t size, int64_t blocks);
 /* Opens the data file of an object like open(2) with flags. */
 int session_open_data(int object, int flags);
 /* Where an object's data file lives (the header's data_dir: /dev/shm or cacheDir). */
@@ -63,6 +67,8 @@ void session_data_path(int object, char *buf, size_t cap);
 /* Waits until [offset, offset+length) of object is present. 0, or an errno; *waited_ms
  * (if given) grows by the time spent. */
 int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_ms);
+/* Whether [offset, offset+length) of object is present now (no wait, no system call). */
+bool session_present(int object, uint64_t offset, uint64_t length);
 /* One audit line (auditPath) for a closed fd of an object. */
 void session_audit(int object, uint32_t waited_ms);
 uint64_t session_object_size(int object);
@@ -72,7 +78,10 @@ void session_atfork_child(void);
 
 /* ---- fd table (fdtable.c): which fds are data files of which object ---- */
 #define FD_TABLE_SIZE 65536
-void fd_track(int fd, int object, bool whole);
+/* fd, opened on `file` (its fstat), is object's. */
+void fd_track(int fd, int object, bool whole, const struct stat *file);
+void fd_copy(int from, int to); /* to is what from is: ours, or not */
+bool fd_is_file(int fd, const struct stat *st); /* st is the file fd was tracked on */
 bool fd_whole(int fd); /* opened on a complete data file: never waits */
 int fd_object(int fd); /* -1 if not ours */
 void fd_untrack(int fd);

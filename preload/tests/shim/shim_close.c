@@ -3,6 +3,7 @@
  * close_range with CLOSE_RANGE_CLOEXEC closes nothing and forgets nothing. */
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -85,6 +86,38 @@ SHIM_TEST(fdopen_fclose)
     CHECK(other == fd);
     CHECK(fx_reads_outside(other));
     close(other);
+}
+
+/* An fd of ours closed where no hook sees it (a raw close), its number reused by a call the
+ * shim does not hook either (a raw dup3 here; socket, pipe, memfd_create alike): reads and
+ * mappings through that number are the new file's, at once, and its close is not audited
+ * as the object's. */
+/* An fd of ours closed raw, and the outside file put at its number raw (dup3). */
+static int reused_unseen(void)
+{
+    int other = open(fx_outside(), O_RDONLY), fd = open(fx_path(0), O_RDONLY);
+    CHECK(syscall(SYS_close, fd) == 0 && syscall(SYS_dup3, other, fd, 0) == fd);
+    close(other);
+    return fd;
+}
+
+SHIM_TEST(fd_reused_unseen)
+{
+    char line[4200];
+    snprintf(line, sizeof(line), "path=%s/%s ", fx_model_dir(), fx_name(0));
+    int audited = fx_log_count(fx_audit_log(), line);
+    int fd = reused_unseen();
+    CHECK(fx_reads_outside(fd));
+    CHECK(close(fd) == 0);
+    fd = reused_unseen();
+    uint32_t w = fx_wanted();
+    void *map = mmap(NULL, FX_OUTSIDE_SIZE, PROT_READ, MAP_PRIVATE, fd, 0);
+    CHECK(map != MAP_FAILED && fx_bytes(FX_OUTSIDE_KEY, 0, map, FX_OUTSIDE_SIZE));
+    if (map != MAP_FAILED)
+        munmap(map, FX_OUTSIDE_SIZE);
+    CHECK(fx_wanted() == w);
+    CHECK(close(fd) == 0);
+    CHECK(fx_log_count(fx_audit_log(), line) == audited);
 }
 
 int main(int argc, char **argv) { return fx_main(argc, argv); }

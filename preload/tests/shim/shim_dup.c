@@ -126,18 +126,21 @@ SHIM_TEST(fcntl64)
     check_commands(fcntl64);
 }
 
-/* dup2(fd, n) for n beyond the fd table (FD_TABLE_SIZE, 65536 numbers), then a read of the
- * whole object through n. */
+/* dup2(fd, n), or fcntl(fd, F_DUPFD, n) when c->off, for n beyond the fd table
+ * (FD_TABLE_SIZE, 65536 numbers), then a read of the whole object through the duplicate. */
 static long dup_and_read(fx_call *c)
 {
-    int n = dup2(c->fd, c->flags);
-    long r = n == c->flags ? pread(n, c->buf, c->len, 0) : -1;
+    int n = c->off ? fcntl(c->fd, F_DUPFD, c->flags) : dup2(c->fd, c->flags);
+    if (n < 0)
+        return -1;
+    long r = n >= c->flags ? pread(n, c->buf, c->len, 0) : -1;
     close(n);
     return r;
 }
 
-/* A duplicate beyond the fd table must not read the object's holes: the dup or the read
- * waits (open hands out an untrackable fd only once the object is whole). */
+/* A duplicate beyond the fd table must not read the object's holes: the dup waits for the
+ * whole object (open hands out an untrackable fd only then too), or fails with its errno
+ * and leaves the number as it was. */
 SHIM_TEST(dup_beyond_table)
 {
     const rlim_t beyond = 65536 + 8;
@@ -154,14 +157,26 @@ SHIM_TEST(dup_beyond_table)
             return;
         }
     }
-    fx_call c = {.fn = dup_and_read, .fd = open(fx_path(0), O_RDONLY), .flags = (int)beyond,
-                 .len = fx_size(0)};
-    fx_start(&c);
-    CHECK(fx_asks(&c, 0, 0));
-    fx_land_all(0);
-    CHECK(fx_finish(&c) == (long)fx_size(0));
-    CHECK(fx_bytes(0, 0, c.buf, fx_size(0)));
-    close(c.fd);
+    for (int64_t by_fcntl = 0; by_fcntl < 2; by_fcntl++) {
+        fx_reset();
+        fx_call c = {.fn = dup_and_read, .fd = open(fx_path(0), O_RDONLY), .flags = (int)beyond,
+                     .len = fx_size(0), .off = by_fcntl};
+        fx_start(&c);
+        CHECK(fx_asks(&c, 0, 0));
+        fx_land_all(0);
+        CHECK(fx_finish(&c) == (long)fx_size(0));
+        CHECK(fx_bytes(0, 0, c.buf, fx_size(0)));
+        close(c.fd);
+
+        c = (fx_call){.fn = dup_and_read, .fd = open(fx_path(1), O_RDONLY), .flags = (int)beyond,
+                      .len = fx_size(1), .off = by_fcntl};
+        fx_start(&c);
+        CHECK(fx_asks(&c, 1, 0));
+        fx_fail(1, EACCES);
+        CHECK(fx_finish(&c) == -1 && errno == EACCES);
+        CHECK_ERRNO(fcntl((int)beyond, F_GETFD), EBADF);
+        close(c.fd);
+    }
     setrlimit(RLIMIT_NOFILE, &rl);
 }
 

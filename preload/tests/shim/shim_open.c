@@ -239,6 +239,93 @@ SHIM_TEST(dotdot)
     fd = open(path, O_RDONLY);
     check_ours(fd, 1);
     close(fd);
+    snprintf(path, sizeof(path), "%s/model2/../model/%s", fx_base(), fx_name(2));
+    fd = open(path, O_RDONLY);
+    check_ours(fd, 2);
+    close(fd);
+    /* Relative to a directory fd inside MODEL_DIR, up and down again. */
+    snprintf(path, sizeof(path), "%s/sub/dir", fx_model_dir());
+    int dir = open(path, O_RDONLY | O_DIRECTORY);
+    snprintf(path, sizeof(path), "../../%s", fx_name(0));
+    fx_reset();
+    fd = openat(dir, path, O_RDONLY);
+    check_ours(fd, 0);
+    close(fd);
+    /* Writing through such a spelling: EROFS, the placeholder as it was. */
+    CHECK_ERRNO(openat(dir, path, O_WRONLY), EROFS);
+    CHECK_ERRNO(openat(dir, path, O_WRONLY | O_TRUNC), EROFS);
+    CHECK(fx_id_of_path(fx_path(0)).size == fx_size(0));
+    close(dir);
+}
+
+/* A symbolic link into MODEL_DIR (to the object, to a directory above it), outside or
+ * inside, and a hard link to a placeholder: the object's too. ".." after a link leaves
+ * from where the link points, as the kernel resolves it: not an object there. */
+SHIM_TEST(symlink)
+{
+    char alias[2048], path[4200];
+    snprintf(alias, sizeof(alias), "%s/alias-to-object", fx_base());
+    CHECK(symlink(fx_path(0), alias) == 0);
+    int fd = open(alias, O_RDONLY);
+    check_ours(fd, 0);
+    close(fd);
+    CHECK_ERRNO(open(alias, O_RDWR | O_TRUNC), EROFS);
+    CHECK_ERRNO(open(alias, O_RDONLY | O_NOFOLLOW), ELOOP);
+    CHECK(fx_id_of_path(fx_path(0)).size == fx_size(0));
+    fx_land_all(0); /* fopen waits for the whole object */
+    FILE *f = fopen(alias, "rb");
+    unsigned char buf[100];
+    CHECK(f && fread(buf, 1, sizeof(buf), f) == sizeof(buf) && fx_bytes(0, 0, buf, sizeof(buf)));
+    if (f)
+        fclose(f);
+    CHECK(unlink(alias) == 0);
+
+    snprintf(alias, sizeof(alias), "%s/alias-to-model", fx_base());
+    CHECK(symlink(fx_model_dir(), alias) == 0);
+    snprintf(path, sizeof(path), "%s/sub/dir/weights.bin", alias);
+    fd = open(path, O_RDONLY);
+    check_ours(fd, 1);
+    close(fd);
+    CHECK(unlink(alias) == 0);
+
+    snprintf(alias, sizeof(alias), "%s/alias.bin", fx_model_dir()); /* inside, relative */
+    CHECK(symlink("sub/dir/weights.bin", alias) == 0);
+    fx_reset();
+    fd = open(alias, O_RDONLY);
+    check_ours(fd, 1);
+    close(fd);
+    CHECK(unlink(alias) == 0);
+
+    snprintf(alias, sizeof(alias), "%s/hard-alias", fx_base());
+    CHECK(link(fx_path(2), alias) == 0);
+    fd = open(alias, O_RDONLY);
+    check_ours(fd, 2);
+    close(fd);
+    CHECK(unlink(alias) == 0);
+
+    /* MODEL_DIR/away/../<object 0's name>, away -> <base>/model2: <base>/<that name>. */
+    snprintf(alias, sizeof(alias), "%s/away", fx_model_dir());
+    snprintf(path, sizeof(path), "%s/model2", fx_base());
+    CHECK(symlink(path, alias) == 0);
+    snprintf(path, sizeof(path), "%s/away/../model2/%s", fx_model_dir(), fx_name(0));
+    fd = open(path, O_RDONLY);
+    CHECK(fd >= 0 && fx_reads_outside(fd));
+    close(fd);
+    CHECK(unlink(alias) == 0);
+}
+
+/* A trailing "/" names a directory: an object is a file (ENOTDIR, as the kernel says). */
+SHIM_TEST(trailing_slash)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/", fx_path(0));
+    uint32_t w = fx_wanted();
+    CHECK_ERRNO(open(path, O_RDONLY), ENOTDIR);
+    CHECK_ERRNO(openat(AT_FDCWD, path, O_RDONLY), ENOTDIR);
+    CHECK(fopen(path, "r") == NULL && errno == ENOTDIR);
+    snprintf(path, sizeof(path), "%s/.", fx_path(1));
+    CHECK_ERRNO(open(path, O_RDONLY), ENOTDIR);
+    CHECK(fx_wanted() == w);
 }
 
 int main(int argc, char **argv) { return fx_main(argc, argv); }

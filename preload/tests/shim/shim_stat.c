@@ -148,6 +148,28 @@ static void check_statter(const statter *s)
         CHECK(same(stat_with(s, fd, "", AT_EMPTY_PATH), data0, fx_size(0)));
         close(fd);
     }
+    /* Through ".." from outside, a symbolic link to MODEL_DIR, one to the object (the link
+     * itself for lstat), a hard link: the data file too. With a trailing "/": ENOTDIR. */
+    snprintf(path, sizeof(path), "%s/model2/../model/%s", fx_base(), fx_name(0));
+    CHECK(same(stat_with(s, AT_FDCWD, path, 0), data0, fx_size(0)));
+    char alias[2048];
+    snprintf(alias, sizeof(alias), "%s/link-to-model", fx_base());
+    CHECK(symlink(fx_model_dir(), alias) == 0);
+    snprintf(path, sizeof(path), "%s/%s", alias, fx_name(1));
+    CHECK(same(stat_with(s, AT_FDCWD, path, 0), data1, fx_size(1)));
+    CHECK(unlink(alias) == 0);
+    CHECK(symlink(fx_path(0), alias) == 0);
+    if (strstr(s->name, "lstat") || strstr(s->name, "lxstat"))
+        CHECK(S_ISLNK(stat_with(s, AT_FDCWD, alias, 0).mode));
+    else
+        CHECK(same(stat_with(s, AT_FDCWD, alias, 0), data0, fx_size(0)));
+    CHECK(unlink(alias) == 0);
+    CHECK(link(fx_path(0), alias) == 0);
+    CHECK(same(stat_with(s, AT_FDCWD, alias, 0), data0, fx_size(0)));
+    CHECK(unlink(alias) == 0);
+    snprintf(path, sizeof(path), "%s/", fx_path(0));
+    CHECK_ERRNO(s->fn(s, AT_FDCWD, path, 0, &(fx_id){0}), ENOTDIR);
+
     /* What fstat of an open says, as cp compares them. */
     int fd = open(fx_path(1), O_RDONLY);
     CHECK(same(stat_with(s, AT_FDCWD, fx_path(1), 0), fx_id_of_fd(fd), fx_size(1)));

@@ -30,7 +30,12 @@ static long call_open(fx_call *c)
 /* A stream to reopen: on the outside file. NULL for fopen. */
 static FILE *stream_for(opener o)
 {
-    return o == by_freopen || o == by_freopen64 ? fopen(fx_outside(), "r") : NULL;
+    FILE *f = o == by_freopen || o == by_freopen64 ? fopen(fx_outside(), "r") : NULL;
+#ifdef __SANITIZE_ADDRESS__
+    if (f) /* glibc's failed freopen closes the stream and unlinks it, but keeps it */
+        __lsan_ignore_object(f);
+#endif
+    return f;
 }
 
 /* Whether f reads object k, whole. */
@@ -126,13 +131,8 @@ static void check_opener(opener o, int error)
         fclose(f);
     CHECK(unlink(path) == 0);
     snprintf(path, sizeof(path), "%s/no-such-file", fx_model_dir());
-    FILE *stream = stream_for(o);
-#ifdef __SANITIZE_ADDRESS__
-    if (stream) /* glibc's failed freopen closes the stream and unlinks it, but keeps it */
-        __lsan_ignore_object(stream);
-#endif
     errno = 0;
-    CHECK(o(path, "r", stream) == NULL && errno == ENOENT);
+    CHECK(o(path, "r", stream_for(o)) == NULL && errno == ENOENT);
     CHECK(fx_wanted() == w);
 }
 
@@ -140,5 +140,40 @@ SHIM_TEST(fopen) { check_opener(by_fopen, EACCES); }
 SHIM_TEST(fopen64) { check_opener(by_fopen64, ENOENT); }
 SHIM_TEST(freopen) { check_opener(by_freopen, EIO); }
 SHIM_TEST(freopen64) { check_opener(by_freopen64, EACCES); }
+
+/* Whether stream's fd (fd) was closed by a failed freopen, which returned NULL with e. */
+static bool failed_closed(FILE *got, int fd, int e)
+{
+    int got_errno = errno;
+    bool closed = fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+    if (!closed)
+        fprintf(stderr, "  the stream's fd %d is still open after the failed freopen\n", fd);
+    return got == NULL && got_errno == e && closed;
+}
+
+/* freopen that fails closes the stream (POSIX; glibc's does), ours as much as the real one:
+ * writing modes (EROFS), an object that cannot be fetched (its errno). And the stream's old
+ * fd, closed inside libc, is forgotten: its number names the new file. */
+SHIM_TEST(freopen_closes)
+{
+    FILE *stream = stream_for(by_freopen);
+    int fd = fileno(stream);
+    errno = 0;
+    CHECK(failed_closed(freopen(fx_path(0), "r+", stream), fd, EROFS));
+    fx_fail(1, EACCES);
+    stream = stream_for(by_freopen);
+    fd = fileno(stream);
+    errno = 0;
+    CHECK(failed_closed(freopen(fx_path(1), "r", stream), fd, EACCES));
+
+    fd = open(fx_path(0), O_RDONLY); /* ours, object 0 missing */
+    stream = fdopen(fd, "r");
+    FILE *f = stream ? freopen(fx_outside(), "r", stream) : NULL;
+    CHECK(f != NULL);
+    if (f) {
+        CHECK(fx_reads_outside(fileno(f)));
+        fclose(f);
+    }
+}
 
 int main(int argc, char **argv) { return fx_main(argc, argv); }
