@@ -4,7 +4,6 @@ nothing is left in /dev/shm or MODEL_DIR, and servers on one MODEL_DIR share one
 Each case reads the model while the download still runs (the fault proxy slows the large
 objects), and compares every byte with a local copy."""
 
-import hashlib
 import json
 import os
 import signal
@@ -12,13 +11,11 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
-import numpy as np
 import pytest
 
 from ossc.native import preload_library, session_dir, sessions
-from support.session_helpers import session_info, wait_session_gone
+from support.session_helpers import session_info, upload_small_model, wait_session_gone
 
 READER = textwrap.dedent("""
     import hashlib, json, os, sys
@@ -34,17 +31,8 @@ READER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def remote(store, bucket, tmp_path_factory):
-    local = tmp_path_factory.mktemp("lifecycle-model")
-    rng = np.random.default_rng(11)
-    (local / "config.json").write_text('{"model_type": "test"}')
-    (local / "a.bin").write_bytes(rng.integers(0, 256, 6 << 20, dtype=np.uint8).tobytes())
-    (local / "sub").mkdir()
-    (local / "sub" / "b.bin").write_bytes(rng.integers(0, 256, 3 << 20, dtype=np.uint8).tobytes())
-    prefix = f"lifecycle-{uuid.uuid4().hex[:8]}/"
-    store.upload_dir(bucket, prefix, str(local))
-    want = {str(p.relative_to(local)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in local.rglob("*") if p.is_file()}
-    return {"url": f"s3://{bucket}/{prefix}", "want": want, "local": local}
+    return upload_small_model(store, bucket, tmp_path_factory.mktemp("lifecycle-model"), "lifecycle", 11,
+                              (6 << 20, 3 << 20))
 
 
 @pytest.fixture

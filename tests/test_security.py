@@ -18,11 +18,10 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ossc.native import owner_program, preload_library, session_dir, sessions
-from support.session_helpers import wait_session_gone
+from support.session_helpers import upload_small_model, wait_session_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates users: needs root")
 
@@ -72,17 +71,8 @@ def stranger(public_dir):
 
 @pytest.fixture(scope="module")
 def remote(store, bucket, tmp_path_factory):
-    local = tmp_path_factory.mktemp("security-model")
-    rng = np.random.default_rng(16)
-    (local / "config.json").write_text('{"model_type": "test"}')
-    (local / "a.bin").write_bytes(rng.integers(0, 256, 3 << 20, dtype=np.uint8).tobytes())
-    (local / "sub").mkdir()
-    (local / "sub" / "b.bin").write_bytes(rng.integers(0, 256, 2 << 20, dtype=np.uint8).tobytes())
-    prefix = f"security-{uuid.uuid4().hex[:8]}/"
-    store.upload_dir(bucket, prefix, str(local))
-    want = {str(p.relative_to(local)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in local.rglob("*") if p.is_file()}
-    return {"url": f"s3://{bucket}/{prefix}", "want": want}
+    return upload_small_model(store, bucket, tmp_path_factory.mktemp("security-model"), "security", 16,
+                              (3 << 20, 2 << 20))
 
 
 @pytest.fixture

@@ -1,9 +1,30 @@
-"""Looking at a session from a test: its owner, its data directory, its end."""
+"""Looking at a session from a test: the model it serves, its owner, its data directory, its
+end."""
 
+import hashlib
 import os
 import time
+import uuid
+from pathlib import Path
+
+import numpy as np
 
 from ossc.native import session_dir, sessions
+
+
+def upload_small_model(store, bucket, local: Path, tag: str, seed: int, sizes) -> dict:
+    """A config, a.bin and sub/b.bin (sizes bytes each, random) in the store under a fresh
+    prefix: {"url", "want": {relative path: sha256}, "local"}."""
+    rng = np.random.default_rng(seed)
+    (local / "config.json").write_text('{"model_type": "test"}')
+    (local / "sub").mkdir()
+    for name, size in zip(("a.bin", "sub/b.bin"), sizes):
+        (local / name).write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+    prefix = f"{tag}-{uuid.uuid4().hex[:8]}/"
+    store.upload_dir(bucket, prefix, str(local))
+    want = {str(p.relative_to(local)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in local.rglob("*") if p.is_file()}
+    return {"url": f"s3://{bucket}/{prefix}", "want": want, "local": local}
 
 
 def session_info(model_dir) -> dict:
@@ -20,8 +41,6 @@ def wait_session_gone(model_dir, timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.1)
     return False
-
-
 
 
 def wanted_count(control_path: str) -> int:
