@@ -10,6 +10,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh test
 
+echo "== the package runs on Python 3.9 to 3.13 (vermin: no newer API)"
+vermin --target=3.9- --violations --no-tips --quiet python/ossc
+
 echo "== C unit tests (plain)"
 cmake -S . -B build >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null

@@ -318,7 +318,11 @@ class Child:
 
     def __init__(self, plan: LaunchPlan):
         try:
-            self.proc = subprocess.Popen(plan.command, env=plan.child_env, process_group=0)
+            # A session of its own, so a process group of its own (Popen's process_group
+            # needs Python 3.11, and preexec_fn is unsafe with threads); the terminal's
+            # signals reach COMMAND through forward().
+            self.proc = subprocess.Popen(plan.command, env=plan.child_env,
+                                         start_new_session=True)
         except OSError as exc:  # found but not runnable: as the shell says it
             raise UserError(f"cannot run {plan.command[0]}: {exc.strerror}",
                             EXIT_COMMAND_NOT_RUNNABLE) from exc
