@@ -37,11 +37,17 @@ static int object_at(const char *path)
     return active() && path && path[0] == '/' ? session_lookup(path) : -1;
 }
 
-static int identify(const struct stat *st)
+/* The object whose placeholder st describes, or whose data file when path (what was opened)
+ * reached it some other way than by its own name (which only the owner uses); -1 if none. */
+static int identify(const struct stat *st, const char *path)
 {
-    return active() ? session_identify((uint64_t)st->st_dev, (uint64_t)st->st_ino, st->st_mode,
-                                       (int64_t)st->st_size, (int64_t)st->st_blocks)
-                    : -1;
+    if (!active())
+        return -1;
+    int object = session_identify((uint64_t)st->st_dev, (uint64_t)st->st_ino, st->st_mode,
+                                  (int64_t)st->st_size, (int64_t)st->st_blocks);
+    return object >= 0 || !S_ISREG(st->st_mode)
+               ? object
+               : session_data_identify((uint64_t)st->st_dev, (uint64_t)st->st_ino, path);
 }
 
 static int fail(int e)
@@ -66,6 +72,7 @@ static int open_object(int object, int flags)
         real_close(fd);
         return fail(e);
     }
+    session_opened_data(object, &st);
     if (fd >= FD_TABLE_SIZE) { /* untrackable: hand it out only once it is whole */
         int e = session_wait(object, 0, session_object_size(object), NULL);
         if (e) {
@@ -80,14 +87,16 @@ static int open_object(int object, int flags)
 
 /* After a real open, while the shim is active (one fstat). The kernel handed the number out,
  * so whatever we tracked on it was closed where no hook saw it: forgotten. A placeholder
- * reached by a spelling object_at does not take is swapped for its object's data file. */
-static int opened(int fd, int flags)
+ * reached by a spelling object_at does not take, or a data file of ours reached another way
+ * (a reopen of our fd through /proc/self/fd), is swapped for an open of the object. */
+static int opened(int fd, int flags, const char *path)
 {
     if (fd < 0 || !active())
         return fd;
     fd_untrack(fd);
     struct stat st;
-    int object = (flags & (O_PATH | O_DIRECTORY)) || fstat(fd, &st) != 0 ? -1 : identify(&st);
+    int object =
+        (flags & (O_PATH | O_DIRECTORY)) || fstat(fd, &st) != 0 ? -1 : identify(&st, path);
     if (object < 0)
         return fd;
     real_close(fd);
@@ -95,13 +104,13 @@ static int opened(int fd, int flags)
 }
 
 /* Whether an open with O_TRUNC would empty a placeholder (reached by a spelling object_at
- * does not take) before opened() could tell: one stat, for such opens only. */
+ * does not take) or a data file before opened() could tell: one stat, for such opens only. */
 static bool truncates_placeholder(int dirfd, const char *path, int flags)
 {
     struct stat st;
     return (flags & O_TRUNC) && active() && path &&
            real_fstatat(dirfd, path, &st, flags & O_NOFOLLOW ? AT_SYMLINK_NOFOLLOW : 0) == 0 &&
-           identify(&st) >= 0;
+           identify(&st, path) >= 0;
 }
 
 /* Whether fd still names the data file it was tracked on (forgotten if not). An fd can be
@@ -155,7 +164,7 @@ static mode_t mode_arg(int flags, va_list ap)
         return open_object(object, flags);             \
     if (truncates_placeholder(dirfd, path, flags))     \
         return fail(EROFS);                            \
-    return opened(call_real, flags)
+    return opened(call_real, flags, path)
 
 SHIM_API int open(const char *path, int flags, ...)
 {
@@ -240,14 +249,14 @@ static FILE *fopen_object(int object, const char *mode)
 
 /* After a real open of a stream, as opened() for its fd: the object whose placeholder it
  * reached, or -1. */
-static int stream_opened(FILE *f)
+static int stream_opened(FILE *f, const char *path)
 {
     if (!f || !active())
         return -1;
     int fd = fileno(f);
     fd_untrack(fd);
     struct stat st;
-    return fstat(fd, &st) == 0 ? identify(&st) : -1;
+    return fstat(fd, &st) == 0 ? identify(&st, path) : -1;
 }
 
 /* "w" modes truncate (truncates_placeholder). */
@@ -264,7 +273,7 @@ static FILE *fopen_common(const char *path, const char *mode,
         return NULL;
     }
     FILE *f = real(path, mode);
-    object = stream_opened(f);
+    object = stream_opened(f, path);
     if (object < 0)
         return f;
     fclose(f); /* the placeholder's: the object's stream instead */
@@ -327,7 +336,7 @@ static FILE *freopen_common(const char *path, const char *mode, FILE *stream, fr
     if (path && truncates_placeholder(AT_FDCWD, path, stdio_flags(mode)))
         return freopen_failed(EROFS, mode, stream, real);
     FILE *f = real(path, mode, stream);
-    object = path ? stream_opened(f) : -1; /* NULL: the same file in another mode */
+    object = path ? stream_opened(f, path) : -1; /* NULL: the same file in another mode */
     return object < 0 ? f : freopen_object(object, mode, f, real);
 }
 
@@ -365,7 +374,8 @@ SHIM_API long syscall(long number, ...)
             return open_object(object, flags);
         if (truncates_placeholder(dirfd, path, flags))
             return fail(EROFS);
-        return opened((int)real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]), flags);
+        return opened((int)real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]), flags,
+                      path);
     }
     return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

@@ -143,7 +143,9 @@ static int attach_dir(const char *dir, const char *real)
  * owner publishes the control file first) is looked for again when a sparse file misses. */
 typedef struct placeholder_id {
     uint64_t dev, ino; /* ino 0: not found yet */
+    _Atomic uint64_t data_ino; /* the data file we last opened for the object (0: none) */
 } placeholder_id;
+static _Atomic uint64_t data_dev; /* the data files' device, once one was opened */
 static placeholder_id *ids;
 static uint32_t *id_slots;
 static bool ids_missing; /* some placeholder was not found; under attach_lock */
@@ -329,6 +331,34 @@ static int identify(uint64_t dev, uint64_t ino)
     for (; (i = __atomic_load_n(&id_slots[k], __ATOMIC_ACQUIRE)); k = (k + 1) & (n_slots - 1))
         if (ids[i - 1].ino == ino && ids[i - 1].dev == dev)
             return (int)(i - 1);
+    return -1;
+}
+
+void session_opened_data(int object, const struct stat *st)
+{
+    atomic_store_explicit(&data_dev, (uint64_t)st->st_dev, memory_order_relaxed);
+    atomic_store_explicit(&ids[object].data_ino, (uint64_t)st->st_ino, memory_order_relaxed);
+}
+
+int session_data_identify(uint64_t dev, uint64_t ino, const char *path)
+{
+    if (!__atomic_load_n(&slots, __ATOMIC_ACQUIRE) ||
+        dev != atomic_load_explicit(&data_dev, memory_order_relaxed) || !path ||
+        strncmp(path, hdr->data_dir, strlen(hdr->data_dir)) == 0)
+        return -1;
+    for (uint32_t i = 0; i < hdr->n_objects; i++) {
+        if (atomic_load_explicit(&ids[i].data_ino, memory_order_relaxed) != ino)
+            continue;
+        /* Still the object's data file (one stat): a released one was complete, and its
+         * inode number may since name another file. */
+        char data[sizeof(hdr->data_dir) + 16];
+        struct stat st;
+        session_data_path((int)i, data, sizeof(data));
+        return real_fstatat(AT_FDCWD, data, &st, 0) == 0 && (uint64_t)st.st_ino == ino &&
+                       (uint64_t)st.st_dev == dev
+                   ? (int)i
+                   : -1;
+    }
     return -1;
 }
 

@@ -60,6 +60,12 @@ int session_lookup(const char *path);
  * a symbolic link, "..", a hard link), -1 if none. No system call unless the file is sparse
  * and the session is not attached yet, or a placeholder was missing when it was. */
 int session_identify(uint64_t dev, uint64_t ino, mode_t mode, int64_t size, int64_t blocks);
+/* Notes the data file (its fstat) just opened for object; session_data_identify then knows
+ * it again when it is reached through a path other than its own name (a reopen through
+ * /proc/self/fd; the owner writes it by name): its object, or -1. A stat only for a file
+ * that has a noted data file's numbers. */
+void session_opened_data(int object, const struct stat *st);
+int session_data_identify(uint64_t dev, uint64_t ino, const char *path);
 /* Opens the data file of an object like open(2) with flags. */
 int session_open_data(int object, int flags);
 /* Where an object's data file lives (the header's data_dir: /dev/shm or cacheDir). */

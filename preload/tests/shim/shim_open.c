@@ -258,6 +258,18 @@ SHIM_TEST(dotdot)
     close(dir);
 }
 
+/* Whether a stream fopen'ed at path reads object k (landed whole first: fopen waits for it). */
+static bool fopen_reads(const char *path, int k)
+{
+    fx_land_all(k);
+    FILE *f = fopen(path, "rb");
+    unsigned char buf[100];
+    bool ok = f && fread(buf, 1, sizeof(buf), f) == sizeof(buf) && fx_bytes(k, 0, buf, sizeof(buf));
+    if (f)
+        fclose(f);
+    return ok;
+}
+
 /* A symbolic link into MODEL_DIR (to the object, to a directory above it), outside or
  * inside, and a hard link to a placeholder: the object's too. ".." after a link leaves
  * from where the link points, as the kernel resolves it: not an object there. */
@@ -272,12 +284,7 @@ SHIM_TEST(symlink)
     CHECK_ERRNO(open(alias, O_RDWR | O_TRUNC), EROFS);
     CHECK_ERRNO(open(alias, O_RDONLY | O_NOFOLLOW), ELOOP);
     CHECK(fx_id_of_path(fx_path(0)).size == fx_size(0));
-    fx_land_all(0); /* fopen waits for the whole object */
-    FILE *f = fopen(alias, "rb");
-    unsigned char buf[100];
-    CHECK(f && fread(buf, 1, sizeof(buf), f) == sizeof(buf) && fx_bytes(0, 0, buf, sizeof(buf)));
-    if (f)
-        fclose(f);
+    CHECK(fopen_reads(alias, 0));
     CHECK(unlink(alias) == 0);
 
     snprintf(alias, sizeof(alias), "%s/alias-to-model", fx_base());
@@ -312,6 +319,23 @@ SHIM_TEST(symlink)
     CHECK(fd >= 0 && fx_reads_outside(fd));
     close(fd);
     CHECK(unlink(alias) == 0);
+}
+
+/* A reopen of an fd of ours through /proc/self/fd reaches the data file itself: tracked too
+ * (its reads wait), read-only (writing or truncating it: EROFS), by open or fopen. */
+SHIM_TEST(proc_self_fd)
+{
+    int fd = open(fx_path(0), O_RDONLY);
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+    int again = open(self, O_RDONLY);
+    check_ours(again, 0);
+    close(again);
+    CHECK_ERRNO(open(self, O_RDWR), EROFS);
+    CHECK_ERRNO(open(self, O_WRONLY | O_TRUNC), EROFS);
+    CHECK(fx_id_of_path(fx_data_path(0)).size == fx_size(0));
+    CHECK(fopen_reads(self, 0));
+    close(fd);
 }
 
 /* A trailing "/" names a directory: an object is a file (ENOTDIR, as the kernel says). */
