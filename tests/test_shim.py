@@ -491,7 +491,18 @@ def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_
         time.sleep(0.1)
     with open(os.path.join(os.environ["SESSION_DIR"], "control"), "rb") as f:
         f.seek(12)
-        os.kill(int.from_bytes(f.read(4), "little"), signal.SIGKILL)  # owner_pid
+        owner = int.from_bytes(f.read(4), "little")  # owner_pid
+    os.kill(owner, signal.SIGKILL)
+    # kill() returns before the owner is dead: a reader started now would still find it alive
+    # and lose it mid-read (EIO, as documented), which is not this case.
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{owner}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.01)
     out = subprocess.run([sys.executable, "-c", os.environ["READER"]], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
