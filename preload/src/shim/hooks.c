@@ -15,6 +15,14 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+/* Names older headers lack (Debian 11: glibc 2.31, Linux 5.10), with the kernel's values. */
+#if !defined(SYS_openat2) && defined(__NR_openat2)
+#define SYS_openat2 __NR_openat2
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
 #include "shim.h"
 
 #define DATA_PATH_MAX 1100 /* the session's data_dir and an index */

@@ -18,6 +18,24 @@
 #include "session_check.h"
 #include "shim.h"
 
+#if !__GLIBC_PREREQ(2, 32)
+/* glibc 2.31 (Debian 11) has no strerrorname_np: the names a failed fetch may carry. */
+static const char *strerrorname_np(int e) {
+    switch (e) {
+    case EIO: return "EIO";
+    case ENOENT: return "ENOENT";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case ENOSPC: return "ENOSPC";
+    case ENOMEM: return "ENOMEM";
+    case EINVAL: return "EINVAL";
+    default: return NULL;
+    }
+}
+#endif
+
 #define OWNER_SILENCE_MS 3000 /* a heartbeat older than this: check whether the owner lives */
 #define POLL_MS 100
 #define REASK_MS 500
