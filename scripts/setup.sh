@@ -9,6 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libexpat1-dev
           libcjson-dev curl)
 if [ "${1:-}" = test ]; then packages+=(clang); fi  # libFuzzer
+# scripts/package.sh --test: the minimal Debian roots, lintian, and rpm for the rpm's checks
+if [ "${1:-}" = test ]; then packages+=(debootstrap lintian rpm); fi
 apt-get update -qq
 apt-get install -y -qq "${packages[@]}" >/dev/null
 extras=""

@@ -13,6 +13,15 @@ bash scripts/setup.sh test
 echo "== the package runs on Python 3.9 to 3.13 (vermin: no newer API)"
 vermin --target=3.9- --violations --no-tips --quiet python/ossc
 
+echo "== deb and rpm: built and tested in the background (scripts/package.sh --test)"
+# Mostly downloads and dpkg in minimal Debian roots: it overlaps the stages below; its log is
+# shown before the last one. OSSC_PACKAGE_RELEASES picks the Debian releases (default all).
+package_log=$(mktemp /tmp/ossc-package-log.XXXXXX)
+# shellcheck disable=SC2086
+bash scripts/package.sh --test --out "$root/dist" ${OSSC_PACKAGE_RELEASES:-} \
+    >"$package_log" 2>&1 &
+package_pid=$!
+
 echo "== C unit tests (plain)"
 cmake -S . -B build >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
@@ -34,6 +43,12 @@ ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" OSSC_NO_U
     python3 -m pytest -q -p no:cacheprovider -rs tests/test_store.py tests/test_faults.py \
     tests/test_shim.py tests/test_security.py \
     --deselect "tests/test_security.py::test_planted_session_and_log_paths_are_never_used[ossc-run]"
+
+echo "== deb and rpm (started at the beginning)"
+package_status=0
+wait "$package_pid" || package_status=$?
+cat "$package_log"
+[ "$package_status" = 0 ] || { echo "scripts/package.sh --test failed ($package_status)"; exit 1; }
 
 echo "== the whole Python suite against the installed package, with the real vLLM server"
 # From outside the tree, so `import ossc` is the installed package, not python/ossc.
