@@ -1,5 +1,5 @@
-/* session.h: what the files of a session's owner share (session_dir.c, materialize.c,
- * session_owner.c, session_status.c). Not public API. */
+/* session.h: what the files of a session's owner share (session_owner.c, session_control.c,
+ * session_expiry.c, session_dir.c, materialize.c, session_status.c). Not public API. */
 #ifndef OSSC_SESSION_H
 #define OSSC_SESSION_H
 
@@ -11,6 +11,13 @@
 #include "session_layout.h"
 
 #define OSSC_DATA_PATH_MAX 1100 /* data_dir and an index */
+
+/* Fetching one object again after its data file was released. */
+struct refetch {
+    ossc_session *s;
+    uint32_t object;
+    ossc_fetch *fetch; /* NULL when none runs */
+};
 
 struct ossc_session {
     ossc_client *client;
@@ -78,6 +85,27 @@ int materialize_check_empty(const char *dir, bool allow_non_empty, ossc_error *e
 void materialize_undo(int dirfd);
 /* Opens the (new, empty) manifest of the session directory dirfd for appending. */
 int materialize_open_manifest(int dirfd);
+
+/* ---- the control file and the data files (session_control.c) ---- */
+long session_futex(uint32_t *word, int op, uint32_t val, const struct timespec *ts);
+ossc_session_object *session_objects(ossc_session_header *h);
+uint64_t *session_bits(ossc_session_header *h);
+/* Bumps the progress futex and wakes every reader waiting on it. */
+void session_wake_readers(ossc_session_header *h);
+void session_set_state(ossc_session_header *h, uint32_t state);
+/* A chunk of object landed (status 0: its ready bit) or failed for good (the object's errno). */
+void session_chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uint64_t length,
+                          int status);
+void session_data_path(const ossc_session *s, size_t object, char *buf, size_t cap);
+/* Creates object's data file (O_EXCL: one still there belongs to readers), sized to it. */
+int session_create_data_file(const ossc_session *s, size_t object, uint64_t size);
+/* Writes the control file for the large objects (listing indexes), renames it into place,
+ * creates their data files and only then their placeholders in MODEL_DIR. */
+int session_publish(ossc_session *s, const size_t *large, size_t n, ossc_error *err);
+
+/* ---- serving (session_expiry.c) ---- */
+/* The helper thread (arg: the session) until s->stopping. */
+void *session_helper_main(void *arg);
 
 /* ---- status (session_status.c) ---- */
 /* How many processes hold a shared flock on the file fd refers to (/proc/locks). */

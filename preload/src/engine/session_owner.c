@@ -1,11 +1,9 @@
 /* session_owner.c: the owner of a session (run by ossc-owner, never inside the application).
  * Takes the session directory for MODEL_DIR (or finds the live owner already serving it),
- * lists the store, materializes MODEL_DIR, publishes the control file and data files, and
- * prefetches the large objects into them; each landed chunk sets its ready bit and wakes the
- * readers. A helper thread beats the heartbeat, answers blocked readers (the `wanted`
- * futex), releases data files expireTimeSec after the last open and fetches a released
- * object again when asked. ossc_session_serve returns once no process has used the session
- * for max(expireTimeSec, OSSC_SESSION_LINGER_MIN_MS); ossc_session_stop removes it. */
+ * lists the store, materializes MODEL_DIR, publishes the control file and data files
+ * (session_control.c), prefetches the large objects into them and starts the helper thread
+ * (session_expiry.c). ossc_session_serve returns once no process has used the session for
+ * max(expireTimeSec, OSSC_SESSION_LINGER_MIN_MS); ossc_session_stop removes it. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,57 +14,20 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "session.h"
 
-#define HEARTBEAT_MS 100
 #define SERVE_TICK_MS 200
 #define LIVE_POLL_MS 50
 #define TAKEN (-1)     /* the session directory is ours: create the session */
 #define NEXT_NAME (-2) /* it serves another MODEL_DIR (a hash collision) */
 
-/* Fetching one object again after its data file was released. */
-struct refetch {
-    ossc_session *s;
-    uint32_t object;
-    ossc_fetch *fetch; /* NULL when none runs */
-};
-
-static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *ts)
-{
-    return syscall(SYS_futex, word, op, val, ts, NULL, 0);
-}
-
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-static ossc_session_object *objects_of(ossc_session_header *h)
-{
-    return (ossc_session_object *)((char *)h + h->objects_offset);
-}
-
-static uint64_t *bits_of(ossc_session_header *h)
-{
-    return (uint64_t *)((char *)h + h->bits_offset);
-}
-
-static void wake_readers(ossc_session_header *h)
-{
-    atomic_fetch_add((_Atomic uint32_t *)&h->progress, 1);
-    futex(&h->progress, FUTEX_WAKE, INT32_MAX, NULL);
-}
-
-static void set_state(ossc_session_header *h, uint32_t state)
-{
-    atomic_store((_Atomic uint32_t *)&h->state, state);
-    wake_readers(h);
 }
 
 /* A prefix with nothing to serve is a wrong path, not an empty model. */
@@ -121,210 +82,10 @@ static void order_by_index(ossc_session *s, size_t *order, size_t n)
     cJSON_Delete(root);
 }
 
-static void chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uint64_t length,
-                         int status)
-{
-    ossc_session_header *h = s->hdr;
-    ossc_session_object *o = &objects_of(h)[object];
-    if (status == 0) {
-        uint32_t chunk = o->first_chunk + (uint32_t)(offset / h->chunk_size);
-        atomic_fetch_or((_Atomic uint64_t *)&bits_of(h)[chunk / 64], 1ULL << (chunk % 64));
-        atomic_fetch_add((_Atomic uint32_t *)&o->chunks_ready, 1);
-        atomic_fetch_add((_Atomic uint64_t *)&h->bytes_done, length);
-        atomic_store((_Atomic int32_t *)&h->current_object, (int32_t)object);
-    } else {
-        int e = status == OSSC_E_AUTH ? EACCES : status == OSSC_E_NOT_FOUND ? ENOENT : EIO;
-        atomic_store((_Atomic int32_t *)&o->error, e);
-        atomic_fetch_add((_Atomic uint32_t *)&h->objects_failed, 1);
-    }
-    wake_readers(h);
-}
-
 static void on_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length, int status)
 {
-    chunk_landed(ctx, (uint32_t)item, offset, length, status); /* fetch item i is object i */
-}
-
-static void on_refetch_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length,
-                             int status)
-{
-    struct refetch *r = ctx;
-    (void)item;
-    chunk_landed(r->s, r->object, offset, length, status);
-}
-
-static void data_path(const ossc_session *s, size_t object, char *buf, size_t cap)
-{
-    snprintf(buf, cap, "%s/%zu", s->data_dir, object);
-}
-
-static int create_data_file(const ossc_session *s, size_t object, uint64_t size)
-{
-    char path[OSSC_DATA_PATH_MAX];
-    data_path(s, object, path, sizeof(path));
-    /* O_EXCL: a file still there belongs to readers and is never truncated. */
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd >= 0 && (session_file_share(fd, s->group) != 0 || ftruncate(fd, (off_t)size) != 0)) {
-        int e = errno;
-        close(fd);
-        unlink(path);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
-static void set_ready_bits(ossc_session_header *h, const ossc_session_object *o, bool ready)
-{
-    for (uint32_t c = o->first_chunk; c < o->first_chunk + o->n_chunks; c++) {
-        _Atomic uint64_t *word = (_Atomic uint64_t *)&bits_of(h)[c / 64];
-        if (ready)
-            atomic_fetch_or(word, 1ULL << (c % 64));
-        else
-            atomic_fetch_and(word, ~(1ULL << (c % 64)));
-    }
-}
-
-/* expireTimeSec after the last open: the data files go (open fds and mappings keep their
- * pages). Ready bits are cleared before the unlink, so a reader that finds no file also finds
- * no chunk and asks for it, which fetches the object again. A file that cannot be unlinked
- * stays as it is: it is never truncated or rewritten under a reader. */
-static void release_data(ossc_session *s)
-{
-    ossc_session_header *h = s->hdr;
-    ossc_session_object *objs = objects_of(h);
-    size_t released = 0;
-    for (size_t i = 0; i < s->n_data; i++) {
-        if (s->data_fds[i] < 0)
-            continue;
-        set_ready_bits(h, &objs[i], false);
-        atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, 0);
-        char path[OSSC_DATA_PATH_MAX];
-        data_path(s, i, path, sizeof(path));
-        if (unlink(path) != 0) {
-            LOGW("cannot release %s: %s; keeping it", path, strerror(errno));
-            set_ready_bits(h, &objs[i], true);
-            atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, objs[i].n_chunks);
-            continue;
-        }
-        close(s->data_fds[i]);
-        s->data_fds[i] = -1;
-        released++;
-    }
-    wake_readers(h);
-    LOGI("session %s: released %zu data files %u s after the last open", s->path, released,
-         h->expire_time_sec);
-}
-
-/* Whether any data file is still here (none after a release, until a reader asks). */
-static bool holds_data(const ossc_session *s)
-{
-    for (size_t i = 0; i < s->n_data; i++)
-        if (s->data_fds[i] >= 0)
-            return true;
-    return false;
-}
-
-static void refetch(ossc_session *s, uint32_t object)
-{
-    struct refetch *r = &s->refetches[object];
-    if (r->fetch || s->data_fds[object] >= 0)
-        return; /* running, or its file is back already */
-    ossc_session_object *o = &objects_of(s->hdr)[object];
-    int fd = create_data_file(s, object, o->size);
-    if (fd < 0) {
-        LOGE("cannot create the data file of %s again: %s", s->keys[object], strerror(errno));
-        atomic_store((_Atomic int32_t *)&o->error, EIO);
-        return;
-    }
-    s->data_fds[object] = fd;
-    atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
-    ossc_fetch_item item = {s->keys[object], o->size, 0, o->size, fd, 0, NULL};
-    *r = (struct refetch){s, object, NULL};
-    ossc_error err;
-    r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
-    if (!r->fetch) {
-        LOGE("%s: %s", s->keys[object], err.message);
-        atomic_store((_Atomic int32_t *)&o->error, EIO);
-    }
-}
-
-/* Frees the refetches that have ended; true if one still runs. */
-static bool reap_refetches(ossc_session *s)
-{
-    bool running = false;
-    for (size_t i = 0; s->refetches && i < s->n_data; i++) {
-        struct refetch *r = &s->refetches[i];
-        if (!r->fetch)
-            continue;
-        ossc_fetch_stats st;
-        ossc_fetch_stats_get(r->fetch, &st);
-        if (st.finished) {
-            ossc_fetch_free(r->fetch);
-            r->fetch = NULL;
-            s->complete_ms = now_ms(); /* expiry counts again from here */
-        } else {
-            running = true;
-        }
-    }
-    return running;
-}
-
-/* A blocked reader wants chunk: fetch it next (or its object again, after a release). */
-static void answer_reader(ossc_session *s, uint32_t chunk)
-{
-    ossc_session_header *h = s->hdr;
-    ossc_session_object *objs = objects_of(h);
-    for (uint32_t i = 0; i < s->n_data; i++) {
-        ossc_session_object *o = &objs[i];
-        if (chunk < o->first_chunk || chunk >= o->first_chunk + o->n_chunks)
-            continue;
-        uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
-        ossc_fetch *running = s->refetches[i].fetch;
-        if (s->data_fds[i] < 0)
-            refetch(s, i);
-        else if (running)
-            ossc_fetch_prioritize(running, 0, offset);
-        else
-            ossc_fetch_prioritize(s->fetch, i, offset);
-        return;
-    }
-}
-
-/* Answers blocked readers, beats the heartbeat, marks the end of the prefetch, releases
- * the data files on expiry, until the session stops. */
-static void *helper_main(void *arg)
-{
-    ossc_session *s = arg;
-    ossc_session_header *h = s->hdr;
-    uint32_t seen = atomic_load((_Atomic uint32_t *)&h->wanted);
-    struct timespec tick = {0, HEARTBEAT_MS * 1000000L};
-    while (!atomic_load(&s->stopping)) {
-        atomic_store((_Atomic uint64_t *)&h->heartbeat_ms, now_ms());
-        futex(&h->wanted, FUTEX_WAIT, seen, &tick);
-        uint32_t now = atomic_load((_Atomic uint32_t *)&h->wanted);
-        if (now != seen) {
-            seen = now;
-            answer_reader(s, atomic_load((_Atomic uint32_t *)&h->wanted_chunk));
-        }
-        ossc_fetch_stats st;
-        ossc_fetch_stats_get(s->fetch, &st);
-        if (st.finished && h->state == OSSC_SESSION_FETCHING) {
-            s->complete_ms = now_ms();
-            set_state(h, st.items_failed ? OSSC_SESSION_FAILED : OSSC_SESSION_COMPLETE);
-        }
-        bool refetching = reap_refetches(s);
-        uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
-        /* Not when shared: the group's readers attach read-only and cannot ask for a file
-         * again. */
-        if (h->state == OSSC_SESSION_COMPLETE && h->expire_time_sec && !refetching &&
-            s->group == OSSC_SESSION_PRIVATE &&
-            holds_data(s) &&
-            now_ms() >= (last > s->complete_ms ? last : s->complete_ms) +
-                            (uint64_t)h->expire_time_sec * 1000)
-            release_data(s);
-    }
-    return NULL;
+    /* fetch item i is object i */
+    session_chunk_landed(ctx, (uint32_t)item, offset, length, status);
 }
 
 /* Small objects land whole in MODEL_DIR before anything reads them. */
@@ -359,168 +120,6 @@ static int fetch_small(ossc_session *s, const size_t *small, size_t n, ossc_erro
         close(items[i].fd);
     free(items);
     return rc;
-}
-
-/* Why cacheDir may not hold data files: someone else could rename or replace what we put
- * there. It must be this uid's or root's, and writable by others only if sticky (/tmp). */
-static const char *cache_dir_unsafe(const char *cache)
-{
-    struct stat st;
-    if (stat(cache, &st) != 0 || !S_ISDIR(st.st_mode))
-        return "it is not a directory";
-    if (st.st_uid != geteuid() && st.st_uid != 0)
-        return "another user owns it";
-    if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
-        return "other users can write it (and it is not sticky)";
-    return NULL;
-}
-
-/* Where the data files go: the session directory, or cacheDir (a directory of ours there,
- * checked like the session's, under a name nobody can guess and plant). The owner's pid in
- * the name keeps a dead owner's readers, which still hold its control file, from ever finding
- * a later owner's files. */
-static int make_data_dir(ossc_session *s, ossc_error *err)
-{
-    const char *cache = s->client->s.cache_dir;
-    if (*cache) {
-        int rc = materialize_dirs(-1, cache, err);
-        if (rc)
-            return rc;
-        const char *why = cache_dir_unsafe(cache);
-        if (why) {
-            err_set(err, OSSC_E_CONFIG, "cacheDir %s: %s; refusing to keep the model there",
-                    cache, why);
-            return OSSC_E_CONFIG;
-        }
-        uint64_t nonce = 0;
-        if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
-            nonce = now_ms() ^ ((uint64_t)getpid() << 32);
-        snprintf(s->data_dir, sizeof(s->data_dir),
-                 "%s/" OSSC_SESSION_PREFIX "%u-%016llx-%d-%016llx", cache, (unsigned)geteuid(),
-                 (unsigned long long)ossc_session_hash(s->model_dir), (int)getpid(),
-                 (unsigned long long)nonce);
-    } else {
-        snprintf(s->data_dir, sizeof(s->data_dir), "%s/data.%d", s->path, (int)getpid());
-    }
-    const char *why;
-    int fd = session_dir_open(s->data_dir, true, s->group, &why);
-    if (fd < 0) {
-        err_set(err, OSSC_E_IO, "cannot use %s for the data files: %s", s->data_dir,
-                why ? why : strerror(errno));
-        return OSSC_E_IO;
-    }
-    close(fd);
-    return 0;
-}
-
-static int publish(ossc_session *s, const size_t *large, size_t n, ossc_error *err)
-{
-    const uint64_t chunk = s->client->s.chunk_size;
-    size_t names = 0;
-    uint32_t n_chunks = 0;
-    uint64_t bytes = 0;
-    const char *prefix = ossc_client_prefix(s->client);
-    for (size_t i = 0; i < n; i++) {
-        const ossc_object *o = &s->listing->objects[large[i]];
-        names += strlen(o->key) + 1;
-        n_chunks += (uint32_t)((o->size + chunk - 1) / chunk);
-        bytes += o->size;
-    }
-    size_t objects_off = (sizeof(ossc_session_header) + 63) & ~(size_t)63;
-    size_t bits_off = objects_off + n * sizeof(ossc_session_object);
-    size_t names_off = bits_off + ((n_chunks + 63) / 64) * 8;
-    s->control_size = names_off + names;
-
-    int rc = make_data_dir(s, err);
-    if (rc)
-        return rc;
-    unlinkat(s->dir_fd, "control.new", 0);
-    int fd = session_file_open(s->dir_fd, "control.new", O_RDWR | O_CREAT | O_EXCL, s->group);
-    if (fd < 0 || ftruncate(fd, (off_t)s->control_size) != 0 || flock(fd, LOCK_EX) != 0) {
-        err_set(err, OSSC_E_IO, "cannot create the control file in %s: %s", s->path,
-                strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return OSSC_E_IO;
-    }
-    s->control_fd = fd;
-    void *map = mmap(NULL, s->control_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) {
-        err_set(err, OSSC_E_IO, "cannot map the control file: %s", strerror(errno));
-        return OSSC_E_IO;
-    }
-    ossc_session_header *h = s->hdr = map;
-    h->magic = OSSC_SESSION_MAGIC;
-    h->version = OSSC_SESSION_VERSION;
-    h->header_size = sizeof(*h);
-    h->state = OSSC_SESSION_FETCHING;
-    h->owner_pid = (uint32_t)getpid();
-    h->n_objects = (uint32_t)n;
-    h->n_chunks = n_chunks;
-    h->chunk_size = chunk;
-    h->objects_offset = objects_off;
-    h->bits_offset = bits_off;
-    h->names_offset = names_off;
-    h->control_size = s->control_size;
-    h->read_timeout_ms = (uint32_t)s->client->s.read_timeout_sec * 1000;
-    h->heartbeat_ms = h->last_open_ms = now_ms();
-    h->log_level = (uint32_t)s->client->s.log_level;
-    h->expire_time_sec = (uint32_t)s->client->s.expire_time_sec;
-    h->bytes_total = bytes;
-    h->started_unix = (uint64_t)time(NULL);
-    h->current_object = -1;
-    snprintf(h->model_dir, sizeof(h->model_dir), "%s", s->model_dir);
-    snprintf(h->log_path, sizeof(h->log_path), "%s", s->client->s.log_path);
-    snprintf(h->audit_path, sizeof(h->audit_path), "%s", s->client->s.audit_path);
-    snprintf(h->data_dir, sizeof(h->data_dir), "%s", s->data_dir);
-    snprintf(h->oss_path, sizeof(h->oss_path), "%s", s->url);
-
-    ossc_session_object *objs = objects_of(h);
-    char *name_area = (char *)h + names_off;
-    size_t name_pos = 0;
-    uint32_t next_chunk = 0;
-    for (size_t i = 0; i < n; i++) {
-        const ossc_object *o = &s->listing->objects[large[i]];
-        const char *rel;
-        ossc_relative_name(o->key, prefix, &rel, err);
-        size_t len = strlen(rel);
-        memcpy(name_area + name_pos, rel, len + 1);
-        objs[i] = (ossc_session_object){o->size, next_chunk,
-                                        (uint32_t)((o->size + chunk - 1) / chunk),
-                                        (uint32_t)name_pos, (uint32_t)len, 0, 0};
-        next_chunk += objs[i].n_chunks;
-        name_pos += len + 1;
-        int dfd = create_data_file(s, i, o->size);
-        if (dfd < 0) {
-            err_set(err, OSSC_E_IO, "cannot create a data file in %s: %s", s->data_dir,
-                    strerror(errno));
-            return OSSC_E_IO;
-        }
-        s->data_fds[s->n_data++] = dfd;
-    }
-    /* Readers see the control file only once it is whole. */
-    if (renameat(s->dir_fd, "control.new", s->dir_fd, "control") != 0) {
-        err_set(err, OSSC_E_IO, "cannot publish the control file in %s: %s", s->path,
-                strerror(errno));
-        return OSSC_E_IO;
-    }
-    /* Only now the size-correct placeholders: whoever finds one also finds the session, so
-     * no process reads a placeholder's holes as if they were the object. */
-    for (size_t i = 0; i < n; i++) {
-        char path[OSSC_MODEL_DIR_MAX + OSSC_DATA_PATH_MAX];
-        snprintf(path, sizeof(path), "%s/%s", s->model_dir, name_area + objs[i].name_offset);
-        int pfd = materialize_file(s->manifest_fd, path, err);
-        /* Only the owner may open a placeholder: any other process gets EACCES, never its
-         * holes (the shim serves the data file in its place, and a stat needs no access). */
-        if (pfd < 0 || ftruncate(pfd, (off_t)objs[i].size) != 0 || fchmod(pfd, 0600) != 0) {
-            err_set(err, OSSC_E_IO, "cannot create placeholder %s: %s", path, strerror(errno));
-            if (pfd >= 0)
-                close(pfd);
-            return OSSC_E_IO;
-        }
-        close(pfd);
-    }
-    return 0;
 }
 
 /* The session directory is ours (its lock is held): list, materialize, publish, prefetch.
@@ -584,7 +183,7 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
     if ((rc = fetch_small(s, small, n_small, err)))
         goto out;
     order_by_index(s, large, n_large);
-    if ((rc = publish(s, large, n_large, err)))
+    if ((rc = session_publish(s, large, n_large, err)))
         goto out;
     for (size_t i = 0; i < n_large; i++) {
         const ossc_object *o = &s->listing->objects[large[i]];
@@ -596,7 +195,7 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
         rc = err->code;
         goto out;
     }
-    if (pthread_create(&s->helper, NULL, helper_main, s) == 0)
+    if (pthread_create(&s->helper, NULL, session_helper_main, s) == 0)
         s->helper_started = true;
     LOGI("session %s: %zu small files in %s, prefetching %zu large ones", s->path, n_small,
          s->model_dir, n_large);
@@ -764,7 +363,7 @@ OSSC_API const char *ossc_session_item_name(const ossc_session *s, size_t item)
 {
     if (!s->hdr || item >= s->n_data)
         return NULL;
-    const ossc_session_object *o = &objects_of(s->hdr)[item];
+    const ossc_session_object *o = &session_objects(s->hdr)[item];
     return (const char *)s->hdr + s->hdr->names_offset + o->name_offset;
 }
 
@@ -802,7 +401,7 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
         return;
     atomic_store(&s->stopping, true);
     if (s->helper_started) {
-        futex(&s->hdr->wanted, FUTEX_WAKE, 1, NULL); /* now, not at its next tick */
+        session_futex(&s->hdr->wanted, FUTEX_WAKE, 1, NULL); /* now, not at its next tick */
         pthread_join(s->helper, NULL);
     }
     ossc_fetch_free(s->fetch);
@@ -811,9 +410,9 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
     bool removing = remove && !s->attached && s->dir_fd >= 0;
     if (s->hdr) {
         if (removing)
-            set_state(s->hdr, OSSC_SESSION_ENDED); /* attach to nothing, start anew */
+            session_set_state(s->hdr, OSSC_SESSION_ENDED); /* attach to nothing, start anew */
         else if (s->hdr->state == OSSC_SESSION_FETCHING)
-            set_state(s->hdr, OSSC_SESSION_FAILED); /* nobody will fetch the rest */
+            session_set_state(s->hdr, OSSC_SESSION_FAILED); /* nobody will fetch the rest */
     }
     for (size_t i = 0; i < s->n_data; i++)
         if (s->data_fds[i] >= 0)

@@ -101,7 +101,8 @@ static cJSON *describe(const char *path, const char *only_model_dir)
         cJSON_AddNumberToObject(o, "bytesDone", (double)h->bytes_done);
         cJSON_AddStringToObject(o, "dataDir", h->data_dir);
         uint64_t held = held_bytes(h->data_dir);
-        bool in_memory = strncmp(h->data_dir, OSSC_SESSION_ROOT "/", strlen(OSSC_SESSION_ROOT) + 1) == 0;
+        bool in_memory =
+            strncmp(h->data_dir, OSSC_SESSION_ROOT "/", strlen(OSSC_SESSION_ROOT) + 1) == 0;
         cJSON_AddNumberToObject(o, "memoryBytes", in_memory ? (double)held : 0);
         cJSON_AddNumberToObject(o, "diskBytes", in_memory ? 0 : (double)held);
         const ossc_session_object *objs =

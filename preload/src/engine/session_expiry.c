@@ -1,0 +1,176 @@
+/* session_expiry.c: the owner's helper thread, which serves a published session: it beats
+ * the heartbeat, answers blocked readers (the `wanted` futex) by moving their chunk forward,
+ * marks the end of the prefetch, releases the data files expireTimeSec after the last open
+ * (private sessions only) and fetches a released object again when a reader asks for it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "session.h"
+
+#define HEARTBEAT_MS 100
+
+static void on_refetch_chunk(void *ctx, size_t item, uint64_t offset, uint64_t length,
+                             int status)
+{
+    struct refetch *r = ctx;
+    (void)item;
+    session_chunk_landed(r->s, r->object, offset, length, status);
+}
+
+static void set_ready_bits(ossc_session_header *h, const ossc_session_object *o, bool ready)
+{
+    for (uint32_t c = o->first_chunk; c < o->first_chunk + o->n_chunks; c++) {
+        _Atomic uint64_t *word = (_Atomic uint64_t *)&session_bits(h)[c / 64];
+        if (ready)
+            atomic_fetch_or(word, 1ULL << (c % 64));
+        else
+            atomic_fetch_and(word, ~(1ULL << (c % 64)));
+    }
+}
+
+/* expireTimeSec after the last open: the data files go (open fds and mappings keep their
+ * pages). Ready bits are cleared before the unlink, so a reader that finds no file also finds
+ * no chunk and asks for it, which fetches the object again. A file that cannot be unlinked
+ * stays as it is: it is never truncated or rewritten under a reader. */
+static void release_data(ossc_session *s)
+{
+    ossc_session_header *h = s->hdr;
+    ossc_session_object *objs = session_objects(h);
+    size_t released = 0;
+    for (size_t i = 0; i < s->n_data; i++) {
+        if (s->data_fds[i] < 0)
+            continue;
+        set_ready_bits(h, &objs[i], false);
+        atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, 0);
+        char path[OSSC_DATA_PATH_MAX];
+        session_data_path(s, i, path, sizeof(path));
+        if (unlink(path) != 0) {
+            LOGW("cannot release %s: %s; keeping it", path, strerror(errno));
+            set_ready_bits(h, &objs[i], true);
+            atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, objs[i].n_chunks);
+            continue;
+        }
+        close(s->data_fds[i]);
+        s->data_fds[i] = -1;
+        released++;
+    }
+    session_wake_readers(h);
+    LOGI("session %s: released %zu data files %u s after the last open", s->path, released,
+         h->expire_time_sec);
+}
+
+/* Whether any data file is still here (none after a release, until a reader asks). */
+static bool holds_data(const ossc_session *s)
+{
+    for (size_t i = 0; i < s->n_data; i++)
+        if (s->data_fds[i] >= 0)
+            return true;
+    return false;
+}
+
+static void refetch(ossc_session *s, uint32_t object)
+{
+    struct refetch *r = &s->refetches[object];
+    if (r->fetch || s->data_fds[object] >= 0)
+        return; /* running, or its file is back already */
+    ossc_session_object *o = &session_objects(s->hdr)[object];
+    int fd = session_create_data_file(s, object, o->size);
+    if (fd < 0) {
+        LOGE("cannot create the data file of %s again: %s", s->keys[object], strerror(errno));
+        atomic_store((_Atomic int32_t *)&o->error, EIO);
+        return;
+    }
+    s->data_fds[object] = fd;
+    atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
+    ossc_fetch_item item = {s->keys[object], o->size, 0, o->size, fd, 0, NULL};
+    *r = (struct refetch){s, object, NULL};
+    ossc_error err;
+    r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
+    if (!r->fetch) {
+        LOGE("%s: %s", s->keys[object], err.message);
+        atomic_store((_Atomic int32_t *)&o->error, EIO);
+    }
+}
+
+/* Frees the refetches that have ended; true if one still runs. */
+static bool reap_refetches(ossc_session *s)
+{
+    bool running = false;
+    for (size_t i = 0; s->refetches && i < s->n_data; i++) {
+        struct refetch *r = &s->refetches[i];
+        if (!r->fetch)
+            continue;
+        ossc_fetch_stats st;
+        ossc_fetch_stats_get(r->fetch, &st);
+        if (st.finished) {
+            ossc_fetch_free(r->fetch);
+            r->fetch = NULL;
+            s->complete_ms = now_ms(); /* expiry counts again from here */
+        } else {
+            running = true;
+        }
+    }
+    return running;
+}
+
+/* A blocked reader wants chunk: fetch it next (or its object again, after a release). */
+static void answer_reader(ossc_session *s, uint32_t chunk)
+{
+    ossc_session_header *h = s->hdr;
+    ossc_session_object *objs = session_objects(h);
+    for (uint32_t i = 0; i < s->n_data; i++) {
+        ossc_session_object *o = &objs[i];
+        if (chunk < o->first_chunk || chunk >= o->first_chunk + o->n_chunks)
+            continue;
+        uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
+        ossc_fetch *running = s->refetches[i].fetch;
+        if (s->data_fds[i] < 0)
+            refetch(s, i);
+        else if (running)
+            ossc_fetch_prioritize(running, 0, offset);
+        else
+            ossc_fetch_prioritize(s->fetch, i, offset);
+        return;
+    }
+}
+
+/* Answers blocked readers, beats the heartbeat, marks the end of the prefetch, releases
+ * the data files on expiry, until the session stops. */
+void *session_helper_main(void *arg)
+{
+    ossc_session *s = arg;
+    ossc_session_header *h = s->hdr;
+    uint32_t seen = atomic_load((_Atomic uint32_t *)&h->wanted);
+    struct timespec tick = {0, HEARTBEAT_MS * 1000000L};
+    while (!atomic_load(&s->stopping)) {
+        atomic_store((_Atomic uint64_t *)&h->heartbeat_ms, now_ms());
+        session_futex(&h->wanted, FUTEX_WAIT, seen, &tick);
+        uint32_t now = atomic_load((_Atomic uint32_t *)&h->wanted);
+        if (now != seen) {
+            seen = now;
+            answer_reader(s, atomic_load((_Atomic uint32_t *)&h->wanted_chunk));
+        }
+        ossc_fetch_stats st;
+        ossc_fetch_stats_get(s->fetch, &st);
+        if (st.finished && h->state == OSSC_SESSION_FETCHING) {
+            s->complete_ms = now_ms();
+            session_set_state(h, st.items_failed ? OSSC_SESSION_FAILED : OSSC_SESSION_COMPLETE);
+        }
+        bool refetching = reap_refetches(s);
+        uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
+        /* Not when shared: the group's readers attach read-only and cannot ask for a file
+         * again. */
+        if (h->state == OSSC_SESSION_COMPLETE && h->expire_time_sec && !refetching &&
+            s->group == OSSC_SESSION_PRIVATE &&
+            holds_data(s) &&
+            now_ms() >= (last > s->complete_ms ? last : s->complete_ms) +
+                            (uint64_t)h->expire_time_sec * 1000)
+            release_data(s);
+    }
+    return NULL;
+}
