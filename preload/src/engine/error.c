@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exit_codes.h"
 #include "internal.h"
 
 void err_clear(ossc_error *err)
@@ -27,19 +28,19 @@ static const struct status_info {
     const char *name;
     int exit_code;
 } statuses[] = {
-    [OSSC_OK] = {"ok", 0},
-    [OSSC_E_CONFIG] = {"config", 3},
-    [OSSC_E_CREDENTIALS] = {"credentials", 4},
-    [OSSC_E_AUTH] = {"auth", 5},
-    [OSSC_E_NOT_FOUND] = {"not-found", 6},
-    [OSSC_E_NETWORK] = {"network", 7},
-    [OSSC_E_PROTOCOL] = {"protocol", 8},
-    [OSSC_E_INTEGRITY] = {"integrity", 9},
-    [OSSC_E_IO] = {"io", 10},
-    [OSSC_E_CANCELLED] = {"cancelled", 130},
-    [OSSC_E_NOMEM] = {"nomem", 12},
-    [OSSC_E_SERVER] = {"server", 11},
-    [OSSC_E_CONFLICT] = {"conflict", 13},
+    [OSSC_OK] = {"ok", OSSC_EXIT_OK},
+    [OSSC_E_CONFIG] = {"config", OSSC_EXIT_CONFIG},
+    [OSSC_E_CREDENTIALS] = {"credentials", OSSC_EXIT_CREDENTIALS},
+    [OSSC_E_AUTH] = {"auth", OSSC_EXIT_AUTH},
+    [OSSC_E_NOT_FOUND] = {"not-found", OSSC_EXIT_NOT_FOUND},
+    [OSSC_E_NETWORK] = {"network", OSSC_EXIT_NETWORK},
+    [OSSC_E_PROTOCOL] = {"protocol", OSSC_EXIT_PROTOCOL},
+    [OSSC_E_INTEGRITY] = {"integrity", OSSC_EXIT_INTEGRITY},
+    [OSSC_E_IO] = {"io", OSSC_EXIT_IO},
+    [OSSC_E_CANCELLED] = {"cancelled", OSSC_EXIT_CANCELLED},
+    [OSSC_E_NOMEM] = {"nomem", OSSC_EXIT_NOMEM},
+    [OSSC_E_SERVER] = {"server", OSSC_EXIT_SERVER},
+    [OSSC_E_CONFLICT] = {"conflict", OSSC_EXIT_CONFLICT},
 };
 
 static const struct status_info *status_info(int status)

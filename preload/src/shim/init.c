@@ -17,6 +17,7 @@
 
 extern char **environ;
 
+#include "exit_codes.h"
 #include "log_line.h"
 #include "session_group.h"
 #include "shim.h"
@@ -108,7 +109,7 @@ static int run_owner(const char *url)
     char **envp = malloc((n + 1) * sizeof(*envp));
     char *preload = NULL;
     if (!envp)
-        return 12;
+        return OSSC_EXIT_NOMEM;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (strncmp(environ[i], "ENABLE_CONNECTOR=", 17) == 0)
@@ -145,7 +146,7 @@ static int run_owner(const char *url)
     if (rc != 0) {
         shim_log("ERROR", "cannot run the session owner %s: %s (set OSSC_OWNER)", owner,
                  strerror(rc));
-        return 10;
+        return OSSC_EXIT_IO;
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
@@ -174,7 +175,7 @@ static void ensure_session(void)
     const char *url = getenv("OSS_PATH");
     if (!url || !*url) {
         shim_log("ERROR", "ENABLE_CONNECTOR=1 needs OSS_PATH (oss://bucket/prefix/)");
-        _exit(3);
+        _exit(OSSC_EXIT_CONFIG);
     }
     for (int attempt = 0; attempt < 3; attempt++) {
         const char *served = session_attach() ? session_oss_path() : NULL;
@@ -188,7 +189,7 @@ static void ensure_session(void)
             return;
     }
     shim_log("ERROR", "the session for %s ended each time it was attached", shim.model_dir);
-    _exit(10);
+    _exit(OSSC_EXIT_IO);
 }
 
 __attribute__((constructor)) void shim_init(void)
