@@ -332,3 +332,65 @@ def test_credentials_reach_no_session_file_log_status_or_command_line(store, rem
         holder.stdin.close()
         holder.wait(timeout=30)
     assert audit.read_text() and secret not in audit.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def stranger_python(stranger, public_dir):
+    """The distribution's python3 with what ossc imports, where the unprivileged user can read
+    it: ossc itself (with its libraries and header beside it) and its site-packages imports."""
+    probe = ("import json, sys, ossc.launcher, ossc.cli, ossc.native as n\n"
+             "mods = {m: v.__file__ for m, v in list(sys.modules.items()) if '.' not in m\n"
+             "        and getattr(v, '__file__', None) and 'site-packages' in v.__file__}\n"
+             "print(json.dumps({'ossc': n.__file__, 'mods': mods,\n"
+             "                  'lib': str(n.LIBRARY_PATH)}))")
+    found = json.loads(subprocess.run([sys.executable, "-c", probe], check=True,
+                                      capture_output=True, text=True).stdout)
+    root = public_dir / "py"
+    package = root / "ossc"
+    shutil.copytree(Path(found["ossc"]).parent, package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("libossc.so", "libossc_preload.so", "ossc-owner"):
+        shutil.copy2(stranger["bin"] / name, package / name)
+    header = Path(found["lib"]).parent / "ossc.h"
+    if not header.is_file():
+        header = Path(__file__).resolve().parent.parent / "preload/include/ossc.h"
+    shutil.copy2(header, package / "ossc.h")
+    for name, path in found["mods"].items():
+        if name == "ossc":
+            continue
+        src = Path(path)
+        if src.name == "__init__.py":
+            shutil.copytree(src.parent, root / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, root / src.name)
+    return root
+
+
+def test_a_group_member_runs_ossc_run_on_a_shared_session(store, remote, model_dir, stranger,
+                                                         stranger_python):
+    """ossc-run as another uid in sharedGroup attaches to root's live shared session, reports
+    it, and its command reads every byte through the shim; nothing needed writing."""
+    env = shim_env(store, remote, model_dir, preload_library(),
+                   OSSC_SHARED_GROUP=stranger["group"])
+    holder = subprocess.Popen([sys.executable, "-c", READER, "hold"], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert json.loads(holder.stdout.readline()) == remote["want"]
+        theirs = {k: v for k, v in clean_env().items()
+                  if k not in ("OSSC_LIBRARY", "LD_PRELOAD", "PYTHONPATH")}
+        theirs.update(store.env(), PYTHONPATH=str(stranger_python), HOME="/tmp")
+        files = [str(model_dir / name) for name in sorted(remote["want"])]
+        r = as_user(stranger, ["/usr/bin/python3", "-m", "ossc.launcher", "--config", "",
+                               "--oss-path", remote["url"], "--model-dir", str(model_dir),
+                               "--shared-group", stranger["group"], "--",
+                               "sha256sum", *files], theirs, [stranger["group_id"]])
+        assert r.returncode == 0, r.stderr
+        got = {os.path.relpath(line.split()[1], model_dir): line.split()[0]
+               for line in r.stdout.splitlines()}
+        assert got == remote["want"]
+        assert f"session owner pid {sessions(str(model_dir))[0]['ownerPid']}" in r.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        assert wait_session_gone(model_dir)

@@ -400,7 +400,10 @@ def execute(plan: LaunchPlan, env: Mapping[str, str]) -> int:
     start = time.monotonic()
     users_fd = _start_session(plan, env)
     try:
-        info = sessions(plan.model_dir)[0]
+        served = sessions(plan.model_dir)  # held by us: it cannot end before we let go
+        if not served:
+            raise UserError(f"cannot read the session serving {plan.model_dir}", EXIT_LOCAL)
+        info = served[0]
         say(f"{plan.oss_path} -> {plan.model_dir} ({info['objects']} large files, "
             f"{human_bytes(info['bytesTotal'])}; session owner pid {info['ownerPid']})")
         _write_config(plan)

@@ -49,6 +49,8 @@ struct ossc_session {
 /* sharedGroup (a name, a gid, or "" for private sessions) as the group argument below; an
  * unknown group, or one this process is not in, is a configuration error. */
 int session_group(const char *name, long *gid, ossc_error *err);
+/* Whether this process is in group gid (its effective or a supplementary group). */
+bool session_in_group(gid_t gid);
 /* Opens dir (O_DIRECTORY, O_NOFOLLOW) if ossc_session_access allows it for group
  * (OSSC_SESSION_PRIVATE, a sharedGroup gid, or OSSC_SESSION_OWN_ANY); -1 with errno ENOENT
  * (absent) or EPERM (someone else's or open to others: *why says how). With create, a
@@ -60,7 +62,7 @@ int session_file_open(int dirfd, const char *name, int flags, long group);
 /* Gives a file this process just created to the sharedGroup (0640), if sharing. */
 int session_file_share(int fd, long group);
 /* Whether a live owner holds the control file of the session directory dirfd. */
-bool session_owner_alive(int dirfd);
+bool session_owner_alive(int dirfd, long group);
 /* Whether any process holds the users file of dirfd (LOCK_SH). */
 bool session_has_users(int dirfd);
 /* With the directory lock held: removes what a session left (MODEL_DIR's materialized

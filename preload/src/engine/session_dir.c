@@ -15,19 +15,26 @@
 #include "session_check.h"
 #include "session_group.h"
 
+bool session_in_group(gid_t gid)
+{
+    if (getegid() == gid)
+        return true;
+    gid_t groups[256];
+    int count = getgroups(256, groups);
+    for (int i = 0; i < count; i++)
+        if (groups[i] == gid)
+            return true;
+    return false;
+}
+
 int session_group(const char *name, long *gid, ossc_error *err)
 {
     if (ossc_session_group(name, gid) != 0) {
         err_set(err, OSSC_E_CONFIG, "sharedGroup: no group named '%s'", name);
         return OSSC_E_CONFIG;
     }
-    if (*gid < 0 || geteuid() == 0 || getegid() == (gid_t)*gid)
+    if (*gid < 0 || geteuid() == 0 || session_in_group((gid_t)*gid))
         return 0;
-    gid_t groups[256];
-    int count = getgroups(256, groups);
-    for (int i = 0; i < count; i++)
-        if (groups[i] == (gid_t)*gid)
-            return 0;
     err_set(err, OSSC_E_CONFIG, "sharedGroup: this process is not in group '%s', so it cannot "
             "share its session with it", name);
     return OSSC_E_CONFIG;
@@ -96,9 +103,9 @@ int session_file_open(int dirfd, const char *name, int flags, long group)
 
 int session_file_share(int fd, long group) { return share(fd, group, 0640); }
 
-static bool lock_free(int dirfd, const char *name, int how)
+static bool lock_free(int dirfd, const char *name, int how, long group)
 {
-    int fd = session_file_open(dirfd, name, O_RDONLY, OSSC_SESSION_OWN_ANY);
+    int fd = session_file_open(dirfd, name, O_RDONLY, group);
     if (fd < 0)
         return true;
     bool free_ = flock(fd, how | LOCK_NB) == 0;
@@ -106,9 +113,15 @@ static bool lock_free(int dirfd, const char *name, int how)
     return free_;
 }
 
-bool session_owner_alive(int dirfd) { return !lock_free(dirfd, "control", LOCK_SH); }
+bool session_owner_alive(int dirfd, long group)
+{
+    return !lock_free(dirfd, "control", LOCK_SH, group);
+}
 
-bool session_has_users(int dirfd) { return !lock_free(dirfd, "users", LOCK_EX); }
+bool session_has_users(int dirfd)
+{
+    return !lock_free(dirfd, "users", LOCK_EX, OSSC_SESSION_OWN_ANY);
+}
 
 /* Empties and removes a data directory, only if it is a directory of ours. */
 static void remove_data_dir(const char *path)
@@ -175,7 +188,8 @@ int session_reap(const char *path, bool force)
     if (dirfd < 0)
         return -1;
     int rc;
-    if (flock(dirfd, LOCK_EX | LOCK_NB) != 0 || session_owner_alive(dirfd)) {
+    if (flock(dirfd, LOCK_EX | LOCK_NB) != 0 ||
+        session_owner_alive(dirfd, OSSC_SESSION_OWN_ANY)) {
         rc = 2; /* a live owner, or one taking it over */
     } else if (!force && session_has_users(dirfd)) {
         rc = 0;

@@ -43,10 +43,10 @@ int session_lock_holders(int fd)
 }
 
 /* Bytes the files of a data directory hold (allocated, not their sizes). */
-static uint64_t held_bytes(const char *dir)
+static uint64_t held_bytes(const char *dir, long group)
 {
     const char *why;
-    int fd = session_dir_open(dir, false, OSSC_SESSION_OWN_ANY, &why);
+    int fd = session_dir_open(dir, false, group, &why);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     uint64_t total = 0;
     struct dirent *e;
@@ -60,21 +60,30 @@ static uint64_t held_bytes(const char *dir)
 }
 
 /* One session as a JSON object; NULL if path is not a session directory of ours. */
+/* Sessions this uid may read: its own, and those that members of its groups share with it. */
+static long readable_as(const char *path)
+{
+    struct stat st;
+    bool shared = stat(path, &st) == 0 && st.st_uid != geteuid() && session_in_group(st.st_gid);
+    return shared ? (long)st.st_gid : OSSC_SESSION_OWN_ANY;
+}
+
 static cJSON *describe(const char *path, const char *only_model_dir)
 {
     const char *why;
-    int dirfd = session_dir_open(path, false, OSSC_SESSION_OWN_ANY, &why);
+    long group = readable_as(path);
+    int dirfd = session_dir_open(path, false, group, &why);
     if (dirfd < 0)
         return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "path", path);
-    bool alive = session_owner_alive(dirfd);
-    int ufd = session_file_open(dirfd, "users", O_RDONLY, OSSC_SESSION_OWN_ANY);
+    bool alive = session_owner_alive(dirfd, group);
+    int ufd = session_file_open(dirfd, "users", O_RDONLY, group);
     cJSON_AddNumberToObject(o, "users", ufd >= 0 ? session_lock_holders(ufd) : 0);
     if (ufd >= 0)
         close(ufd);
     cJSON_AddBoolToObject(o, "ownerAlive", alive);
-    int fd = session_file_open(dirfd, "control", O_RDONLY, OSSC_SESSION_OWN_ANY);
+    int fd = session_file_open(dirfd, "control", O_RDONLY, group);
     struct stat st;
     void *map = MAP_FAILED;
     if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0)
@@ -100,7 +109,7 @@ static cJSON *describe(const char *path, const char *only_model_dir)
         cJSON_AddNumberToObject(o, "bytesTotal", (double)h->bytes_total);
         cJSON_AddNumberToObject(o, "bytesDone", (double)h->bytes_done);
         cJSON_AddStringToObject(o, "dataDir", h->data_dir);
-        uint64_t held = held_bytes(h->data_dir);
+        uint64_t held = held_bytes(h->data_dir, group);
         bool in_memory =
             strncmp(h->data_dir, OSSC_SESSION_ROOT "/", strlen(OSSC_SESSION_ROOT) + 1) == 0;
         cJSON_AddNumberToObject(o, "memoryBytes", in_memory ? (double)held : 0);
