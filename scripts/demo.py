@@ -73,7 +73,7 @@ class PrefetchWatch(threading.Thread):
         super().__init__(daemon=True)
         self.model_dir = str(model_dir)
         self.stopped = threading.Event()
-        self.line = "prefetch: no session seen"
+        self.line = "prefetch: not seen to finish"
 
     def run(self) -> None:
         first = None
@@ -86,7 +86,9 @@ class PrefetchWatch(threading.Thread):
                 continue
             info = found[0]
             first = first or time.monotonic()
-            if info["state"] in ("creating", "fetching"):  # listing, small files; large ones
+            # Before: creating (listing, small files), fetching; "broken" while the owner
+            # starts (no control file yet).
+            if info["state"] not in ("complete", "failed"):
                 continue
             seconds = max(time.monotonic() - first, 1e-3)
             total = info["bytesTotal"]
