@@ -93,6 +93,12 @@ typedef void (*ossc_chunk_cb)(void *ctx, size_t item, uint64_t offset, uint64_t 
 ossc_client *ossc_client_new(const char *url, const char *const *overrides, size_t n_overrides,
                              ossc_error *err);
 void ossc_client_free(ossc_client *client);
+/* Replaces the client's credentials (security_token NULL or "" for none): requests signed from
+ * now on, those of running fetches included, use them; a credentials file is no longer read.
+ * For callers that hold a credentials provider (the Python connector's cred_provider). */
+int ossc_client_set_credentials(ossc_client *client, const char *access_key_id,
+                                const char *access_key_secret, const char *security_token,
+                                ossc_error *err);
 /* The resolved settings as a JSON object (no secrets); the caller frees with ossc_free. */
 char *ossc_client_settings_json(const ossc_client *client);
 /* The settings a client for url (NULL: an oss:// one) would use, resolved from overrides,
@@ -114,6 +120,11 @@ const char *ossc_default_config_path(void);
 const char *ossc_client_prefix(const ossc_client *client);
 
 int ossc_list(ossc_client *client, const char *prefix, ossc_listing **out, ossc_error *err);
+/* Like ossc_list, with threads (<= 0: min(16, prefetch.vcpus * prefetch.workers), at most 64)
+ * listing key ranges concurrently with start-after: a range whose page is full while
+ * threads idle is split further. The same objects as ossc_list, sorted by key. */
+int ossc_list_fast(ossc_client *client, const char *prefix, int threads, ossc_listing **out,
+                   ossc_error *err);
 void ossc_listing_free(ossc_listing *listing);
 int ossc_head(ossc_client *client, const char *key, uint64_t *size, uint64_t *crc64,
               int *has_crc64, ossc_error *err);
@@ -129,6 +140,12 @@ int ossc_fetch_item_error(ossc_fetch *fetch, size_t item, ossc_error *err);
 /* Move the chunk holding offset of item to the front of the queue; if that chunk is in but
  * held for verification (verifyBeforeRead), the item's remaining chunks. */
 void ossc_fetch_prioritize(ossc_fetch *fetch, size_t item, uint64_t offset);
+/* Waits up to timeout_ms (-1: forever) until the bytes [offset, offset+length) of item (object
+ * offsets) are in its sink and may be read (verified where verifyBeforeRead holds them),
+ * moving the first missing chunk to the front. Returns 0, -1 at the timeout, or the item's
+ * failure (err says why; OSSC_E_CANCELLED once the fetch is cancelled). */
+int ossc_fetch_wait_range(ossc_fetch *fetch, size_t item, uint64_t offset, uint64_t length,
+                          int timeout_ms, ossc_error *err);
 void ossc_fetch_cancel(ossc_fetch *fetch);
 /* Cancels if still running, joins the threads, frees. */
 void ossc_fetch_free(ossc_fetch *fetch);

@@ -16,8 +16,9 @@ import time
 from pathlib import PurePosixPath
 from typing import Optional
 
+from ossc import config as config_helper
 from ossc import settings as setting_options
-from ossc.config import DEFAULT_PATH, ConfigFile, persistent, to_text
+from ossc.config import DEFAULT_PATH, to_text
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code, status_exit_code
 from ossc.native import (Client, FetchItem, ObjectInfo, OsscError, lib, reap_session,
                          relative_name, sessions)
@@ -76,6 +77,29 @@ def cmd_stat(args) -> int:
     return 0
 
 
+def _sources(url: str, prefix: str, objects: list[ObjectInfo]):
+    """What `ossc get URL` fetches, and the prefix whose names it keeps, read as `aws s3 cp`
+    and s5cmd read a URL: one ending in '/' (or a bare bucket) is a prefix; otherwise the
+    object of exactly that key (it wins over a prefix of the same name), else the prefix with
+    '/' added (s3://b/models/qwen is models/qwen/, never models/qwen2/). A name that is only the
+    start of others (s3://b/models/qwen/model-00002) is an error naming them, as neither tool
+    expands it without a wildcard. `objects` is the listing of `prefix`."""
+    if not prefix or prefix.endswith("/"):
+        return prefix, objects
+    parent = prefix[:prefix.rfind("/") + 1]
+    exact = [o for o in objects if o.key == prefix]
+    if exact:
+        return parent, exact
+    below = [o for o in objects if o.key.startswith(prefix + "/")]
+    if below:
+        return prefix + "/", below
+    names = [o.key[len(parent):] for o in objects]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise UserError(f"{url} is neither an object nor a prefix; names that start with it: "
+                    f"{shown} (give a whole name, or end a prefix with '/')",
+                    status_exit_code(lib.OSSC_E_NOT_FOUND))
+
+
 def _plan_files(objects: list[ObjectInfo], prefix: str, target: str):
     plan = []
     for obj in objects:
@@ -91,6 +115,7 @@ def cmd_get(args) -> int:
     objects = client.list()
     if not objects:
         raise UserError(f"nothing under {args.url}", status_exit_code(lib.OSSC_E_NOT_FOUND))
+    prefix, objects = _sources(args.url, prefix, objects)
     plan = _plan_files(objects, prefix, args.dir)
     files, items = [], []
     try:
@@ -153,16 +178,14 @@ def cmd_config_generate(args) -> int:
     """The settings from the options and the environment (no config file), as config.json,
     without per-run values (endpoint, region, credentialsFile). --write PATH merges them into
     PATH: read as the layer below them, it keeps whatever they do not change (unknown keys
-    included)."""
-    given = set(setting_options.overrides(args))
-    given |= {o.key for o in setting_options.OPTIONS
-              if setting_options.env_name(o.key) in os.environ}
+    included). ossc.config.generate and ossc.config.write do the work."""
     layer = args.write if args.write and os.path.exists(args.write) else ""
-    settings = persistent(_config_settings(args, layer), given)
+    settings = config_helper.generate(setting_options.overrides(args), env=os.environ,
+                                      base=layer, url=args.url)
     if not args.write:
         sys.stdout.write(to_text(settings))
         return 0
-    wrote = ConfigFile(args.write).to_file(settings)
+    wrote = config_helper.write(args.write, settings)
     print(f"{'wrote' if wrote else 'unchanged:'} {args.write}", file=sys.stderr)
     return 0
 
@@ -174,15 +197,10 @@ def cmd_config_show(args) -> int:
 
 
 def cmd_config_validate(args) -> int:
-    """The file alone, environment ignored: unknown keys and bad values fail with a hint."""
-    path = args.path
-    if not os.path.exists(path):
-        raise UserError(f"no config file at {path}", EXIT_CONFIG)
-    try:
-        setting_options.resolve(None, {}, {}, config=path)
-    except OsscError as exc:
-        raise UserError(exc.message, EXIT_CONFIG) from exc
-    print(f"{path}: valid")
+    """The file alone, environment ignored: unknown keys and bad values fail with a hint
+    (ossc.config.validate)."""
+    config_helper.validate(args.path)
+    print(f"{args.path}: valid")
     return 0
 
 
@@ -278,8 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "of a prefix")
     p.add_argument("url")
     p.set_defaults(func=cmd_stat)
-    p = sub.add_parser("get", parents=[common], help="mirror a prefix into a directory")
-    p.add_argument("url")
+    p = sub.add_parser("get", parents=[common], help="mirror a prefix, or copy one object, "
+                       "into a directory")
+    p.add_argument("url", help="s3://bucket/prefix/ or s3://bucket/prefix (a prefix: its "
+                   "names below it), s3://bucket/key (that object, into DIR)")
     p.add_argument("dir", help="target directory, e.g. /dev/shm/model")
     p.set_defaults(func=cmd_get)
     _add_config_parsers(sub, common)

@@ -16,11 +16,11 @@ import os
 import stat
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError
 from ossc.native import OsscError, ffi, lib
-from ossc.settings import flatten, resolve, setting
+from ossc.settings import SETTINGS, flatten, resolve, setting
 
 DEFAULT_PATH = ffi.string(lib.ossc_default_config_path()).decode()  # the engine's
 
@@ -108,12 +108,13 @@ class ConfigFile:
             _put(content, key, value)
         return content
 
-    def to_file(self, settings: Mapping, create_only: bool = False) -> bool:
-        """Merges settings into the file and writes it atomically; False if it was left as it
-        was (create_only and it exists, or nothing to change)."""
+    def to_file(self, settings: Mapping, create_only: bool = False, merge: bool = True) -> bool:
+        """Merges settings into the file (merge=False: replaces what it holds) and writes it
+        atomically; False if it was left as it was (create_only and it exists, or nothing to
+        change)."""
         if create_only and os.path.exists(self.path):
             return False
-        content = self.merged(settings)
+        content = self.merged(settings) if merge else json.loads(json.dumps(settings))
         if os.path.exists(self.path) and content == self.read():
             return False
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -138,3 +139,120 @@ class ConfigFile:
             raise UserError(f"cannot write config file {self.path}: {exc.strerror}",
                             EXIT_LOCAL) from exc
         return True
+
+
+# ---- the config helper: ossc.config.generate / validate / write (`ossc config` and ossc-run
+# use them too)
+
+# The keys Aliyun's OSS Model Connector reads from its config.json.
+ALIYUN_KEYS = ("logLevel", "logPath", "auditPath", "prefetch.vcpus", "prefetch.workers",
+               "expireTimeSec")
+
+
+class InvalidConfig(UserError, ValueError):
+    """A config file or settings the engine refuses; the message is the command's."""
+
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_CONFIG)
+
+
+def _setting_key(name: str) -> str:
+    """A config key from a config key ("prefetch.vcpus"), its last part ("vcpus") or its
+    Python spelling ("chunk_size", "expire_time_sec"); unknown names are left for the engine,
+    whose message has the hint."""
+    if "." in name or any(s.key == name for s in SETTINGS):
+        return name
+    for s in SETTINGS:
+        if name in (s.key.rsplit(".", 1)[-1], s.dest):
+            return s.key
+    return name
+
+
+def _given(settings: Optional[Mapping], more: Mapping) -> dict:
+    """Settings as "key": "text", from nested dicts ({"prefetch": {"vcpus": 4}}), dotted keys
+    or keyword spellings."""
+    given: dict = {}
+    for key, value in _leaves({**(settings or {}), **more}).items():
+        if value is not None:
+            given[_setting_key(key)] = str(value)
+    return given
+
+
+def generate(settings: Optional[Mapping] = None, *, env: Optional[Mapping[str, str]] = None,
+             base: str = "", aliyun: bool = False, url: Optional[str] = None,
+             **more: Any) -> dict:
+    """A config.json as a dict: the defaults with settings on top (keyword arguments, a
+    mapping with nested or dotted keys; env: OSSC_ variables too, as `ossc config generate`
+    reads them), checked by the engine, without per-run values (endpoint, region,
+    credentialsFile). base: a config file read below them. url: the store URL they are for
+    (s3:// changes defaults). aliyun: only the keys Aliyun's
+    connector reads, logLevel as its number. Raises InvalidConfig with the command's message.
+
+        ossc.config.generate(chunkSize="16MiB", prefetch={"vcpus": 8})
+    """
+    given = _given(settings, more)
+    env = {} if env is None else env
+    try:
+        resolved = resolve(url, given, env, config=base)
+    except OsscError as exc:
+        raise InvalidConfig(exc.message) from None
+    named = set(given) | {o.key for o in SETTINGS if o.env in env}
+    out = persistent(resolved, named)
+    if aliyun:
+        flat = _leaves(out)
+        out = {}
+        for key in ALIYUN_KEYS:
+            value = flat[key]
+            if key == "logLevel" and value in ALIYUN_LOG_LEVELS:
+                value = ALIYUN_LOG_LEVELS.index(value)
+            elif setting(key).type == "int":
+                value = int(value)
+            _put(out, key, value)
+    return out
+
+
+def validate(config: Union[str, "os.PathLike[str]", Mapping]) -> dict:
+    """Checks a config file (a path) or a config dict alone, the environment ignored: unknown
+    keys (with a hint) and bad values raise InvalidConfig with the message `ossc config
+    validate` prints. Returns the settings it resolves to."""
+    if isinstance(config, Mapping):
+        fd, tmp = tempfile.mkstemp(prefix="ossc-config-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(config, f)
+            try:
+                return resolve(None, {}, {}, config=tmp)
+            except OsscError as exc:
+                raise InvalidConfig(exc.message.replace(f"config file {tmp}", "config")
+                                    .replace(tmp, "config")) from None
+        finally:
+            os.unlink(tmp)
+    path = os.fspath(config)
+    if not os.path.exists(path):
+        raise InvalidConfig(f"no config file at {path}")
+    try:
+        return resolve(None, {}, {}, config=path)
+    except OsscError as exc:
+        raise InvalidConfig(exc.message) from None
+
+
+def write(path: Union[str, "os.PathLike[str]"], settings: Mapping, merge: bool = True,
+          create_only: bool = False) -> bool:
+    """Writes settings (a dict as generate returns, nested or dotted keys) to path, atomically
+    (0640 when new; a symlink at path is replaced, never written through). merge: into what
+    the file holds, keeping keys it does not know and values it spells otherwise; else the
+    file holds exactly settings. The result must validate, or nothing is written. Returns
+    False if the file was left as it was (create_only and it exists, or nothing changed).
+
+        ossc.config.write("/etc/oss-connector/config.json",
+                          ossc.config.generate(aliyun=True, vcpus=8))
+    """
+    tree: dict = {}
+    for key, value in _leaves(settings).items():
+        _put(tree, key, value)
+    path = os.fspath(path)
+    file = ConfigFile(path)
+    if create_only and os.path.exists(path):
+        return False
+    validate(file.merged(tree) if merge else tree)
+    return file.to_file(tree, create_only=create_only, merge=merge)

@@ -28,12 +28,13 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from ossc import config as config_helper
 from ossc import settings as setting_options
-from ossc.config import DEFAULT_PATH, ConfigFile, persistent
+from ossc.config import DEFAULT_PATH
 from ossc.errors import (EXIT_COMMAND_NOT_FOUND, EXIT_COMMAND_NOT_RUNNABLE, EXIT_CONFIG,
                          EXIT_LOCAL, EXIT_USAGE, UserError, exit_code)
 from ossc.native import OsscError, owner_program, preload_library, sessions, use_session
-from ossc.progress import Progress, human_bytes
+from ossc.progress import Progress, human_bytes, write_line
 
 PROG = "ossc-run"
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -56,7 +57,8 @@ def _stop_early(sig: int, _frame) -> None:
 
 
 def say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    """A line of its own on stderr, above the prefetch bar if one is drawn."""
+    write_line(f"{PROG}: {message}", sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -149,16 +151,16 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
         # A config file that does not exist yet is no layer (it is created below).
         resolved = setting_options.resolve(oss_path, given, env,
                                            config=config_path if exists else "")
-        # A new file gets the defaults only: what options and the environment say is this
-        # run's, and stays out of the file unless asked (--write-config).
-        base = resolved if args.write_config else \
-            setting_options.resolve(oss_path, {}, {}, config="")
     except OsscError as exc:
         raise UserError(exc.message, EXIT_CONFIG) from exc
-    named = set(given) | {key for key in setting_options.flatten(resolved)
-                          if setting_options.env_name(key) in env}
-    writes = persistent(base, named if args.write_config else ()) \
-        if config_path and (args.write_config or not exists) else None
+    writes = None
+    if config_path and args.write_config:
+        writes = config_helper.generate(given, env=env, base=config_path if exists else "",
+                                        url=oss_path)
+    elif config_path and not exists:
+        # A new file gets the defaults only: what options and the environment say is this
+        # run's, and stays out of the file unless asked (--write-config).
+        writes = config_helper.generate(url=oss_path)
 
     child_env = dict(env)
     child_env.pop("ENABLE_CONNECTOR", None)  # this process owns the session
@@ -199,9 +201,9 @@ def _write_config(plan: LaunchPlan) -> None:
     exists is otherwise never touched, whatever this run's options and environment say."""
     if not plan.config_path or plan.config_writes is None:
         return
-    config = ConfigFile(plan.config_path)
     try:
-        if config.to_file(plan.config_writes, create_only=not plan.write_config):
+        if config_helper.write(plan.config_path, plan.config_writes,
+                               create_only=not plan.write_config):
             say(f"wrote {plan.config_path}")
     except UserError as exc:
         # The default location needs root; without it the run goes on, the file is optional.

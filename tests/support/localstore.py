@@ -323,7 +323,13 @@ class LocalStore:
                     "name": "ossc",
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
+                },
+                {   # a second key pair, for tests of credentials that rotate
+                    "name": "ossc-2",
+                    "credentials": [{"accessKey": self.access_key + "-2",
+                                     "secretKey": self.secret_key + "-2"}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                },
             ]
         }
         with open(path, "w") as f:

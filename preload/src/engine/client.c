@@ -60,6 +60,14 @@ OSSC_API void ossc_client_free(ossc_client *c)
     free(c);
 }
 
+OSSC_API int ossc_client_set_credentials(ossc_client *c, const char *access_key_id,
+                                         const char *access_key_secret,
+                                         const char *security_token, ossc_error *err)
+{
+    err_clear(err);
+    return creds_set(&c->creds, access_key_id, access_key_secret, security_token, err);
+}
+
 OSSC_API char *ossc_client_settings_json(const ossc_client *c) { return settings_to_json(&c->s); }
 
 OSSC_API char *ossc_settings_json(const char *url, const char *const *overrides,
@@ -110,6 +118,30 @@ static int take_page(ossc_listing *l, size_t *cap, list_page *page)
     return 0;
 }
 
+/* One ListObjectsV2 page of prefix, after a continuation token or a start-after key. */
+static int list_page_get(ossc_client *c, const char *prefix, const char *token,
+                         const char *after, reply *rp, list_page *page, ossc_error *err)
+{
+    request r;
+    request_init(&r, "GET", NULL);
+    request_add_query(&r, "list-type", "2");
+    request_add_query(&r, "prefix", prefix);
+    request_add_query(&r, "max-keys", LIST_PAGE_KEYS);
+    request_add_query(&r, "encoding-type", "url");
+    if (token)
+        request_add_query(&r, "continuation-token", token);
+    if (after)
+        request_add_query(&r, "start-after", after);
+    char what[256];
+    snprintf(what, sizeof(what), "listing %s://%s/%s", c->url.scheme == SCHEME_S3 ? "s3" : "oss",
+             c->url.bucket, prefix);
+    int rc = http_perform(c, &r, rp, what, err);
+    request_free(&r);
+    if (rc == 0)
+        rc = xml_parse_list_page(rp->body.data, rp->body.len, page, err);
+    return rc;
+}
+
 OSSC_API int ossc_list(ossc_client *c, const char *prefix, ossc_listing **out, ossc_error *err)
 {
     err_clear(err);
@@ -126,23 +158,8 @@ OSSC_API int ossc_list(ossc_client *c, const char *prefix, ossc_listing **out, o
     memset(&rp, 0, sizeof(rp));
     int rc = 0;
     for (int pages = 0;; pages++) {
-        request r;
-        request_init(&r, "GET", NULL);
-        request_add_query(&r, "list-type", "2");
-        request_add_query(&r, "prefix", pfx);
-        request_add_query(&r, "max-keys", LIST_PAGE_KEYS);
-        request_add_query(&r, "encoding-type", "url");
-        if (token)
-            request_add_query(&r, "continuation-token", token);
-        char what[256];
-        snprintf(what, sizeof(what), "listing %s://%s/%s", c->url.scheme == SCHEME_S3 ? "s3" : "oss",
-                 c->url.bucket, pfx);
-        rc = http_perform(c, &r, &rp, what, err);
-        request_free(&r);
-        if (rc)
-            break;
         list_page page;
-        if ((rc = xml_parse_list_page(rp.body.data, rp.body.len, &page, err)))
+        if ((rc = list_page_get(c, pfx, token, NULL, &rp, &page, err)))
             break;
         rc = take_page(l, &cap, &page);
         free(token);
@@ -196,4 +213,367 @@ OSSC_API int ossc_head(ossc_client *c, const char *key, uint64_t *size, uint64_t
     }
     reply_free(&rp);
     return rc;
+}
+
+/* ---- ossc_list_fast: key ranges listed concurrently ----
+ *
+ * A task is a key range (after, upto] below the prefix ("after" NULL: from the start; "upto"
+ * NULL: to the end), listed with start-after. A thread that gets a full page while others
+ * idle splits the rest of its range: boundaries a page apart as the page's first and last
+ * keys suggest (sequential names), or evenly where the range is smaller, read as numbers
+ * over 12 bytes from where the range's ends differ. Ranges never overlap, so the union is
+ * the listing; it is sorted at the end. */
+
+#define FAST_WINDOW 4 /* code points */
+#define FAST_BASE 0x110000u
+#define FAST_MAX_THREADS 64
+
+typedef unsigned __int128 u128;
+
+typedef struct fast_task {
+    char *after, *upto;
+    struct fast_task *next;
+} fast_task;
+
+typedef struct fast_list {
+    ossc_client *c;
+    const char *prefix;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    fast_task *queue;
+    int idle, running, threads;
+    ossc_listing *l;
+    size_t cap;
+    int rc;
+    ossc_error err;
+} fast_list;
+
+/* The code point at s (UTF-8; a stray byte counts as itself) and its length. */
+static uint32_t utf8_next(const unsigned char *s, size_t *len)
+{
+    unsigned char c = s[0];
+    int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    uint32_t cp = n == 1 ? c : c & (0x7f >> n);
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            *len = 1;
+            return c;
+        }
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    *len = (size_t)n;
+    return cp;
+}
+
+/* The FAST_WINDOW code points of s from byte from, as a number in base FAST_BASE (0 past the
+ * end): UTF-8's byte order is code point order, so numbers order as keys do. */
+static u128 window_value(const char *s, size_t from)
+{
+    u128 v = 0;
+    const unsigned char *p = (const unsigned char *)s + from;
+    for (int i = 0; i < FAST_WINDOW; i++) {
+        uint32_t cp = 0;
+        if (*p) {
+            size_t n;
+            cp = utf8_next(p, &n);
+            p += n;
+        }
+        v = v * FAST_BASE + cp;
+    }
+    return v;
+}
+
+static size_t utf8_put(char *out, uint32_t cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* base[0..from) followed by v's code points as valid UTF-8 (stores refuse anything else),
+ * trailing zeros dropped; a zero inside becomes 1 and a surrogate the next code point after
+ * them, which keeps the order. */
+static char *window_string(const char *base, size_t from, u128 v)
+{
+    char *s = malloc(from + 4 * FAST_WINDOW + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, base, from);
+    uint32_t cps[FAST_WINDOW];
+    for (int i = FAST_WINDOW - 1; i >= 0; i--) {
+        cps[i] = (uint32_t)(v % FAST_BASE);
+        v /= FAST_BASE;
+    }
+    int last = FAST_WINDOW;
+    while (last > 0 && cps[last - 1] == 0)
+        last--;
+    size_t n = from;
+    for (int i = 0; i < last; i++) {
+        uint32_t cp = cps[i] ? cps[i] : 1;
+        if (cp >= 0xd800 && cp <= 0xdfff)
+            cp = 0xe000;
+        n += utf8_put(s + n, cp);
+    }
+    s[n] = '\0';
+    return s;
+}
+
+static int key_cmp(const char *a, const char *b) { return strcmp(a, b); }
+
+static void fast_push(fast_list *fl, char *after, char *upto)
+{
+    fast_task *t = calloc(1, sizeof(*t));
+    if (!t) {
+        free(after);
+        free(upto);
+        if (!fl->rc) {
+            fl->rc = OSSC_E_NOMEM;
+            err_set(&fl->err, OSSC_E_NOMEM, "out of memory");
+        }
+        return;
+    }
+    t->after = after;
+    t->upto = upto;
+    t->next = fl->queue;
+    fl->queue = t;
+    pthread_cond_broadcast(&fl->changed);
+}
+
+/* Splits (after, upto] into up to n ranges; the first is returned through *upto_first, the
+ * others queued. first and last are the keys of the page that ended at after. Caller holds
+ * the lock. */
+static void fast_split(fast_list *fl, const char *after, const char *upto, const char *first,
+                       int n, char **upto_first)
+{
+    size_t d = 0;
+    if (upto)
+        while (after[d] && after[d] == upto[d])
+            d++;
+    else
+        d = strlen(fl->prefix);
+    while (d > 0 && ((unsigned char)after[d] & 0xc0) == 0x80)
+        d--; /* the window starts a code point */
+    u128 lo = window_value(after, d);
+    u128 hi = 0;
+    if (upto) {
+        hi = window_value(upto, d);
+    } else {
+        for (int i = 0; i < FAST_WINDOW; i++)
+            hi = hi * FAST_BASE + (FAST_BASE - 1);
+    }
+    if (hi <= lo + 1)
+        return;
+    u128 step = (hi - lo) / (u128)n;
+    if (strncmp(first, after, d) == 0) {
+        u128 f = window_value(first, d);
+        u128 page = lo > f ? lo - f : 0;
+        if (page && page * (u128)n < hi - lo)
+            step = page; /* a page apart: the rest stays in the last range */
+    }
+    if (!step)
+        return;
+    char *prev = NULL;
+    char *bounds[FAST_MAX_THREADS];
+    int nb = 0;
+    for (int i = 1; i < n; i++) {
+        char *b = window_string(after, d, lo + step * (u128)i);
+        if (!b)
+            break;
+        if (key_cmp(b, after) <= 0 || (upto && key_cmp(b, upto) >= 0) ||
+            (prev && key_cmp(b, prev) <= 0)) {
+            free(b);
+            continue;
+        }
+        bounds[nb++] = prev = b;
+    }
+    if (!nb)
+        return;
+    /* (after, b0] stays with the caller; (b0, b1], ..., (b_last, upto] are queued. */
+    *upto_first = bounds[0];
+    for (int i = 0; i < nb; i++) {
+        char *a = strdup(bounds[i]);
+        char *u = i + 1 < nb ? bounds[i + 1] : (upto ? strdup(upto) : NULL);
+        if (!a || (upto && !u && i + 1 == nb)) {
+            free(a);
+            if (!fl->rc) {
+                fl->rc = OSSC_E_NOMEM;
+                err_set(&fl->err, OSSC_E_NOMEM, "out of memory");
+            }
+            break;
+        }
+        fast_push(fl, a, u);
+    }
+}
+
+static int fast_page(fast_list *fl, const char *after, list_page *page, ossc_error *err)
+{
+    reply rp;
+    memset(&rp, 0, sizeof(rp));
+    int rc = list_page_get(fl->c, fl->prefix, NULL, after, &rp, page, err);
+    reply_free(&rp);
+    return rc;
+}
+
+static void *fast_worker(void *arg)
+{
+    fast_list *fl = arg;
+    pthread_mutex_lock(&fl->lock);
+    for (;;) {
+        fl->idle++;
+        while (!fl->queue && fl->running > 0 && !fl->rc)
+            pthread_cond_wait(&fl->changed, &fl->lock);
+        fl->idle--;
+        if (!fl->queue || fl->rc)
+            break;
+        fast_task *t = fl->queue;
+        fl->queue = t->next;
+        fl->running++;
+        char *after = t->after, *upto = t->upto;
+        free(t);
+        for (;;) {
+            pthread_mutex_unlock(&fl->lock);
+            list_page page;
+            memset(&page, 0, sizeof(page));
+            ossc_error e;
+            err_clear(&e);
+            int rc = fast_page(fl, after, &page, &e);
+            /* Keys past upto belong to another range. */
+            bool beyond = false;
+            size_t keep = page.count;
+            for (size_t i = 0; rc == 0 && upto && i < page.count; i++)
+                if (key_cmp(page.objects[i].key, upto) > 0) {
+                    keep = i;
+                    beyond = true;
+                    break;
+                }
+            char *last = NULL, *first = NULL;
+            if (rc == 0 && keep > 0 && page.truncated && !beyond) {
+                last = strdup(page.objects[keep - 1].key);
+                first = strdup(page.objects[0].key);
+                if (!last || !first)
+                    rc = OSSC_E_NOMEM;
+            }
+            pthread_mutex_lock(&fl->lock);
+            if (rc == 0) {
+                size_t all = page.count;
+                page.count = keep;
+                rc = take_page(fl->l, &fl->cap, &page);
+                page.count = all - keep; /* the keys beyond are freed below */
+                memmove(page.objects, page.objects + keep, page.count * sizeof(ossc_object));
+            }
+            list_page_free(&page);
+            if (rc && !fl->rc) {
+                fl->rc = rc;
+                if (e.code)
+                    fl->err = e;
+                else
+                    err_set(&fl->err, rc, "out of memory");
+            }
+            if (rc || !last || fl->rc) {
+                free(last);
+                free(first);
+                break;
+            }
+            free(after);
+            after = last;
+            if (fl->idle > 0 && !fl->queue) {
+                char *mine = NULL;
+                fast_split(fl, after, upto, first, fl->idle + 1 > 16 ? 16 : fl->idle + 1, &mine);
+                if (mine) {
+                    free(upto);
+                    upto = mine;
+                }
+            }
+            free(first);
+        }
+        free(after);
+        free(upto);
+        fl->running--;
+        pthread_cond_broadcast(&fl->changed);
+    }
+    pthread_cond_broadcast(&fl->changed);
+    pthread_mutex_unlock(&fl->lock);
+    return NULL;
+}
+
+static int object_cmp(const void *a, const void *b)
+{
+    return strcmp(((const ossc_object *)a)->key, ((const ossc_object *)b)->key);
+}
+
+OSSC_API int ossc_list_fast(ossc_client *c, const char *prefix, int threads,
+                            ossc_listing **out, ossc_error *err)
+{
+    err_clear(err);
+    *out = NULL;
+    if (threads <= 0)
+        threads = c->s.vcpus * c->s.workers < 16 ? c->s.vcpus * c->s.workers : 16;
+    if (threads > FAST_MAX_THREADS)
+        threads = FAST_MAX_THREADS;
+    if (threads < 1)
+        threads = 1;
+    fast_list fl;
+    memset(&fl, 0, sizeof(fl));
+    fl.c = c;
+    fl.prefix = prefix ? prefix : c->url.prefix;
+    fl.threads = threads;
+    err_clear(&fl.err);
+    pthread_mutex_init(&fl.lock, NULL);
+    pthread_cond_init(&fl.changed, NULL);
+    fl.l = calloc(1, sizeof(*fl.l));
+    pthread_t tids[FAST_MAX_THREADS];
+    int started = 0;
+    if (!fl.l) {
+        fl.rc = OSSC_E_NOMEM;
+        err_set(&fl.err, OSSC_E_NOMEM, "out of memory");
+    } else {
+        fast_push(&fl, NULL, NULL);
+    }
+    for (int i = 0; !fl.rc && i < threads; i++) {
+        if (pthread_create(&tids[i], NULL, fast_worker, &fl) != 0)
+            break;
+        started++;
+    }
+    if (!started && !fl.rc) {
+        fl.rc = OSSC_E_NOMEM;
+        err_set(&fl.err, OSSC_E_NOMEM, "cannot start listing threads");
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    while (fl.queue) {
+        fast_task *t = fl.queue;
+        fl.queue = t->next;
+        free(t->after);
+        free(t->upto);
+        free(t);
+    }
+    pthread_cond_destroy(&fl.changed);
+    pthread_mutex_destroy(&fl.lock);
+    if (fl.rc) {
+        if (err)
+            *err = fl.err;
+        ossc_listing_free(fl.l);
+        return fl.rc;
+    }
+    if (fl.l->count > 1)
+        qsort(fl.l->objects, fl.l->count, sizeof(ossc_object), object_cmp);
+    *out = fl.l;
+    return 0;
 }

@@ -151,6 +151,30 @@ int creds_get(cred_provider *p, credentials *out, ossc_error *err)
     return rc;
 }
 
+int creds_set(cred_provider *p, const char *id, const char *secret, const char *token,
+              ossc_error *err)
+{
+    credentials c;
+    memset(&c, 0, sizeof(c));
+    if (!id || !*id || !secret || !*secret) {
+        err_set(err, OSSC_E_CREDENTIALS, "no credentials: the access key id or secret is empty");
+        return OSSC_E_CREDENTIALS;
+    }
+    if (!copy_field(c.access_key_id, sizeof(c.access_key_id), id) ||
+        !copy_field(c.access_key_secret, sizeof(c.access_key_secret), secret) ||
+        (token && !copy_field(c.security_token, sizeof(c.security_token), token))) {
+        err_set(err, OSSC_E_CREDENTIALS, "a credential given is too long");
+        return OSSC_E_CREDENTIALS;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->current = c;
+    p->file[0] = '\0'; /* the caller provides them from now on */
+    p->expiration = 0;
+    pthread_mutex_unlock(&p->lock);
+    memset(&c, 0, sizeof(c));
+    return 0;
+}
+
 void creds_destroy(cred_provider *p)
 {
     pthread_mutex_destroy(&p->lock);

@@ -770,6 +770,79 @@ OSSC_API void ossc_fetch_prioritize(ossc_fetch *f, size_t item, uint64_t offset)
     pthread_mutex_unlock(&f->lock);
 }
 
+OSSC_API int ossc_fetch_wait_range(ossc_fetch *f, size_t item, uint64_t offset,
+                                   uint64_t length, int timeout_ms, ossc_error *err)
+{
+    err_clear(err);
+    if (item >= f->n_items) {
+        err_set(err, OSSC_E_CONFIG, "no item %zu in this fetch", item);
+        return OSSC_E_CONFIG;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    if (timeout_ms >= 0) {
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    int rc = 0;
+    pthread_mutex_lock(&f->lock);
+    item_state *is = &f->items[item];
+    uint64_t start = offset > is->it.offset ? offset : is->it.offset;
+    uint64_t end = offset + length;
+    if (end > is->it.offset + is->it.length)
+        end = is->it.offset + is->it.length;
+    uint32_t first = 0, last = 0;
+    if (start < end) {
+        first = is->first_chunk + (uint32_t)((start - is->it.offset) / f->client->s.chunk_size);
+        last = is->first_chunk + (uint32_t)((end - 1 - is->it.offset) / f->client->s.chunk_size);
+    }
+    bool asked = false;
+    for (uint32_t ci = first; start < end && ci <= last;) {
+        chunk *c = &f->chunks[ci];
+        if (c->state == CH_DONE && !c->held) {
+            ci++;
+            asked = false;
+            continue;
+        }
+        if (is->failed) {
+            rc = is->err.code;
+            if (err)
+                *err = is->err;
+            break;
+        }
+        if (atomic_load(&f->cancelled)) {
+            rc = OSSC_E_CANCELLED;
+            err_set(err, rc, "%s: cancelled", is->it.key);
+            break;
+        }
+        if (!asked) {
+            if (c->state == CH_QUEUED) {
+                queue_unlink(f, ci);
+                queue_push(f, ci, true);
+            } else if (c->held) {
+                for (uint32_t k = is->first_chunk + is->n_chunks; k-- > is->first_chunk;)
+                    if (f->chunks[k].state == CH_QUEUED) {
+                        queue_unlink(f, k);
+                        queue_push(f, k, true);
+                    }
+            }
+            asked = true;
+        }
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&f->changed, &f->lock);
+        } else if (pthread_cond_timedwait(&f->changed, &f->lock, &deadline) == ETIMEDOUT) {
+            rc = -1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
 OSSC_API void ossc_fetch_cancel(ossc_fetch *f)
 {
     atomic_store(&f->cancelled, true);

@@ -114,6 +114,9 @@ typedef struct cred_provider {
 int creds_init(cred_provider *p, int scheme, const char *file, ossc_error *err);
 /* A snapshot valid for signing now; re-reads the file before it expires. */
 int creds_get(cred_provider *p, credentials *out, ossc_error *err);
+/* Replaces the credentials with the caller's; the file (if any) is no longer read. */
+int creds_set(cred_provider *p, const char *id, const char *secret, const char *token,
+              ossc_error *err);
 void creds_destroy(cred_provider *p);
 
 /* ---- requests and signing (request.c, sign_*.c) ---- */
