@@ -223,3 +223,71 @@ def test_debug_log_shows_no_secret_or_token(bucket, env):
     assert "string to sign" in r.stderr  # the debug log is on
     assert "sts-token-must-not-leak" not in r.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in r.stderr
+
+
+# --- `ossc get URL DIR` reads URLs as `aws s3 cp` and s5cmd do (README, "Using ossc") -------
+
+GET_URLS = {
+    "big/model-00001-of-00002.safetensors": pattern(2 * CHUNK + 7, 11),
+    "big/model-00002-of-00002.safetensors": pattern(CHUNK - 3, 12),
+    "big/sub/config.json": b'{"b": 2}',
+    "bigger/other.bin": b"a sibling that starts with the same name",
+    "solo": b"an object and a prefix of the same name",
+    "solo/inner.bin": b"below the object of the same name",
+}
+
+
+@pytest.fixture(scope="module")
+def get_urls(store, bucket):
+    prefix = "get-urls/"
+    s3 = store.s3()
+    for name, data in GET_URLS.items():
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=data)
+    return f"s3://{bucket}/{prefix}"
+
+
+def tree(root) -> dict:
+    """Every file below root (relative name: bytes): what landed, and nothing else."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("url,want", [
+    # a prefix without its trailing slash is that prefix, never the sibling bigger/
+    ("big", {"model-00001-of-00002.safetensors": "big/model-00001-of-00002.safetensors",
+             "model-00002-of-00002.safetensors": "big/model-00002-of-00002.safetensors",
+             "sub/config.json": "big/sub/config.json"}),
+    ("big/", {"model-00001-of-00002.safetensors": "big/model-00001-of-00002.safetensors",
+              "model-00002-of-00002.safetensors": "big/model-00002-of-00002.safetensors",
+              "sub/config.json": "big/sub/config.json"}),
+    # an object URL: that object, into the directory
+    ("big/model-00002-of-00002.safetensors",
+     {"model-00002-of-00002.safetensors": "big/model-00002-of-00002.safetensors"}),
+    ("big/sub/config.json", {"config.json": "big/sub/config.json"}),
+    # an object and a prefix of one name: the object (`aws s3 cp` without --recursive)
+    ("solo", {"solo": "solo"}),
+    ("solo/", {"inner.bin": "solo/inner.bin"}),
+])
+def test_get_url_forms(get_urls, env, tmp_path, url, want):
+    target = tmp_path / "out"
+    r = run_cli(env, "get", get_urls + url, str(target), "--chunk-size", "64KiB")
+    assert r.returncode == 0, r.stderr
+    assert f"fetched {len(want)} objects" in r.stdout
+    assert tree(target) == {path: GET_URLS[name] for path, name in want.items()}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing beside the target
+
+
+@pytest.mark.parametrize("url,needle", [
+    # the start of a name: an error naming what starts with it, nothing written
+    ("big/model-00002", "model-00002-of-00002.safetensors"),
+    ("bi", "big/model-00001-of-00002.safetensors, big/model-00002-of-00002.safetensors, "
+           "big/sub/config.json and 1 more"),
+    ("big/model-00003-of-00002.safetensors", "nothing under"),
+    ("none/", "nothing under"),
+])
+def test_get_partial_or_missing_name_is_an_error(get_urls, env, tmp_path, url, needle):
+    r = run_cli(env, "get", get_urls + url, str(tmp_path / "out"))
+    assert r.returncode == status_exit_code(lib.OSSC_E_NOT_FOUND), r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,10 +1,24 @@
-"""Progress for long transfers: a bar on a terminal, a log line every few seconds otherwise."""
+"""Progress for long transfers: on a terminal, a tqdm bar redrawn in place ("\r") and cut to
+the terminal's width, asked again at every redraw (tmux, a resized window); otherwise (pipes, CI
+logs) a log line every few seconds. Without tqdm (a distribution package that lacks it) a
+terminal gets the log lines too."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Optional, TextIO
+
+try:
+    from tqdm import tqdm
+except ImportError:  # pragma: no cover - pyproject depends on it
+    tqdm = None
+
+# The file name after the bar only where the bar keeps room for itself.
+NAME_MIN_COLUMNS = 100
+# tqdm's default with the unit on the sizes too: "ossc:  45%|####  | 1.2GB/2.7GB [...]".
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}B/{total_fmt}B [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
 def human_bytes(n: float) -> str:
@@ -15,9 +29,25 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def write_line(text: str, stream: TextIO = sys.stderr) -> None:
+    """A line of its own while a bar may be drawn: the bar is cleared, the line written, the
+    bar drawn again below it."""
+    if tqdm is not None:
+        tqdm.write(text, file=stream)
+    else:
+        stream.write(text + "\n")
+    stream.flush()
+
+
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 class Progress:
     LOG_INTERVAL = 5.0
-    BAR_WIDTH = 28
 
     def __init__(self, total_bytes: int, stream: TextIO = sys.stderr,
                  tty: Optional[bool] = None, name: str = "ossc"):
@@ -27,30 +57,39 @@ class Progress:
         self.tty = stream.isatty() if tty is None else tty
         self.start = time.monotonic()
         self._last_log = self.start
-        self._drawn = False
+        self._bar = None  # drawn from the first update: nothing at all if none comes
+        self._closed = False
 
     def update(self, done: int, current: str = "") -> None:
+        if self.tty and tqdm is not None:
+            if self._closed:
+                return
+            if self._bar is None:
+                # Redrawn by update() at the callers' pace; the rate is the average since
+                # start, the width the terminal's at each redraw.
+                self._bar = tqdm(total=self.total, desc=self.name, file=self.stream, unit="B",
+                                 unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
+                                 smoothing=0, leave=True, bar_format=BAR_FORMAT)
+            name = current.rsplit("/", 1)[-1] if _columns(self.stream) >= NAME_MIN_COLUMNS else ""
+            self._bar.n = done
+            self._bar.set_postfix_str(name[-40:], refresh=False)
+            self._bar.refresh()
+            return
         now = time.monotonic()
+        if now - self._last_log < self.LOG_INTERVAL:
+            return
+        self._last_log = now
         elapsed = max(now - self.start, 1e-6)
         rate = done / elapsed
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         frac = done / self.total if self.total else 1.0
         eta_text = f"{eta:.0f}s" if eta != float("inf") else "?"
-        if self.tty:
-            filled = int(frac * self.BAR_WIDTH)
-            bar = "#" * filled + "." * (self.BAR_WIDTH - filled)
-            line = (f"[{bar}] {frac * 100:5.1f}% {human_bytes(done)}/{human_bytes(self.total)} "
-                    f"{rate / 1e9:.2f} GB/s ETA {eta_text} {current[-40:]}")
-            self.stream.write("\r" + line[:150].ljust(150))
-            self.stream.flush()
-            self._drawn = True
-        elif now - self._last_log >= self.LOG_INTERVAL:
-            self._last_log = now
-            print(f"{self.name}: {frac * 100:.1f}% {human_bytes(done)} of {human_bytes(self.total)}, "
-                  f"{rate / 1e9:.2f} GB/s, ETA {eta_text}, {current}", file=self.stream,
-                  flush=True)
+        print(f"{self.name}: {frac * 100:.1f}% {human_bytes(done)} of {human_bytes(self.total)}, "
+              f"{rate / 1e9:.2f} GB/s, ETA {eta_text}, {current}", file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Leaves the last bar on its line; a second close does nothing."""
+        self._closed = True
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
