@@ -14,8 +14,8 @@ echo "== the package runs on Python 3.9 to 3.13 (vermin: no newer API)"
 vermin --target=3.9- --violations --no-tips --quiet python/ossc
 
 echo "== deb and rpm: built and tested in the background (scripts/package.sh --test)"
-# Mostly downloads and dpkg in minimal Debian roots: it overlaps the stages below; its log is
-# shown before the last one. OSSC_PACKAGE_RELEASES picks the Debian releases (default all).
+# Mostly downloads and dpkg in minimal Debian roots: it overlaps the C stages below; its log
+# is shown after them. OSSC_PACKAGE_RELEASES picks the Debian releases (default all).
 package_log=$(mktemp /tmp/ossc-package-log.XXXXXX)
 # shellcheck disable=SC2086
 bash scripts/package.sh --test --out "$root/dist" ${OSSC_PACKAGE_RELEASES:-} \
@@ -35,6 +35,13 @@ cmake --build build-asan -j"$(nproc)" >/dev/null
 echo "== fuzzing the reply parsers"
 bash scripts/fuzz_listing.sh "${OSSC_FUZZ_SECONDS:-60}"
 
+# The Python tests below time some waits: they run without the package job beside them.
+echo "== deb and rpm (started at the beginning)"
+package_status=0
+wait "$package_pid" || package_status=$?
+cat "$package_log"
+[ "$package_status" = 0 ] || { echo "scripts/package.sh --test failed ($package_status)"; exit 1; }
+
 echo "== engine and shim tests against SeaweedFS with the sanitizer build"
 # Python itself is not instrumented: the runtimes must come first in the process (so not
 # through ossc-run, which puts the shim first in LD_PRELOAD).
@@ -43,12 +50,6 @@ ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" OSSC_NO_U
     python3 -m pytest -q -p no:cacheprovider -rs tests/test_store.py tests/test_faults.py \
     tests/test_shim.py tests/test_security.py \
     --deselect "tests/test_security.py::test_planted_session_and_log_paths_are_never_used[ossc-run]"
-
-echo "== deb and rpm (started at the beginning)"
-package_status=0
-wait "$package_pid" || package_status=$?
-cat "$package_log"
-[ "$package_status" = 0 ] || { echo "scripts/package.sh --test failed ($package_status)"; exit 1; }
 
 echo "== the whole Python suite against the installed package, with the real vLLM server"
 # From outside the tree, so `import ossc` is the installed package, not python/ossc.
