@@ -3,6 +3,7 @@
 prefetch order, credentials providers, errors, and resources over many open/close cycles."""
 
 import gc
+import json
 import io
 import os
 import random
@@ -407,3 +408,56 @@ def test_exit_gc_and_close_do_not_hang(store, bucket, files, ending):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "done" and "Traceback" not in r.stderr
+
+
+# ---- prepare_directory
+
+PREPARE = textwrap.dedent("""
+    import contextlib, io, json, os, subprocess, sys, oss2, ossc
+    endpoint, ak, sk, uri, model_dir, load, local = sys.argv[1:8]
+    provider = oss2.credentials.StaticCredentialsProvider(ak, sk)
+    c = ossc.OssModelConnector(endpoint, cred_provider=provider, settings={
+        "smallFileSize": "20KiB", "chunkSize": "64KiB", "expireTimeSec": "2"})
+    assert c.prepare_directory(uri, model_dir) == model_dir
+    assert "libossc_preload" not in open("/proc/self/maps").read()  # no shim in this process
+    def here(root):  # transformers in this process
+        out = io.StringIO()
+        sys.argv = ["load", root]
+        with contextlib.redirect_stdout(out):
+            exec(load, {"__name__": "__main__"})
+        return json.loads(out.getvalue())
+    got = here(model_dir)
+    child = subprocess.run([sys.executable, "-c", load, model_dir], capture_output=True,
+                           text=True)
+    assert child.returncode == 0, child.stderr[-2000:]
+    shim = os.environ["LD_PRELOAD"].split()[0]
+    c.close()
+    print(json.dumps({"self": got, "child": json.loads(child.stdout), "shim": shim,
+                      "local": here(local)}))
+""")
+
+
+def test_prepare_directory_serves_this_process_and_its_children(store, bucket, tmp_path):
+    from ossc.native import preload_library
+    from support import tiny_llama
+    from support.session_helpers import wait_session_gone
+    from test_shim_transformers import LOAD
+
+    local = tmp_path / "local"
+    tiny_llama.build(local, loras=("a",))
+    prefix = "connector-prepare/"
+    store.upload_dir(bucket, prefix, str(local))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OSSC_CONFIG="",
+               AWS_REGION=REGION)
+    model_dir = tmp_path / "model"
+    r = subprocess.run([sys.executable, "-c", PREPARE, store.endpoint, store.access_key,
+                        store.secret_key, f"s3://{bucket}/{prefix}", str(model_dir), LOAD, str(local)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["self"] == got["local"] and got["child"] == got["local"]
+    assert got["shim"] == str(preload_library())
+    # The session's lifetime rules: it ends expireTimeSec after its last user, and what it
+    # created in the directory goes with it.
+    assert wait_session_gone(str(model_dir), timeout=30)
+    assert not model_dir.exists() or not any(model_dir.iterdir())

@@ -120,6 +120,21 @@ static cJSON *describe(const char *path, const char *only_model_dir)
         int32_t current = h->current_object;
         cJSON_AddStringToObject(o, "currentFile", current >= 0 && (uint32_t)current < h->n_objects
                                                      ? names + objs[current].name_offset : "");
+        if (only_model_dir) {
+            /* One session asked for by MODEL_DIR: its large files too, with their data files
+             * (the Python connector's prepare_directory fills placeholders from them). */
+            cJSON *files = cJSON_AddArrayToObject(o, "files");
+            for (uint32_t i = 0; i < h->n_objects; i++) {
+                cJSON *f = cJSON_CreateObject();
+                char data[sizeof(h->data_dir) + 16];
+                snprintf(data, sizeof(data), "%s/%u", h->data_dir, i);
+                cJSON_AddStringToObject(f, "file", names + objs[i].name_offset);
+                cJSON_AddNumberToObject(f, "size", (double)objs[i].size);
+                cJSON_AddStringToObject(f, "data", data);
+                cJSON_AddBoolToObject(f, "ready", objs[i].chunks_ready == objs[i].n_chunks);
+                cJSON_AddItemToArray(files, f);
+            }
+        }
         cJSON *errors = cJSON_AddArrayToObject(o, "errors");
         for (uint32_t i = 0; i < h->n_objects; i++) {
             if (!objs[i].error)
