@@ -209,8 +209,10 @@ def test_two_launchers_share_one_session(store, remote, model_dir, tmp_path):
     while not sessions(str(model_dir)) and time.monotonic() < deadline:
         time.sleep(0.05)
     owner = session_info(model_dir)["ownerPid"]
+    # Its prefix without the '/' names the same directory of the store, so the same session.
     second = run_launcher(store, remote, model_dir,
-                          [sys.executable, "-c", wait_go + "time.sleep(3)\n" + READER])
+                          [sys.executable, "-c", wait_go + "time.sleep(3)\n" + READER],
+                          url=remote["url"].rstrip("/"))
     conflict = run_launcher(store, remote, model_dir, ["true"],
                             url=remote["url"].rstrip("/") + "-other/")
     _, err = conflict.communicate(timeout=60)

@@ -302,6 +302,14 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
                 model_dir ? model_dir : "");
         goto fail;
     }
+    /* A prefix names a directory, with or without its '/' (as aws s3 cp and ossc get). */
+    char prefix_url[sizeof(s->url)];
+    const char *path = url ? strstr(url, "://") : NULL;
+    path = path ? strchr(path + 3, '/') : NULL;
+    if (path && path[1] && url[strlen(url) - 1] != '/') {
+        snprintf(prefix_url, sizeof(prefix_url), "%s/", url);
+        url = prefix_url;
+    }
     if (!(s->client = ossc_client_new(url, overrides, n_overrides, err)))
         goto fail;
     if ((rc = session_group(s->client->s.shared_group, &s->group, err)))

@@ -59,7 +59,6 @@ static uint64_t held_bytes(const char *dir, long group)
     return total;
 }
 
-/* One session as a JSON object; NULL if path is not a session directory of ours. */
 /* Sessions this uid may read: its own, and those that members of its groups share with it. */
 static long readable_as(const char *path)
 {
@@ -68,6 +67,7 @@ static long readable_as(const char *path)
     return shared ? (long)st.st_gid : OSSC_SESSION_OWN_ANY;
 }
 
+/* One session as a JSON object; NULL if path is not a session directory of ours. */
 static cJSON *describe(const char *path, const char *only_model_dir)
 {
     const char *why;
@@ -78,6 +78,9 @@ static cJSON *describe(const char *path, const char *only_model_dir)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "path", path);
     bool alive = session_owner_alive(dirfd, group);
+    /* An owner still listing the store holds the directory, but has no control file yet. */
+    bool starting = !alive && flock(dirfd, LOCK_SH | LOCK_NB) != 0;
+    flock(dirfd, LOCK_UN);
     int ufd = session_file_open(dirfd, "users", O_RDONLY, group);
     cJSON_AddNumberToObject(o, "users", ufd >= 0 ? session_lock_holders(ufd) : 0);
     if (ufd >= 0)
@@ -91,7 +94,7 @@ static cJSON *describe(const char *path, const char *only_model_dir)
     const char *bad = map == MAP_FAILED ? "no control file"
                                         : ossc_session_check(map, (uint64_t)st.st_size);
     if (bad) {
-        cJSON_AddStringToObject(o, "state", alive ? "creating" : "broken");
+        cJSON_AddStringToObject(o, "state", alive || starting ? "creating" : "broken");
         cJSON_AddStringToObject(o, "problem", bad);
     } else {
         const ossc_session_header *h = map;
