@@ -29,6 +29,11 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ ${#releases[@]} -gt 0 ] || releases=(bullseye bookworm trixie)
+[ "$(id -u)" = 0 ] || { echo "package.sh: run it as root (debootstrap, chroot)" >&2; exit 1; }
+for tool in debootstrap nfpm; do
+    command -v "$tool" >/dev/null ||
+        { echo "package.sh: $tool is missing (scripts/setup.sh test installs it)" >&2; exit 1; }
+done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
