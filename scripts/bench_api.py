@@ -70,17 +70,30 @@ def list_keys(n: int) -> list:
 
 
 def ensure_keys(ls, n: int) -> None:
+    """The keys, created 32 PUTs at a time; those already there (a kept store, a run that
+    stopped half way) are not sent again."""
     s3 = ls.s3()
-    have = 0
+    have = set()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=LIST_PREFIX):
-        have += len(page.get("Contents", []))
-    if have == n:
+        have.update(o["Key"] for o in page.get("Contents", []))
+    missing = [k for k in list_keys(n) if k not in have]
+    if not missing:
         log(f"{n} keys already in the store")
         return
-    log(f"creating {n} keys (64 PUTs at a time) ...")
+    log(f"creating {len(missing)} of {n} keys (32 PUTs at a time) ...")
     t0 = time.time()
-    with ThreadPoolExecutor(64) as pool:
-        list(pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=b""), list_keys(n)))
+
+    def put(key):
+        for attempt in range(5):  # SeaweedFS stalls now and then on a busy 2-core machine
+            try:
+                return s3.put_object(Bucket=BUCKET, Key=key, Body=b"")
+            except Exception:
+                if attempt == 4:
+                    raise
+                time.sleep(1 + attempt)
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, missing))
     log(f"  created in {time.time() - t0:.0f}s")
 
 

@@ -219,10 +219,11 @@ OSSC_API int ossc_head(ossc_client *c, const char *key, uint64_t *size, uint64_t
  *
  * A task is a key range (after, upto] below the prefix ("after" NULL: from the start; "upto"
  * NULL: to the end), listed with start-after. A thread that gets a full page while others
- * idle splits the rest of its range: boundaries a page apart as the page's first and last
- * keys suggest (sequential names), or evenly where the range is smaller, read as numbers
- * over 12 bytes from where the range's ends differ. Ranges never overlap, so the union is
- * the listing; it is sorted at the end. */
+ * idle splits the rest of its range: at the character just above those the page's keys
+ * spanned, one range per next code point there (numbered names: about a page or more each),
+ * else evenly between the range's ends read as numbers over a few code points. Boundaries are
+ * valid UTF-8 (stores refuse anything else). Ranges never overlap, so their union is the
+ * listing; it is sorted at the end. */
 
 #define FAST_WINDOW 4 /* code points */
 #define FAST_BASE 0x110000u
@@ -356,18 +357,33 @@ static void fast_push(fast_list *fl, char *after, char *upto)
     pthread_cond_broadcast(&fl->changed);
 }
 
-/* Splits (after, upto] into up to n ranges; the first is returned through *upto_first, the
- * others queued. first and last are the keys of the page that ended at after. Caller holds
- * the lock. */
-static void fast_split(fast_list *fl, const char *after, const char *upto, const char *first,
-                       int n, char **upto_first)
+/* Boundaries after[0..q) + each next code point of after[q] (numbered names: the digit above
+ * those the page spanned, so each range holds about a page's worth or more). */
+static int bounds_next_char(const char *after, size_t q, int n, char **bounds)
 {
-    size_t d = 0;
-    if (upto)
-        while (after[d] && after[d] == upto[d])
-            d++;
-    else
-        d = strlen(fl->prefix);
+    size_t len;
+    uint32_t cp = utf8_next((const unsigned char *)after + q, &len);
+    int nb = 0;
+    for (int k = 1; k < n; k++) {
+        uint32_t c = cp + (uint32_t)k;
+        if (c >= 0xd800 && c <= 0xdfff)
+            c += 0x800;
+        if (c > 0x10ffff)
+            break;
+        char *b = malloc(q + 5);
+        if (!b)
+            break;
+        memcpy(b, after, q);
+        b[q + utf8_put(b + q, c)] = '\0';
+        bounds[nb++] = b;
+    }
+    return nb;
+}
+
+/* Boundaries evenly between after and upto (or the largest key), read as numbers over
+ * FAST_WINDOW code points from d. */
+static int bounds_even(const char *after, const char *upto, size_t d, int n, char **bounds)
+{
     while (d > 0 && ((unsigned char)after[d] & 0xc0) == 0x80)
         d--; /* the window starts a code point */
     u128 lo = window_value(after, d);
@@ -379,29 +395,52 @@ static void fast_split(fast_list *fl, const char *after, const char *upto, const
             hi = hi * FAST_BASE + (FAST_BASE - 1);
     }
     if (hi <= lo + 1)
-        return;
+        return 0;
     u128 step = (hi - lo) / (u128)n;
-    if (strncmp(first, after, d) == 0) {
-        u128 f = window_value(first, d);
-        u128 page = lo > f ? lo - f : 0;
-        if (page && page * (u128)n < hi - lo)
-            step = page; /* a page apart: the rest stays in the last range */
-    }
-    if (!step)
-        return;
-    char *prev = NULL;
-    char *bounds[FAST_MAX_THREADS];
     int nb = 0;
-    for (int i = 1; i < n; i++) {
+    for (int i = 1; step && i < n; i++) {
         char *b = window_string(after, d, lo + step * (u128)i);
         if (!b)
             break;
-        if (key_cmp(b, after) <= 0 || (upto && key_cmp(b, upto) >= 0) ||
-            (prev && key_cmp(b, prev) <= 0)) {
-            free(b);
-            continue;
-        }
-        bounds[nb++] = prev = b;
+        bounds[nb++] = b;
+    }
+    return nb;
+}
+
+/* Splits (after, upto] into up to n ranges; the first is returned through *upto_first, the
+ * others queued. first is the first key of the page that ended at after. Caller holds the
+ * lock. */
+static void fast_split(fast_list *fl, const char *after, const char *upto, const char *first,
+                       int n, char **upto_first)
+{
+    size_t d = 0; /* after and upto agree on after[0..d) */
+    if (upto)
+        while (after[d] && after[d] == upto[d])
+            d++;
+    else
+        d = strlen(fl->prefix);
+    size_t q = 0; /* where the page's keys differ, then the code point before */
+    while (first[q] && first[q] == after[q])
+        q++;
+    if (q > 0)
+        q--;
+    while (q > 0 && ((unsigned char)after[q] & 0xc0) == 0x80)
+        q--;
+    char *cand[FAST_MAX_THREADS];
+    int nc = 0;
+    if (q >= d && q >= strlen(fl->prefix) && after[q])
+        nc = bounds_next_char(after, q, n, cand);
+    if (nc == 0)
+        nc = bounds_even(after, upto, d, n, cand);
+    /* Keep those strictly between after and upto, in increasing order. */
+    char *bounds[FAST_MAX_THREADS];
+    int nb = 0;
+    for (int i = 0; i < nc; i++) {
+        if (key_cmp(cand[i], after) <= 0 || (upto && key_cmp(cand[i], upto) >= 0) ||
+            (nb && key_cmp(cand[i], bounds[nb - 1]) <= 0))
+            free(cand[i]);
+        else
+            bounds[nb++] = cand[i];
     }
     if (!nb)
         return;
