@@ -1,6 +1,13 @@
 /* xml.c: the two XML replies we read, parsed with expat: a ListObjectsV2 page and an
  * <Error> body. Both come from the network: every size and nesting is bounded. */
 #include <expat.h>
+
+/* Expat that deprecates XML_GetCurrentLineNumber (Debian 13's) has the 64-bit one. */
+#ifdef XML_ATTR_DEPRECATED
+#define CURRENT_LINE XML_GetCurrentLineNumber64
+#else
+#define CURRENT_LINE XML_GetCurrentLineNumber
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,7 +173,7 @@ static int run_parser(parse_state *st, const char *xml, size_t len)
         st->rc = OSSC_E_PROTOCOL;
         err_set(st->err, OSSC_E_PROTOCOL, "malformed XML in reply: %s at line %lu",
                 XML_ErrorString(XML_GetErrorCode(st->parser)),
-                (unsigned long)XML_GetCurrentLineNumber(st->parser));
+                (unsigned long)CURRENT_LINE(st->parser));
     }
     XML_ParserFree(st->parser);
     sb_free(&st->text);
