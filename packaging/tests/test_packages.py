@@ -452,12 +452,28 @@ def test_help_and_config_validate(roots, release):
     assert not (root.path / PYDIR.lstrip("/") / "__pycache__").exists()
 
 
+def next_revision(release: str, tmp_path: Path) -> Path:
+    """The release's deb as the next revision (-2~debN), the same files: an upgrade."""
+    tree = tmp_path / "next"
+    run("dpkg-deb", "-R", str(deb(release)), str(tree))
+    control = tree / "DEBIAN/control"
+    control.write_text(control.read_text().replace(
+        f"Version: {VERSION}-1~", f"Version: {VERSION}-2~"))
+    run("dpkg-deb", "--root-owner-group", "-b", str(tree), str(tmp_path / "next.deb"))
+    return tmp_path / "next.deb"
+
+
 @pytest.mark.parametrize("release", RELEASES)
-def test_upgrade_keeps_config_remove_and_purge(roots, release):
+def test_upgrade_keeps_config_remove_and_purge(roots, release, tmp_path):
     root = roots[release]
     edited = '{\n  "logLevel": "warn"\n}\n'
     (root.path / CONFIG.lstrip("/")).write_text(edited)
-    root.sh("apt-get install -y -qq --reinstall /tmp/ossc.deb >/dev/null")
+    root.sh("apt-get install -y -qq --reinstall /tmp/ossc.deb >/dev/null")  # over itself
+    assert (root.path / CONFIG.lstrip("/")).read_text() == edited
+    shutil.copy(next_revision(release, tmp_path), root.path / "tmp/ossc-next.deb")
+    root.sh("apt-get install -y -qq /tmp/ossc-next.deb >/dev/null")  # and to the next one
+    assert root.sh("dpkg-query -W -f '${Version}' ossc").stdout == \
+        f"{VERSION}-2~deb{NUMBER[release]}"
     assert (root.path / CONFIG.lstrip("/")).read_text() == edited
     assert root.sh("ossc config validate").stdout.strip() == f"{CONFIG}: valid"
 
