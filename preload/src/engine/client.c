@@ -232,6 +232,7 @@ OSSC_API int ossc_head(ossc_client *c, const char *key, uint64_t *size, uint64_t
 typedef unsigned __int128 u128;
 
 typedef struct fast_task {
+    char *prefix;          /* NULL: the listing's */
     char *after, *upto;
     struct fast_task *next;
 } fast_task;
@@ -338,10 +339,11 @@ static char *window_string(const char *base, size_t from, u128 v)
 
 static int key_cmp(const char *a, const char *b) { return strcmp(a, b); }
 
-static void fast_push(fast_list *fl, char *after, char *upto)
+static void fast_push(fast_list *fl, char *prefix, char *after, char *upto)
 {
     fast_task *t = calloc(1, sizeof(*t));
     if (!t) {
+        free(prefix);
         free(after);
         free(upto);
         if (!fl->rc) {
@@ -350,34 +352,12 @@ static void fast_push(fast_list *fl, char *after, char *upto)
         }
         return;
     }
+    t->prefix = prefix;
     t->after = after;
     t->upto = upto;
     t->next = fl->queue;
     fl->queue = t;
     pthread_cond_broadcast(&fl->changed);
-}
-
-/* Boundaries after[0..q) + each next code point of after[q] (numbered names: the digit above
- * those the page spanned, so each range holds about a page's worth or more). */
-static int bounds_next_char(const char *after, size_t q, int n, char **bounds)
-{
-    size_t len;
-    uint32_t cp = utf8_next((const unsigned char *)after + q, &len);
-    int nb = 0;
-    for (int k = 1; k < n; k++) {
-        uint32_t c = cp + (uint32_t)k;
-        if (c >= 0xd800 && c <= 0xdfff)
-            c += 0x800;
-        if (c > 0x10ffff)
-            break;
-        char *b = malloc(q + 5);
-        if (!b)
-            break;
-        memcpy(b, after, q);
-        b[q + utf8_put(b + q, c)] = '\0';
-        bounds[nb++] = b;
-    }
-    return nb;
 }
 
 /* Boundaries evenly between after and upto (or the largest key), read as numbers over
@@ -407,18 +387,41 @@ static int bounds_even(const char *after, const char *upto, size_t d, int n, cha
     return nb;
 }
 
-/* Splits (after, upto] into up to n ranges; the first is returned through *upto_first, the
- * others queued. first is the first key of the page that ended at after. Caller holds the
- * lock. */
-static void fast_split(fast_list *fl, const char *after, const char *upto, const char *first,
-                       int n, char **upto_first)
+static void fast_oom(fast_list *fl)
+{
+    if (!fl->rc) {
+        fl->rc = OSSC_E_NOMEM;
+        err_set(&fl->err, OSSC_E_NOMEM, "out of memory");
+    }
+}
+
+static char *dup_or_null(fast_list *fl, const char *s)
+{
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d)
+        fast_oom(fl);
+    return d;
+}
+
+/* The rest of a task (keys under pfx, after `after`, up to upto) split for n threads; the
+ * caller keeps the first part through *my_prefix or *my_upto, the others are queued. first is
+ * the first key of the page that ended at after. Caller holds the lock.
+ *
+ * Numbered names: at q, the character just above those the page's keys spanned, the caller
+ * keeps the keys under after[0..q] + after[q]; each next code point there is a prefix task
+ * (the store lists only its keys, so no page is wasted on keys of another task); one task
+ * takes what follows them from start-after after[0..q] + that code point + U+10FFFF x 4 on (a
+ * key that sorts after that and under the prefix of the last task comes from both; the
+ * listing drops duplicates). Otherwise ranges evenly between after and upto. */
+static void fast_split(fast_list *fl, const char *pfx, const char *after, const char *upto,
+                       const char *first, int n, char **my_prefix, char **my_upto)
 {
     size_t d = 0; /* after and upto agree on after[0..d) */
     if (upto)
         while (after[d] && after[d] == upto[d])
             d++;
     else
-        d = strlen(fl->prefix);
+        d = strlen(pfx);
     size_t q = 0; /* where the page's keys differ, then the code point before */
     while (first[q] && first[q] == after[q])
         q++;
@@ -426,46 +429,75 @@ static void fast_split(fast_list *fl, const char *after, const char *upto, const
         q--;
     while (q > 0 && ((unsigned char)after[q] & 0xc0) == 0x80)
         q--;
-    char *cand[FAST_MAX_THREADS];
-    int nc = 0;
-    if (q >= d && q >= strlen(fl->prefix) && after[q])
-        nc = bounds_next_char(after, q, n, cand);
-    if (nc == 0)
-        nc = bounds_even(after, upto, d, n, cand);
-    /* Keep those strictly between after and upto, in increasing order. */
-    char *bounds[FAST_MAX_THREADS];
-    int nb = 0;
-    for (int i = 0; i < nc; i++) {
-        if (key_cmp(cand[i], after) <= 0 || (upto && key_cmp(cand[i], upto) >= 0) ||
-            (nb && key_cmp(cand[i], bounds[nb - 1]) <= 0))
-            free(cand[i]);
+    if (q >= d && q >= strlen(pfx) && after[q]) {
+        size_t len;
+        uint32_t cp = utf8_next((const unsigned char *)after + q, &len);
+        char *mine = malloc(q + len + 1);
+        char *rest = malloc(q + 4 * 5 + 1);
+        if (!mine || !rest) {
+            free(mine);
+            free(rest);
+            fast_oom(fl);
+            return;
+        }
+        memcpy(mine, after, q + len);
+        mine[q + len] = '\0';
+        *my_prefix = mine;
+        uint32_t c = cp;
+        for (int k = 1; k < n; k++) {
+            c = cp + (uint32_t)k;
+            if (c >= 0xd800 && c <= 0xdfff)
+                c += 0x800;
+            if (c > 0x10ffff)
+                break;
+            char *p = malloc(q + 5);
+            if (!p) {
+                fast_oom(fl);
+                break;
+            }
+            memcpy(p, after, q);
+            p[q + utf8_put(p + q, c)] = '\0';
+            if (upto && key_cmp(p, upto) > 0) {
+                free(p);
+                break;
+            }
+            fast_push(fl, p, NULL, dup_or_null(fl, upto));
+        }
+        memcpy(rest, after, q);
+        size_t m = q + utf8_put(rest + q, c > 0x10ffff ? 0x10ffff : c);
+        for (int i = 0; i < 4; i++)
+            m += utf8_put(rest + m, 0x10ffff);
+        rest[m] = '\0';
+        if (upto && key_cmp(rest, upto) >= 0)
+            free(rest);
         else
-            bounds[nb++] = cand[i];
+            fast_push(fl, dup_or_null(fl, pfx), rest, dup_or_null(fl, upto));
+        return;
+    }
+    char *bounds[FAST_MAX_THREADS];
+    int nc = bounds_even(after, upto, d, n, bounds), nb = 0;
+    for (int i = 0; i < nc; i++) { /* keep those strictly between after and upto, in order */
+        if (key_cmp(bounds[i], after) <= 0 || (upto && key_cmp(bounds[i], upto) >= 0) ||
+            (nb && key_cmp(bounds[i], bounds[nb - 1]) <= 0))
+            free(bounds[i]);
+        else
+            bounds[nb++] = bounds[i];
     }
     if (!nb)
         return;
     /* (after, b0] stays with the caller; (b0, b1], ..., (b_last, upto] are queued. */
-    *upto_first = bounds[0];
-    for (int i = 0; i < nb; i++) {
-        char *a = strdup(bounds[i]);
-        char *u = i + 1 < nb ? bounds[i + 1] : (upto ? strdup(upto) : NULL);
-        if (!a || (upto && !u && i + 1 == nb)) {
-            free(a);
-            if (!fl->rc) {
-                fl->rc = OSSC_E_NOMEM;
-                err_set(&fl->err, OSSC_E_NOMEM, "out of memory");
-            }
-            break;
-        }
-        fast_push(fl, a, u);
-    }
+    *my_upto = bounds[0];
+    for (int i = 0; i < nb; i++)
+        fast_push(fl, dup_or_null(fl, pfx), dup_or_null(fl, bounds[i]),
+                  i + 1 < nb ? bounds[i + 1] : dup_or_null(fl, upto));
 }
 
-static int fast_page(fast_list *fl, const char *after, list_page *page, ossc_error *err)
+static int fast_page(fast_list *fl, const char *prefix, const char *after, list_page *page,
+                     ossc_error *err)
 {
     reply rp;
     memset(&rp, 0, sizeof(rp));
-    int rc = list_page_get(fl->c, fl->prefix, NULL, after, &rp, page, err);
+    int rc = list_page_get(fl->c, prefix, NULL, after, &rp, page, err);
     reply_free(&rp);
     return rc;
 }
@@ -484,7 +516,7 @@ static void *fast_worker(void *arg)
         fast_task *t = fl->queue;
         fl->queue = t->next;
         fl->running++;
-        char *after = t->after, *upto = t->upto;
+        char *pfx = t->prefix, *after = t->after, *upto = t->upto;
         free(t);
         for (;;) {
             pthread_mutex_unlock(&fl->lock);
@@ -492,7 +524,7 @@ static void *fast_worker(void *arg)
             memset(&page, 0, sizeof(page));
             ossc_error e;
             err_clear(&e);
-            int rc = fast_page(fl, after, &page, &e);
+            int rc = fast_page(fl, pfx ? pfx : fl->prefix, after, &page, &e);
             /* Keys past upto belong to another range. */
             bool beyond = false;
             size_t keep = page.count;
@@ -533,15 +565,21 @@ static void *fast_worker(void *arg)
             free(after);
             after = last;
             if (fl->idle > 0 && !fl->queue) {
-                char *mine = NULL;
-                fast_split(fl, after, upto, first, fl->idle + 1 > 16 ? 16 : fl->idle + 1, &mine);
-                if (mine) {
+                char *my_prefix = NULL, *my_upto = NULL;
+                fast_split(fl, pfx ? pfx : fl->prefix, after, upto, first,
+                           fl->idle + 1 > 16 ? 16 : fl->idle + 1, &my_prefix, &my_upto);
+                if (my_prefix) {
+                    free(pfx);
+                    pfx = my_prefix;
+                }
+                if (my_upto) {
                     free(upto);
-                    upto = mine;
+                    upto = my_upto;
                 }
             }
             free(first);
         }
+        free(pfx);
         free(after);
         free(upto);
         fl->running--;
@@ -583,7 +621,7 @@ OSSC_API int ossc_list_fast(ossc_client *c, const char *prefix, int threads,
         fl.rc = OSSC_E_NOMEM;
         err_set(&fl.err, OSSC_E_NOMEM, "out of memory");
     } else {
-        fast_push(&fl, NULL, NULL);
+        fast_push(&fl, NULL, NULL, NULL);
     }
     for (int i = 0; !fl.rc && i < threads; i++) {
         if (pthread_create(&tids[i], NULL, fast_worker, &fl) != 0)
@@ -599,6 +637,7 @@ OSSC_API int ossc_list_fast(ossc_client *c, const char *prefix, int threads,
     while (fl.queue) {
         fast_task *t = fl.queue;
         fl.queue = t->next;
+        free(t->prefix);
         free(t->after);
         free(t->upto);
         free(t);
@@ -613,6 +652,14 @@ OSSC_API int ossc_list_fast(ossc_client *c, const char *prefix, int threads,
     }
     if (fl.l->count > 1)
         qsort(fl.l->objects, fl.l->count, sizeof(ossc_object), object_cmp);
+    size_t kept = 0; /* a key two tasks listed (fast_split) once */
+    for (size_t i = 0; i < fl.l->count; i++) {
+        if (kept && strcmp(fl.l->objects[kept - 1].key, fl.l->objects[i].key) == 0)
+            free((char *)fl.l->objects[i].key);
+        else
+            fl.l->objects[kept++] = fl.l->objects[i];
+    }
+    fl.l->count = kept;
     *out = fl.l;
     return 0;
 }
