@@ -102,6 +102,8 @@ OSSC_API void ossc_listing_free(ossc_listing *l)
 /* Appends a page's objects to the listing, taking ownership of their keys. */
 static int take_page(ossc_listing *l, size_t *cap, list_page *page)
 {
+    if (page->count == 0)
+        return 0; /* nothing to move; l->objects may still be NULL (memcpy's undefined case) */
     if (l->count + page->count > *cap) {
         size_t ncap = *cap ? *cap : 1024;
         while (ncap < l->count + page->count)
