@@ -74,9 +74,14 @@ def test_listing_paginates_past_2500_keys(store, bucket, client_env):
     s3 = store.s3()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=k.encode()), keys))
-    listed = ossc.Client(f"s3://{bucket}/{prefix}").list()
+    client = ossc.Client(f"s3://{bucket}/{prefix}")
+    listed = client.list()
     assert [o.key for o in listed] == keys
     assert all(o.size == len(o.key) for o in listed)
+    # ossc_list_fast (the connector's fast list; test_connector.py has the awkward names): the
+    # same objects with any number of threads, here also under the sanitizer build
+    for threads in (1, 2, 16):
+        assert client.list_fast(threads=threads) == listed
 
 
 def test_list_decodes_odd_keys(objects, bucket, client_env):

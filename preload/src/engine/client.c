@@ -549,7 +549,8 @@ static void *fast_worker(void *arg)
                 page.count = keep;
                 rc = take_page(fl->l, &fl->cap, &page);
                 page.count = all - keep; /* the keys beyond are freed below */
-                memmove(page.objects, page.objects + keep, page.count * sizeof(ossc_object));
+                if (page.count) /* an empty page has no array at all */
+                    memmove(page.objects, page.objects + keep, page.count * sizeof(ossc_object));
             }
             list_page_free(&page);
             if (rc && !fl->rc) {
