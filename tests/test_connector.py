@@ -125,6 +125,10 @@ def test_list_normal_and_fast_give_the_same_set(store, bucket, many_keys):
     assert len(fast) == len(normal)  # no key twice
     sizes = {o.key: o.size for o in normal}
     assert all(sizes[prefix + n] == len(n.encode()[:len(n) % 97]) for n in names)
+    with make(store) as c:  # awkward names open as they list
+        for name in AWKWARD:
+            with c.open(f"s3://{bucket}/{prefix}{name}") as f:
+                assert f.read() == name.encode()[:len(name) % 97], name
 
 
 def test_fast_list_with_one_thread_and_many(store, bucket, many_keys):
