@@ -1,6 +1,5 @@
 """ossc: load models straight from OSS and S3-compatible object stores at line rate."""
 
-__version__ = "0.1.0"
 _NATIVE = ["Client", "Fetch", "FetchItem", "ObjectInfo", "OsscError", "crc64"]
 # The drop-in for Aliyun's OSS Model Connector (ossc.connector).
 _CONNECTOR = ["OssModelConnector", "OssObject", "ObjectStream", "ConnectorError", "ConfigError",
@@ -16,6 +15,10 @@ def __getattr__(name: str):
         from ossc import native
 
         return getattr(native, name)
+    if name == "__version__":  # the engine's: CMakeLists.txt's project version, as everywhere
+        from ossc.native import ffi, lib
+
+        return ffi.string(lib.ossc_version()).decode()
     if name in _CONNECTOR:
         from ossc import connector
 
