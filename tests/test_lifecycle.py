@@ -15,19 +15,7 @@ import time
 import pytest
 
 from ossc.native import preload_library, session_dir, sessions
-from support.session_helpers import session_info, upload_small_model, wait_session_gone
-
-READER = textwrap.dedent("""
-    import hashlib, json, os, sys
-    root = os.environ["MODEL_DIR"]
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    print(json.dumps(out))
-""")
-
+from support.session_helpers import READER, session_info, upload_small_model, wait_session_gone
 
 @pytest.fixture(scope="module")
 def remote(store, bucket, tmp_path_factory):

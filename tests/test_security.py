@@ -14,30 +14,15 @@ import struct
 import subprocess
 import sys
 import tempfile
-import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
 
 from ossc.native import owner_program, preload_library, session_dir, sessions
-from support.session_helpers import upload_small_model, wait_session_gone
+from support.session_helpers import READER, upload_small_model, wait_session_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates users: needs root")
-
-READER = textwrap.dedent("""
-    import hashlib, json, os, sys
-    root = os.environ["MODEL_DIR"]
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    print(json.dumps(out), flush=True)
-    if len(sys.argv) > 1:
-        sys.stdin.readline()  # holds the session until told
-""")
-
 
 @pytest.fixture(scope="module")
 def public_dir():

@@ -33,6 +33,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 
+from support.logs import log_tail
+
 REGION = "us-east-1"
 _GRPC_OFFSET = 10000  # weed's convention: gRPC listens on http port + 10000
 # Http ports come from [10000, 22768) so that port+10000 stays below Linux's ephemeral range
@@ -403,13 +405,7 @@ class LocalStore:
             return False
 
     def _log_tail(self, lines: int = 30) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - 64 * 1024))
-                text = f.read().decode(errors="replace")
-        except OSError as e:
-            return f"(no log: {e})"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 def _raise_keyboard_interrupt(signum, frame):

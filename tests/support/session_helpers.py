@@ -3,6 +3,7 @@ end."""
 
 import hashlib
 import os
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -10,6 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from ossc.native import session_dir, sessions
+
+
+# Prints {relative path: sha256} of every file under MODEL_DIR, read through the shim; with an
+# argument it then holds the session (stays attached) until a line on stdin.
+READER = textwrap.dedent("""
+    import hashlib, json, os, sys
+    root = os.environ["MODEL_DIR"]
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    print(json.dumps(out), flush=True)
+    if len(sys.argv) > 1:
+        sys.stdin.readline()  # holds the session until told
+""")
 
 
 def upload_small_model(store, bucket, local: Path, tag: str, seed: int, sizes) -> dict:

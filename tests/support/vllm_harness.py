@@ -28,6 +28,8 @@ import urllib.error
 import urllib.request
 from typing import NamedTuple
 
+from support.logs import log_tail
+
 VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
@@ -271,10 +273,4 @@ class VllmServer:
         return self.returncode
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - 64 * 1024))
-                text = f.read().decode(errors="replace")
-        except OSError as e:
-            return f"(no log: {e})"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
