@@ -231,6 +231,13 @@ def test_other_users_cannot_read_or_attach_and_the_group_attaches_read_only(
             got = {os.path.relpath(line.split()[1], model_dir): line.split()[0]
                    for line in member.stdout.splitlines()}
             assert got == remote["want"]
+            # A spelling the shim resolves only by the placeholder's identity (a relative
+            # path) still reaches the object, though the placeholder is root's alone.
+            relative = as_user(stranger, ["sh", "-c", f"cd {model_dir} && cat a.bin sub/b.bin"
+                                          " | sha256sum"], theirs, [stranger["group_id"]])
+            whole = b"".join((remote["local"] / n).read_bytes() for n in ("a.bin", "sub/b.bin"))
+            assert relative.stdout.split()[0] == hashlib.sha256(whole).hexdigest(), \
+                relative.stderr
             writer = as_user(stranger, ["sh", "-c", f"echo x >> {session}/control"], theirs,
                              [stranger["group_id"]])
             assert writer.returncode != 0 and "Permission denied" in writer.stderr

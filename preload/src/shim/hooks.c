@@ -93,13 +93,33 @@ static int open_object(int object, int flags)
     return fd;
 }
 
+/* After a real open that failed with EACCES: a placeholder is its owner's only (0600), so
+ * another member of a shared session's group is refused it when object_at did not take the
+ * spelling; a stat, which needs no access, still recognizes it. -1 (errno kept) if not. */
+static int refused_object(int dirfd, const char *path, int flags)
+{
+    int e = errno;
+    struct stat st;
+    int object = e == EACCES && active() && path &&
+                         real_fstatat(dirfd, path, &st,
+                                      flags & O_NOFOLLOW ? AT_SYMLINK_NOFOLLOW : 0) == 0
+                     ? identify(&st, path)
+                     : -1;
+    errno = e;
+    return object;
+}
+
 /* After a real open, while the shim is active (one fstat). The kernel handed the number out,
  * so whatever we tracked on it was closed where no hook saw it: forgotten. A placeholder
  * reached by a spelling object_at does not take, or a data file of ours reached another way
  * (a reopen of our fd through /proc/self/fd), is swapped for an open of the object. */
-static int opened(int fd, int flags, const char *path)
+static int opened(int fd, int dirfd, int flags, const char *path)
 {
-    if (fd < 0 || !active())
+    if (fd < 0) {
+        int refused = refused_object(dirfd, path, flags);
+        return refused >= 0 ? open_object(refused, flags) : fd;
+    }
+    if (!active())
         return fd;
     fd_untrack(fd);
     struct stat st;
@@ -172,7 +192,7 @@ static mode_t mode_arg(int flags, va_list ap)
         return open_object(object, flags);             \
     if (truncates_placeholder(dirfd, path, flags))     \
         return fail(EROFS);                            \
-    return opened(call_real, flags, path)
+    return opened(call_real, dirfd, flags, path)
 
 SHIM_API int open(const char *path, int flags, ...)
 {
@@ -281,6 +301,10 @@ static FILE *fopen_common(const char *path, const char *mode,
         return NULL;
     }
     FILE *f = real(path, mode);
+    if (!f) {
+        object = refused_object(AT_FDCWD, path, 0);
+        return object >= 0 ? fopen_object(object, mode) : NULL;
+    }
     object = stream_opened(f, path);
     if (object < 0)
         return f;
@@ -382,8 +406,8 @@ SHIM_API long syscall(long number, ...)
             return open_object(object, flags);
         if (truncates_placeholder(dirfd, path, flags))
             return fail(EROFS);
-        return opened((int)real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]), flags,
-                      path);
+        return opened((int)real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]), dirfd,
+                      flags, path);
     }
     return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
