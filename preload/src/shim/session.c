@@ -409,8 +409,8 @@ void session_data_path(int object, char *buf, size_t cap)
 
 int session_open_data(int object, int flags)
 {
-    if (!read_only)
-        __atomic_store_n(&hdr->last_open_ms, mono_ms(), __ATOMIC_RELAXED); /* expiry counts from here */
+    if (!read_only) /* expiry counts from here */
+        __atomic_store_n(&hdr->last_open_ms, mono_ms(), __ATOMIC_RELAXED);
     char path[sizeof(hdr->data_dir) + 16];
     session_data_path(object, path, sizeof(path));
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
