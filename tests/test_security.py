@@ -101,10 +101,10 @@ def snapshot(root: Path) -> dict:
 def control_image(model_dir: str, data_dir: str, objects=(), chunk=1 << 20, **header) -> bytes:
     """A control file as session_layout.h lays it out, every chunk ready; header overrides
     any header field by name (to craft a bad one)."""
-    h = dict(magic=0x4353534F, version=3, header_size=8328, state=2, owner_pid=1,
+    h = dict(magic=0x4353534F, version=4, header_size=8352, state=2, owner_pid=1,
              n_objects=len(objects), n_chunks=sum(-(-size // chunk) for _, size in objects),
              chunk_size=chunk, objects_offset=8384)
-    h["bits_offset"] = h["objects_offset"] + 32 * len(objects)
+    h["bits_offset"] = h["objects_offset"] + 40 * len(objects)
     h["names_offset"] = h["bits_offset"] + (h["n_chunks"] + 63) // 64 * 8
     names = b"".join(name.encode() + b"\0" for name, _ in objects)
     h["control_size"] = h["names_offset"] + len(names)
@@ -119,7 +119,7 @@ def control_image(model_dir: str, data_dir: str, objects=(), chunk=1 << 20, **he
     table, first, offset = bytearray(), 0, 0
     for name, size in objects:
         n = -(-size // chunk)
-        table += struct.pack("<QIIIIiI", size, first, n, offset, len(name), 0, n)
+        table += struct.pack("<QIIIIiIQ", size, first, n, offset, len(name), 0, n, 0)
         first, offset = first + n, offset + len(name) + 1
     bits = b"\xff" * ((h["n_chunks"] + 63) // 64 * 8)
     body = bytes(head) + bytes(table) + bits + names

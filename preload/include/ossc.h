@@ -34,7 +34,8 @@ enum ossc_status {
     OSSC_E_CANCELLED = 9,
     OSSC_E_NOMEM = 10,
     OSSC_E_SERVER = 11,     /* 5xx or throttling after every retry */
-    OSSC_E_CONFLICT = 12    /* MODEL_DIR is served from another store path already */
+    OSSC_E_CONFLICT = 12,   /* MODEL_DIR is served from another store path already */
+    OSSC_E_NO_SPACE = 13    /* the prefetch cannot fit in the cache's free space */
 };
 
 typedef struct ossc_error {

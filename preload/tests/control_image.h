@@ -66,7 +66,7 @@ static size_t control_image_build(void *buf, size_t cap, uint32_t n)
         memcpy(area + name_pos, control_image_objects[i].name, len + 1);
         objs[i] = (ossc_session_object){osize, next_chunk,
                                         (uint32_t)((osize + chunk - 1) / chunk), name_pos, len,
-                                        0, 0};
+                                        0, 0, 0};
         next_chunk += objs[i].n_chunks;
         name_pos += len + 1;
     }

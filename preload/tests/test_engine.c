@@ -315,7 +315,11 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_header, started_unix) == 8312);
     CHECK(offsetof(ossc_session_header, objects_failed) == 8320);
     CHECK(offsetof(ossc_session_header, current_object) == 8324);
-    CHECK(sizeof(ossc_session_header) == 8328);
+    CHECK(offsetof(ossc_session_header, fetch_policy) == 8328);
+    CHECK(offsetof(ossc_session_header, releases) == 8332);
+    CHECK(offsetof(ossc_session_header, cache_limit) == 8336);
+    CHECK(offsetof(ossc_session_header, bytes_held) == 8344);
+    CHECK(sizeof(ossc_session_header) == 8352);
     CHECK(offsetof(ossc_session_object, size) == 0);
     CHECK(offsetof(ossc_session_object, first_chunk) == 8);
     CHECK(offsetof(ossc_session_object, n_chunks) == 12);
@@ -323,8 +327,9 @@ static void test_session_layout(void)
     CHECK(offsetof(ossc_session_object, name_len) == 20);
     CHECK(offsetof(ossc_session_object, error) == 24);
     CHECK(offsetof(ossc_session_object, chunks_ready) == 28);
-    CHECK(sizeof(ossc_session_object) == 32);
-    CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 3);
+    CHECK(offsetof(ossc_session_object, last_open_ms) == 32);
+    CHECK(sizeof(ossc_session_object) == 40);
+    CHECK(OSSC_SESSION_MAGIC == 0x4353534fu && OSSC_SESSION_VERSION == 4);
     char name[OSSC_SESSION_PATH_MAX];
     ossc_session_name(name, sizeof(name), OSSC_SESSION_ROOT, 1000, OSSC_SESSION_PRIVATE,
                       "/models/m", 0);

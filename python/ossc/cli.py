@@ -223,9 +223,13 @@ def cmd_status(args) -> int:
         if info["diskBytes"]:
             held += f", {human_bytes(info['diskBytes'])} on disk ({info['dataDir']})"
         done = info["bytesDone"] / info["bytesTotal"] * 100 if info["bytesTotal"] else 100
+        budget = (f"{human_bytes(info['bytesHeld'])} of large files held, cacheLimit "
+                  + (f"{human_bytes(info['cacheLimit'])}, {info['releases']} released"
+                     if info["cacheLimit"] else "none"))
         for label, value in (("model dir", info["modelDir"]), ("store", info["ossPath"]),
                              ("state", info["state"]), ("owner", owner),
                              ("users", info["users"]), ("holds", held),
+                             ("policy", info["policy"]), ("budget", budget),
                              ("progress", f"{human_bytes(info['bytesDone'])} of "
                                           f"{human_bytes(info['bytesTotal'])} ({done:.0f}%), "
                                           f"{info['objects']} large files")):

@@ -52,6 +52,7 @@ _KINDS = {
     lib.OSSC_E_NOMEM: "memory",
     lib.OSSC_E_SERVER: "server",
     lib.OSSC_E_CONFLICT: "conflict",
+    lib.OSSC_E_NO_SPACE: "no space",
 }
 
 

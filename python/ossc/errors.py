@@ -20,6 +20,7 @@ def status_exit_code(status: int) -> int:
 
 EXIT_CONFIG = status_exit_code(lib.OSSC_E_CONFIG)
 EXIT_LOCAL = status_exit_code(lib.OSSC_E_IO)  # a local path problem
+EXIT_NO_SPACE = status_exit_code(lib.OSSC_E_NO_SPACE)  # the prefetch cannot fit the cache
 
 
 class UserError(Exception):

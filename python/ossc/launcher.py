@@ -305,7 +305,10 @@ class PrefetchReport:
         self.done = True
         self.progress.close()
         seconds = max(time.monotonic() - self.start, 1e-6)
-        if info["state"] == "complete":
+        if info["state"] == "complete" and info.get("policy") == "lazy":
+            say(f"lazy: {info['objects']} large files ({human_bytes(info['bytesTotal'])}) are "
+                "fetched when a process opens them")
+        elif info["state"] == "complete":
             say(f"prefetched {info['objects']} files, {human_bytes(info['bytesTotal'])} in "
                 f"{seconds:.1f} s ({info['bytesTotal'] / seconds / 1e9:.2f} GB/s)")
         else:

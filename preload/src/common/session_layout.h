@@ -15,7 +15,10 @@
  *       data/<index>   one file per large object, sized to it (0600; in cacheDir when that
  *                      is set: the header's data_dir says where); unlinked (and its ready
  *                      bits cleared) expireTimeSec after the last open of a complete session,
- *                      created again when a reader asks for one of its chunks.
+ *                      created again when a reader asks for one of its chunks. With
+ *                      prefetch.policy lazy (or past cacheLimit) none exists before an open
+ *                      asks for it; under cacheLimit the owner releases the least recently
+ *                      opened complete ones that no process holds open or mapped.
  *
  * A directory of that name that fails ossc_session_access (session_check.h) is never used:
  * the next candidate name (-1, -2, ... up to OSSC_SESSION_CANDIDATES) is.
@@ -29,13 +32,19 @@
 #include <stdio.h>
 
 #define OSSC_SESSION_MAGIC 0x4353534fu /* "OSSC" little-endian */
-#define OSSC_SESSION_VERSION 3
+#define OSSC_SESSION_VERSION 4
 #define OSSC_SESSION_ROOT "/dev/shm"
 #define OSSC_SESSION_PREFIX "ossc-"
 #define OSSC_SESSION_CANDIDATES 8  /* names tried when a planted directory holds the first */
 #define OSSC_SESSION_PATH_MAX 128
 #define OSSC_SESSION_LINGER_MIN_MS 2000 /* bridges an exec between two users */
 #define OSSC_MODEL_DIR_MAX 4096
+
+/* What the owner fetches before anyone asks (prefetch.policy). */
+enum ossc_fetch_policy {
+    OSSC_FETCH_EAGER = 0, /* every large object, in order (up to cacheLimit) */
+    OSSC_FETCH_LAZY = 1,  /* none: an open fetches its object whole */
+};
 
 enum ossc_session_state {
     OSSC_SESSION_CREATING = 0, /* the owner is listing and materializing: wait */
@@ -78,7 +87,11 @@ typedef struct ossc_session_header {
     uint64_t started_unix;      /* 8312 wall-clock second the owner started */
     uint32_t objects_failed;    /* 8320 objects whose fetch failed for good */
     int32_t current_object;     /* 8324 the object a chunk landed for last, -1 before */
-} ossc_session_header;          /* 8328 */
+    uint32_t fetch_policy;      /* 8328 enum ossc_fetch_policy */
+    uint32_t releases;          /* 8332 objects released to keep under cache_limit */
+    uint64_t cache_limit;       /* 8336 bytes the data files may hold, 0 for no budget */
+    uint64_t bytes_held;        /* 8344 bytes of the data files present now */
+} ossc_session_header;          /* 8352 */
 
 typedef struct ossc_session_object {
     uint64_t size;              /*  0 */
@@ -88,7 +101,9 @@ typedef struct ossc_session_object {
     uint32_t name_len;          /* 20 */
     int32_t error;              /* 24 0, or the errno readers get (EIO, EACCES, ENOENT) */
     uint32_t chunks_ready;      /* 28 */
-} ossc_session_object;          /* 32 */
+    uint64_t last_open_ms;      /* 32 CLOCK_MONOTONIC of its last open (the shim's): the
+                                 *    budget releases the least recently opened first */
+} ossc_session_object;          /* 40 */
 
 /* FNV-1a-64: the session's name from the real path of MODEL_DIR. */
 static inline uint64_t ossc_session_hash(const char *real_model_dir)

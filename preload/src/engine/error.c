@@ -41,6 +41,7 @@ static const struct status_info {
     [OSSC_E_NOMEM] = {"nomem", OSSC_EXIT_NOMEM},
     [OSSC_E_SERVER] = {"server", OSSC_EXIT_SERVER},
     [OSSC_E_CONFLICT] = {"conflict", OSSC_EXIT_CONFLICT},
+    [OSSC_E_NO_SPACE] = {"no-space", OSSC_EXIT_NO_SPACE},
 };
 
 static const struct status_info *status_info(int status)

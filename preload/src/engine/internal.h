@@ -65,6 +65,8 @@ typedef struct settings {
     int allow_non_empty;        /* materialize into a non-empty MODEL_DIR we did not create */
     int verify_before_read;     /* readers see an object with a CRC-64 only once it verified */
     char cache_dir[900];        /* data files go to <cache_dir>/ossc-<hash>; "" for /dev/shm */
+    int fetch_policy;           /* enum ossc_fetch_policy (session_layout.h) */
+    char cache_limit[32];       /* "" none, a size, or a percentage of the cache filesystem */
     char shared_group[64];      /* a group (name or gid) whose members may attach read-only;
                                  * "" keeps sessions private to this uid */
     char config_path[1024]; /* the file that was read, "" if none */
@@ -74,6 +76,8 @@ typedef struct settings {
 int settings_resolve(settings *s, int scheme, const char *const *overrides, size_t n,
                      const char *const *envp, ossc_error *err);
 char *settings_to_json(const settings *s);
+/* cacheLimit: "" (none: both 0), a size in *bytes, or a percentage (1-100) in *percent. */
+bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent);
 
 /* ---- URLs and encoding (url.c) ---- */
 typedef struct store_url {

@@ -39,6 +39,14 @@ struct ossc_session {
     size_t n_data;
     const char **keys;          /* object index -> key (owned by the listing) */
     struct refetch *refetches;  /* object index -> its refetch after a release */
+    size_t n_eager;             /* objects [0, n_eager) are prefetched; the rest on open */
+    uint64_t cache_limit;       /* cacheLimit in bytes, 0 for none */
+    uint64_t *use;              /* object index -> when the owner last saw it used (fetched,
+                                 * held open or mapped), CLOCK_MONOTONIC ms */
+    bool *fetched;              /* object index -> fetched once already (a refetch follows) */
+    int audit_fd;               /* auditPath, -1 for none */
+    bool over_warned;           /* said that what is open exceeds cacheLimit */
+    uint64_t scan_ms, scan_held, scan_opened; /* the last /proc scan, and what it saw */
     uint64_t complete_ms;
     pthread_t helper;
     bool helper_started;
@@ -108,6 +116,23 @@ int session_publish(ossc_session *s, const size_t *large, size_t n, ossc_error *
 /* ---- serving (session_expiry.c) ---- */
 /* The helper thread (arg: the session) until s->stopping. */
 void *session_helper_main(void *arg);
+/* Releases a complete object's data file (why: for the audit log); false if it stays. */
+bool session_release_object(ossc_session *s, size_t object, const char *why);
+
+/* ---- the cache budget (session_budget.c) ---- */
+/* At start, from the large objects' sizes in fetch order: refuses an eager prefetch that
+ * cannot fit the cache's free space without a cacheLimit (OSSC_E_NO_SPACE), resolves
+ * cacheLimit and sets s->n_eager. */
+int session_plan_cache(ossc_session *s, const uint64_t *sizes, size_t n, ossc_error *err);
+/* Keeps what the data files hold, plus incoming bytes about to be fetched, under cacheLimit
+ * by releasing complete objects nobody holds, least recently used first; publishes
+ * bytes_held. Warns once when what is in use exceeds the limit. */
+void session_budget_keep(ossc_session *s, uint64_t incoming);
+
+/* ---- the audit log (session_audit.c) ---- */
+void session_audit_open(ossc_session *s);
+/* One line: time, event ("fetch", "release") of object, and why. */
+void session_audit(ossc_session *s, size_t object, const char *event, const char *why);
 
 /* ---- status (session_status.c) ---- */
 /* How many processes hold a shared flock on the file fd refers to (/proc/locks). */

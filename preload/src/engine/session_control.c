@@ -193,6 +193,8 @@ int session_publish(ossc_session *s, const size_t *large, size_t n, ossc_error *
     h->bytes_total = bytes;
     h->started_unix = (uint64_t)time(NULL);
     h->current_object = -1;
+    h->fetch_policy = (uint32_t)s->client->s.fetch_policy;
+    h->cache_limit = s->cache_limit;
     snprintf(h->model_dir, sizeof(h->model_dir), "%s", s->model_dir);
     snprintf(h->log_path, sizeof(h->log_path), "%s", s->client->s.log_path);
     snprintf(h->audit_path, sizeof(h->audit_path), "%s", s->client->s.audit_path);
@@ -211,11 +213,12 @@ int session_publish(ossc_session *s, const size_t *large, size_t n, ossc_error *
         memcpy(name_area + name_pos, rel, len + 1);
         objs[i] = (ossc_session_object){o->size, next_chunk,
                                         (uint32_t)((o->size + chunk - 1) / chunk),
-                                        (uint32_t)name_pos, (uint32_t)len, 0, 0};
+                                        (uint32_t)name_pos, (uint32_t)len, 0, 0, 0};
         next_chunk += objs[i].n_chunks;
         name_pos += len + 1;
-        int dfd = session_create_data_file(s, i, o->size);
-        if (dfd < 0) {
+        /* Past the prefetched prefix, no data file until a process asks for the object. */
+        int dfd = i < s->n_eager ? session_create_data_file(s, i, o->size) : -1;
+        if (i < s->n_eager && dfd < 0) {
             err_set(err, OSSC_E_IO, "cannot create a data file in %s: %s", s->data_dir,
                     strerror(errno));
             return OSSC_E_IO;

@@ -1,7 +1,8 @@
 /* session_expiry.c: the owner's helper thread, which serves a published session: it beats
  * the heartbeat, answers blocked readers (the `wanted` futex) by moving their chunk forward,
  * marks the end of the prefetch, releases the data files expireTimeSec after the last open
- * (private sessions only) and fetches a released object again when a reader asks for it. */
+ * (private sessions only), keeps them under cacheLimit (session_budget.c), and fetches an
+ * object not held (released, or never fetched: lazy) when a reader opens or reads it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -33,35 +34,40 @@ static void set_ready_bits(ossc_session_header *h, const ossc_session_object *o,
     }
 }
 
-/* expireTimeSec after the last open: the data files go (open fds and mappings keep their
- * pages). Ready bits are cleared before the unlink, so a reader that finds no file also finds
- * no chunk and asks for it, which fetches the object again. A file that cannot be unlinked
- * stays as it is: it is never truncated or rewritten under a reader. */
-static void release_data(ossc_session *s)
+/* The data file goes (open fds and mappings keep their pages). Ready bits are cleared before
+ * the unlink, so a reader that finds no file also finds no chunk and asks for it, which
+ * fetches the object again. A file that cannot be unlinked stays as it is: it is never
+ * truncated or rewritten under a reader. */
+bool session_release_object(ossc_session *s, size_t i, const char *why)
 {
     ossc_session_header *h = s->hdr;
-    ossc_session_object *objs = session_objects(h);
-    size_t released = 0;
-    for (size_t i = 0; i < s->n_data; i++) {
-        if (s->data_fds[i] < 0)
-            continue;
-        set_ready_bits(h, &objs[i], false);
-        atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, 0);
-        char path[OSSC_DATA_PATH_MAX];
-        session_data_path(s, i, path, sizeof(path));
-        if (unlink(path) != 0) {
-            LOGW("cannot release %s: %s; keeping it", path, strerror(errno));
-            set_ready_bits(h, &objs[i], true);
-            atomic_store((_Atomic uint32_t *)&objs[i].chunks_ready, objs[i].n_chunks);
-            continue;
-        }
-        close(s->data_fds[i]);
-        s->data_fds[i] = -1;
-        released++;
+    ossc_session_object *o = &session_objects(h)[i];
+    set_ready_bits(h, o, false);
+    atomic_store((_Atomic uint32_t *)&o->chunks_ready, 0);
+    char path[OSSC_DATA_PATH_MAX];
+    session_data_path(s, i, path, sizeof(path));
+    if (unlink(path) != 0) {
+        LOGW("cannot release %s: %s; keeping it", path, strerror(errno));
+        set_ready_bits(h, o, true);
+        atomic_store((_Atomic uint32_t *)&o->chunks_ready, o->n_chunks);
+        return false;
     }
-    session_wake_readers(h);
+    close(s->data_fds[i]);
+    s->data_fds[i] = -1;
+    session_audit(s, i, "release", why);
+    return true;
+}
+
+/* expireTimeSec after the last open: every data file goes. */
+static void release_data(ossc_session *s)
+{
+    size_t released = 0;
+    for (size_t i = 0; i < s->n_data; i++)
+        if (s->data_fds[i] >= 0 && session_release_object(s, i, "expireTimeSec"))
+            released++;
+    session_wake_readers(s->hdr);
     LOGI("session %s: released %zu data files %u s after the last open", s->path, released,
-         h->expire_time_sec);
+         s->hdr->expire_time_sec);
 }
 
 /* Whether any data file is still here (none after a release, until a reader asks). */
@@ -79,6 +85,7 @@ static void refetch(ossc_session *s, uint32_t object)
     if (r->fetch || s->data_fds[object] >= 0)
         return; /* running, or its file is back already */
     ossc_session_object *o = &session_objects(s->hdr)[object];
+    session_budget_keep(s, o->size); /* room first: release what nobody holds */
     int fd = session_create_data_file(s, object, o->size);
     if (fd < 0) {
         LOGE("cannot create the data file of %s again: %s", s->keys[object], strerror(errno));
@@ -87,6 +94,9 @@ static void refetch(ossc_session *s, uint32_t object)
     }
     s->data_fds[object] = fd;
     atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
+    session_audit(s, object, "fetch", s->fetched[object] ? "refetch" : "open");
+    s->fetched[object] = true;
+    s->use[object] = now_ms();
     ossc_fetch_item item = {s->keys[object], o->size, 0, o->size, fd, 0, NULL};
     *r = (struct refetch){s, object, NULL};
     ossc_error err;
@@ -110,6 +120,7 @@ static bool reap_refetches(ossc_session *s)
         if (st.finished) {
             ossc_fetch_free(r->fetch);
             r->fetch = NULL;
+            s->use[i] = now_ms();
             s->complete_ms = now_ms(); /* expiry counts again from here */
         } else {
             running = true;
@@ -162,6 +173,7 @@ void *session_helper_main(void *arg)
             session_set_state(h, st.items_failed ? OSSC_SESSION_FAILED : OSSC_SESSION_COMPLETE);
         }
         bool refetching = reap_refetches(s);
+        session_budget_keep(s, 0);
         uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
         /* Not when shared: the group's readers attach read-only and cannot ask for a file
          * again. */

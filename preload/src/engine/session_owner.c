@@ -156,8 +156,12 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
     s->data_fds = malloc((n ? n : 1) * sizeof(int));
     s->keys = malloc((n ? n : 1) * sizeof(*s->keys));
     s->refetches = calloc(n ? n : 1, sizeof(*s->refetches));
+    s->use = calloc(n ? n : 1, sizeof(*s->use));
+    s->fetched = calloc(n ? n : 1, sizeof(*s->fetched));
     ossc_fetch_item *items = calloc(n ? n : 1, sizeof(*items));
-    if (!order || !s->data_fds || !s->keys || !s->refetches || !items) {
+    uint64_t *sizes = calloc(n ? n : 1, sizeof(*sizes));
+    if (!order || !s->data_fds || !s->keys || !s->refetches || !s->use || !s->fetched ||
+        !items || !sizes) {
         err_set(err, OSSC_E_NOMEM, "out of memory");
         rc = OSSC_E_NOMEM;
         goto out;
@@ -183,25 +187,34 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
     if ((rc = fetch_small(s, small, n_small, err)))
         goto out;
     order_by_index(s, large, n_large);
-    if ((rc = session_publish(s, large, n_large, err)))
+    for (size_t i = 0; i < n_large; i++)
+        sizes[i] = s->listing->objects[large[i]].size;
+    if ((rc = session_plan_cache(s, sizes, n_large, err)) ||
+        (rc = session_publish(s, large, n_large, err)))
         goto out;
+    session_audit_open(s);
     for (size_t i = 0; i < n_large; i++) {
         const ossc_object *o = &s->listing->objects[large[i]];
         items[i] = (ossc_fetch_item){o->key, o->size, 0, o->size, s->data_fds[i], 0, NULL};
         s->keys[i] = o->key;
+        s->fetched[i] = i < s->n_eager;
+        if (i < s->n_eager)
+            session_audit(s, i, "fetch", "prefetch");
     }
-    s->fetch = ossc_fetch_start(s->client, items, n_large, on_chunk, s, err);
+    /* Fetch item i is object i: the prefetch is the prefix [0, n_eager) of the order. */
+    s->fetch = ossc_fetch_start(s->client, items, s->n_eager, on_chunk, s, err);
     if (!s->fetch) {
         rc = err->code;
         goto out;
     }
     if (pthread_create(&s->helper, NULL, session_helper_main, s) == 0)
         s->helper_started = true;
-    LOGI("session %s: %zu small files in %s, prefetching %zu large ones", s->path, n_small,
-         s->model_dir, n_large);
+    LOGI("session %s: %zu small files in %s, prefetching %zu of %zu large ones", s->path,
+         n_small, s->model_dir, s->n_eager, n_large);
 out:
     free(order);
     free(items);
+    free(sizes);
     return rc;
 }
 
@@ -295,7 +308,7 @@ OSSC_API ossc_session *ossc_session_start(const char *url, const char *model_dir
         err_set(err, OSSC_E_NOMEM, "out of memory");
         return NULL;
     }
-    s->dir_fd = s->users_fd = s->manifest_fd = s->control_fd = -1;
+    s->dir_fd = s->users_fd = s->manifest_fd = s->control_fd = s->audit_fd = -1;
     int rc = OSSC_E_CONFIG;
     if (!model_dir || model_dir[0] != '/') {
         err_set(err, OSSC_E_CONFIG, "MODEL_DIR must be an absolute path, not '%s'",
@@ -427,6 +440,8 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
             close(s->data_fds[i]);
     if (s->manifest_fd >= 0)
         close(s->manifest_fd);
+    if (s->audit_fd >= 0)
+        close(s->audit_fd);
     if (removing) {
         session_dir_clear(s->dir_fd, s->path);
         rmdir(s->path);
@@ -442,6 +457,8 @@ OSSC_API void ossc_session_stop(ossc_session *s, int remove)
     free(s->data_fds);
     free(s->keys);
     free(s->refetches);
+    free(s->use);
+    free(s->fetched);
     ossc_listing_free(s->listing);
     ossc_client_free(s->client);
     free(s);

@@ -112,6 +112,11 @@ static cJSON *describe(const char *path, const char *only_model_dir)
         cJSON_AddNumberToObject(o, "bytesTotal", (double)h->bytes_total);
         cJSON_AddNumberToObject(o, "bytesDone", (double)h->bytes_done);
         cJSON_AddStringToObject(o, "dataDir", h->data_dir);
+        cJSON_AddStringToObject(o, "policy", h->fetch_policy == OSSC_FETCH_LAZY ? "lazy"
+                                                                                : "eager");
+        cJSON_AddNumberToObject(o, "bytesHeld", (double)h->bytes_held);
+        cJSON_AddNumberToObject(o, "cacheLimit", (double)h->cache_limit);
+        cJSON_AddNumberToObject(o, "releases", h->releases);
         uint64_t held = held_bytes(h->data_dir, group);
         bool in_memory =
             strncmp(h->data_dir, OSSC_SESSION_ROOT "/", strlen(OSSC_SESSION_ROOT) + 1) == 0;

@@ -103,6 +103,13 @@ static const setting_def defs[] = {
     STR("cacheDir", "OSSC_CACHE_DIR", NULL, NULL, cache_dir, "", .group = "session",
         .help = "where the data files go (default: the session in /dev/shm), e.g. a local "
         "NVMe directory"),
+    ENUM("prefetch.policy", "OSSC_PREFETCH_POLICY", NULL, fetch_policy, "eager|lazy", "eager",
+         .group = "session", .help = "eager: fetch every large file at start, in order; lazy: "
+         "fetch a large file when a process first opens it (many adapters or checkpoints)"),
+    STR("cacheLimit", "OSSC_CACHE_LIMIT", NULL, NULL, cache_limit, "", .group = "session",
+        .help = "most bytes the data files may hold, e.g. 8GiB or 50% (of the cache's "
+        "filesystem); past it the least recently opened files nobody holds are released "
+        "(default: no limit)"),
     STR("sharedGroup", "OSSC_SHARED_GROUP", NULL, NULL, shared_group, "", .group = "session",
         .help = "a group (name or gid) whose members may attach to the session read-only "
         "(default: private to this user)"),
@@ -237,6 +244,29 @@ static bool parse_size(const char *text, long long *out)
         }
     }
     return false;
+}
+
+bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent)
+{
+    *bytes = 0;
+    *percent = 0;
+    if (!*text)
+        return true;
+    size_t n = strlen(text);
+    if (text[n - 1] == '%') {
+        char *end;
+        errno = 0;
+        long v = strtol(text, &end, 10);
+        if (end != text + n - 1 || errno || v < 1 || v > 100)
+            return false;
+        *percent = (int)v;
+        return true;
+    }
+    long long v;
+    if (!parse_size(text, &v) || v < 1)
+        return false;
+    *bytes = (uint64_t)v;
+    return true;
 }
 
 static int set_value(settings *s, const setting_def *d, const char *text, const char *where,
@@ -479,6 +509,14 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
         const char *region = env_get(envp, "AWS_DEFAULT_REGION");
         if (!*s->region)
             snprintf(s->region, sizeof(s->region), "%s", region ? region : "us-east-1");
+    }
+    uint64_t bytes;
+    int percent;
+    if (!settings_cache_limit(s->cache_limit, &bytes, &percent)) {
+        err_set(err, OSSC_E_CONFIG, "'cacheLimit' must be a size (e.g. 8GiB) or a percentage "
+                "of the cache's filesystem from 1%% to 100%% (e.g. 50%%), not '%s'",
+                s->cache_limit);
+        return OSSC_E_CONFIG;
     }
     /* addressing: 0 auto, 1 virtual, 2 path -> path_style flag */
     int addressing = s->path_style;

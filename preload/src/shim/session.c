@@ -409,15 +409,19 @@ void session_data_path(int object, char *buf, size_t cap)
 
 int session_open_data(int object, int flags)
 {
-    if (!read_only) /* expiry counts from here */
-        __atomic_store_n(&hdr->last_open_ms, mono_ms(), __ATOMIC_RELAXED);
+    if (!read_only) { /* expiry counts from here; cacheLimit releases the least recent */
+        uint64_t now = mono_ms();
+        __atomic_store_n(&objects()[object].last_open_ms, now, __ATOMIC_RELAXED);
+        __atomic_store_n(&hdr->last_open_ms, now, __ATOMIC_RELAXED);
+    }
     char path[sizeof(hdr->data_dir) + 16];
     session_data_path(object, path, sizeof(path));
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
     flags = (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY;
     int fd = real_open(path, flags);
     for (int tries = 0; fd < 0 && errno == ENOENT && tries < 3; tries++) {
-        /* Released after expireTimeSec: asking for its first chunk fetches it again. */
+        /* Not fetched yet (lazy, past cacheLimit) or released: asking for its first chunk
+         * has the owner fetch the whole object, this open's ask first. */
         int e = wait_range(object, 0, 1);
         if (e) {
             errno = e;

@@ -1,0 +1,277 @@
+"""Lazy sessions and the cache budget, against SeaweedFS through the fault proxy (which counts
+the store's requests): `prefetch.policy=lazy` fetches a large file only when a process opens
+it; `cacheLimit` releases files nobody holds, least recently opened first, and a released
+file reads again by fetching it again; an eager prefetch that cannot fit the cache is
+refused at start. Every byte read equals the local copy's."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ossc.errors import EXIT_NO_SPACE
+from ossc.native import preload_library, session_dir
+from support.session_helpers import session_info, wait_session_gone
+
+MIB = 1 << 20
+NAMES = [f"adapter-{i}/weights.bin" for i in range(6)]  # 2 MiB each: 12 MiB in all
+
+
+@pytest.fixture(scope="module")
+def remote(store, bucket, tmp_path_factory):
+    """Six 2 MiB files (each in its own directory, like adapters) and a small config."""
+    local = tmp_path_factory.mktemp("lazy-model")
+    (local / "config.json").write_text('{"model_type": "test"}')
+    for i, name in enumerate(NAMES):
+        (local / name).parent.mkdir()
+        (local / name).write_bytes(
+            np.random.default_rng(i).integers(0, 256, 2 * MIB, dtype=np.uint8).tobytes())
+    prefix = f"lazy-{uuid.uuid4().hex[:8]}/"
+    store.upload_dir(bucket, prefix, str(local))
+    return {"url": f"s3://{bucket}/{prefix}", "prefix": f"{bucket}/{prefix}", "local": local}
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    path = tmp_path / "model"
+    yield path
+    wait_session_gone(path, timeout=10)
+    shutil.rmtree(session_dir(str(path)), ignore_errors=True)
+
+
+def env_mode(store, remote, model_dir, proxy, tmp_path, **extra):
+    env = dict(os.environ, **store.env())
+    env.update(OSSC_CONFIG="", MODEL_DIR=str(model_dir),
+               OSS_PATH=remote["url"], ENABLE_CONNECTOR="1", AWS_ENDPOINT_URL=proxy.endpoint,
+               LD_PRELOAD=" ".join(filter(None, [os.environ.get("LD_PRELOAD"),
+                                                 str(preload_library())])),
+               OSSC_CHUNK_SIZE="1MiB", OSSC_SMALL_FILE_SIZE="64KiB", OSSC_EXPIRE_TIME_SEC="1",
+               OSSC_LOG_LEVEL="info", OSSC_LOG_PATH=str(tmp_path / "ossc.log"),
+               OSSC_AUDIT_PATH=str(tmp_path / "audit.log"))
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+# Reads what the test says, one command a line on stdin, and answers each with a JSON line:
+#   read NAME          -> sha256 of NAME read whole (open, read, close)
+#   map NAME           -> sha256 of NAME through a mapping it keeps (and its fd) until "unmap"
+#   check              -> sha256 of every kept mapping, read again now
+#   random N           -> N random preads from 8 threads over every file, compared with the
+#                         local copy (argv[1]); the count of mismatches
+#   tree               -> {relative path: size} of MODEL_DIR as listing and stat see it
+DRIVER = textwrap.dedent("""
+    import hashlib, json, mmap, os, random, sys, threading
+    root, local = os.environ["MODEL_DIR"], sys.argv[1]
+    kept = {}
+    def answer(x):
+        print(json.dumps(x), flush=True)
+    for line in sys.stdin:
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd == "read":
+            with open(os.path.join(root, arg), "rb") as f:
+                answer(hashlib.sha256(f.read()).hexdigest())
+        elif cmd == "map":
+            fd = os.open(os.path.join(root, arg), os.O_RDONLY)
+            kept[arg] = (fd, mmap.mmap(fd, 0, prot=mmap.PROT_READ))
+            answer(hashlib.sha256(kept[arg][1]).hexdigest())
+        elif cmd == "unmap":
+            fd, m = kept.pop(arg)
+            m.close()
+            os.close(fd)
+            answer("ok")
+        elif cmd == "check":
+            answer({k: hashlib.sha256(m).hexdigest() for k, (_, m) in kept.items()})
+        elif cmd == "random":
+            names = sorted(os.path.relpath(os.path.join(d, f), local)
+                           for d, _, fs in os.walk(local) for f in fs if f.endswith(".bin"))
+            bad = []
+            def work(seed):
+                rng = random.Random(seed)
+                for _ in range(int(arg) // 8):
+                    name = rng.choice(names)
+                    size = os.path.getsize(os.path.join(local, name))
+                    off = rng.randrange(size)
+                    n = rng.randrange(1, 300000)
+                    fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                    got = os.pread(fd, n, off)
+                    os.close(fd)
+                    with open(os.path.join(local, name), "rb") as f:
+                        f.seek(off)
+                        if f.read(n) != got:
+                            bad.append((name, off, n))
+            threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+            [t.start() for t in threads]
+            [t.join() for t in threads]
+            answer(len(bad))
+        elif cmd == "tree":
+            answer({os.path.relpath(os.path.join(d, f), root): os.stat(os.path.join(d, f)).st_size
+                    for d, _, fs in os.walk(root) for f in fs if not f.startswith(".ossc")})
+""")
+
+
+class Driver:
+    def __init__(self, env, local: Path):
+        self.proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(local)], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __call__(self, line: str):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline()
+        assert out, f"the driver died on {line!r}"
+        return json.loads(out)
+
+    def close(self):
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=60) == 0
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def audit(tmp_path) -> list:
+    """The owner's lines: (event, relative path, reason), in order."""
+    out = []
+    for line in (tmp_path / "audit.log").read_text().splitlines():
+        if " owner=" not in line:
+            continue
+        fields = dict(part.split("=", 1) for part in line.split()[1:])
+        event = "fetch" if "fetch" in fields else "release"
+        out.append((event, fields[event].split("/model/", 1)[1], fields["reason"]))
+    return out
+
+
+def gets(proxy, remote, name) -> int:
+    return proxy.request_count("GET", remote["prefix"] + name)
+
+
+def test_lazy_fetches_only_what_is_opened(store, remote, model_dir, proxy, tmp_path):
+    local = remote["local"]
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path,
+                          OSSC_PREFETCH_POLICY="lazy"), local)
+    try:
+        # Listing and stat as eager: every file, its size, nothing fetched for it.
+        want_tree = {str(p.relative_to(local)): p.stat().st_size
+                     for p in local.rglob("*") if p.is_file()}
+        assert run("tree") == want_tree
+        assert all(gets(proxy, remote, name) == 0 for name in NAMES)
+        assert run(f"read {NAMES[2]}") == sha(local / NAMES[2])
+        assert run(f"read {NAMES[2]}") == sha(local / NAMES[2])  # once fetched, held
+        info = session_info(model_dir)
+        assert info["policy"] == "lazy" and info["bytesHeld"] == 2 * MIB
+        assert [gets(proxy, remote, name) for name in NAMES] == [0, 0, 2, 0, 0, 0]
+        assert audit(tmp_path) == [("fetch", NAMES[2], "open")]
+        status = subprocess.run([sys.executable, "-m", "ossc", "status", str(model_dir)],
+                                capture_output=True, text=True, timeout=30)
+        assert "policy     lazy" in status.stdout, status.stdout
+        assert "2.1 MB of large files held, cacheLimit none" in status.stdout, status.stdout
+        assert run("random 400") == 0  # every file now, from 8 threads
+    finally:
+        run.close()
+    assert sorted(e[1] for e in audit(tmp_path) if e[0] == "fetch") == sorted(NAMES)
+
+
+def test_budget_releases_what_nobody_holds(store, remote, model_dir, proxy, tmp_path):
+    """cacheLimit 5 MiB, files of 2 MiB: two fit. A mapped file is never released, and keeps
+    its bytes; the least recently opened of the others goes; a released file reads again."""
+    local = remote["local"]
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path,
+                          OSSC_PREFETCH_POLICY="lazy", OSSC_CACHE_LIMIT="5MiB",
+                          OSSC_EXPIRE_TIME_SEC="0"), local)
+    try:
+        a, b, c, d = NAMES[:4]
+        assert run(f"map {a}") == sha(local / a)
+        assert run(f"read {b}") == sha(local / b)
+        assert run(f"read {c}") == sha(local / c)   # 6 MiB: b, not the mapped a, goes
+        assert run(f"read {d}") == sha(local / d)   # then c
+        assert run("check") == {a: sha(local / a)}
+        events = audit(tmp_path)
+        assert ("release", b, "cacheLimit") in events and ("release", c, "cacheLimit") in events
+        assert not [e for e in events if e[0] == "release" and e[1] == a], events
+        assert session_info(model_dir)["bytesHeld"] <= 5 * MIB
+        # A released file reads again: fetched anew, same bytes.
+        before = gets(proxy, remote, b)
+        assert run(f"read {b}") == sha(local / b)
+        assert gets(proxy, remote, b) == before + 2
+        assert ("fetch", b, "refetch") in audit(tmp_path)
+        # Two held at once past the limit: reads go on, one warning says by how much.
+        assert run(f"map {b}") == sha(local / b)
+        assert run(f"map {c}") == sha(local / c)
+        assert run("check") == {a: sha(local / a), b: sha(local / b), c: sha(local / c)}
+        log = (tmp_path / "ossc.log").read_text()
+        assert "over cacheLimit" in log and "GiB over cacheLimit" in log, log
+        for name in (a, b, c):
+            run(f"unmap {name}")
+        # Random reads from 8 threads over 12 MiB of files under a 5 MiB budget.
+        assert run("random 400") == 0
+        info = session_info(model_dir)
+        assert info["releases"] >= 4 and info["cacheLimit"] == 5 * MIB
+    finally:
+        run.close()
+
+
+def test_eager_prefetches_up_to_the_limit(store, remote, model_dir, proxy, tmp_path):
+    local = remote["local"]
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path,
+                          OSSC_CACHE_LIMIT="5MiB"), local)
+    try:
+        assert run("tree")  # attached; the prefetch runs
+        info = session_info(model_dir)
+        assert info["policy"] == "eager"
+        assert [e for e in audit(tmp_path) if e[2] == "prefetch"] == \
+            [("fetch", NAMES[0], "prefetch"), ("fetch", NAMES[1], "prefetch")]
+        assert run(f"read {NAMES[5]}") == sha(local / NAMES[5])
+        assert ("fetch", NAMES[5], "open") in audit(tmp_path)
+        assert [gets(proxy, remote, name) for name in NAMES[2:5]] == [0, 0, 0]
+    finally:
+        run.close()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 MiB tmpfs as cacheDir (we are root in CI and here)."""
+    path = tmp_path / "small-cache"
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs (the test needs root): {r.stderr}"
+    yield path
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def test_eager_that_cannot_fit_is_refused_at_start(store, bucket, model_dir, small_tmpfs,
+                                                   tmp_path):
+    local = tmp_path / "big"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    for i in range(3):  # 72 MiB > 64 MiB
+        (local / f"shard-{i}.bin").write_bytes(os.urandom(24 * MIB))
+    prefix = f"lazy-big-{uuid.uuid4().hex[:8]}/"
+    store.upload_dir(bucket, prefix, str(local))
+    marker = tmp_path / "command-ran"
+    env = {k: v for k, v in os.environ.items()
+           if k == "OSSC_LIBRARY" or not k.startswith(
+               ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+    env.update(store.env())
+    r = subprocess.run([sys.executable, "-m", "ossc.launcher", "--config", "", "--oss-path",
+                        f"s3://{bucket}/{prefix}", "--model-dir", str(model_dir),
+                        "--cache-dir", str(small_tmpfs), "--",
+                        sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == EXIT_NO_SPACE == 14, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "0.07 GiB" in lines[0] and "cacheDir" in lines[0] and "lazy" in lines[0] \
+        and "cacheLimit" in lines[0], lines[0]
+    assert not marker.exists() and not model_dir.exists()
+    assert list(small_tmpfs.iterdir()) == []
+    assert wait_session_gone(model_dir)
