@@ -38,7 +38,7 @@ def test_settings_resolve_cli_over_env_over_file_over_default(tmp_path):
     assert plan.settings["chunkSize"] == 16 << 20          # option
     assert plan.settings["retries"] == 4                   # env over file
     assert plan.settings["logLevel"] == "debug"            # file over default
-    assert plan.settings["prefetch"] == {"vcpus": 2, "workers": 5}
+    assert plan.settings["prefetch"] == {"vcpus": 2, "workers": 5, "policy": "eager"}
     assert plan.settings["expireTimeSec"] == 120           # default
     assert plan.config_path == str(config)
 
@@ -54,7 +54,8 @@ def test_every_option_has_its_osc_env_variable(option):
     """env_name (used by --print-env) names the variable the engine reads."""
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug",
              "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no", "cacheDir": "/var/cache/ossc",
-             "smallFileSize": "1MiB"}.get(option.key, "7")
+             "smallFileSize": "1MiB", "prefetch.policy": "lazy",
+             "cacheLimit": "50%"}.get(option.key, "7")
     resolved = settings.flatten(settings.resolve(None, {}, {**BASE_ENV,
                                                             settings.env_name(option.key): value}))
     default = settings.flatten(settings.resolve(None, {}, BASE_ENV))
@@ -160,7 +161,7 @@ def test_aliyun_default_config_is_accepted(tmp_path, capsys):
     assert cli.main(["config", "validate", str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"{path}: valid"
     plan = plan_for([*RUN, "--config", str(path), "--", "true"])
-    assert plan.settings["prefetch"] == {"vcpus": 16, "workers": 16}
+    assert plan.settings["prefetch"] == {"vcpus": 16, "workers": 16, "policy": "eager"}
     assert plan.settings["logLevel"] == "info"               # 1 is INFO in Aliyun's numbering
     assert plan.settings["logPath"] == "/var/log/oss-connector/connector.log"
     assert "datasetConfig" not in plan.settings              # not the engine's
@@ -327,7 +328,8 @@ def test_every_setting_of_the_engine_is_an_ossc_run_option_with_its_facts(row, c
 @pytest.mark.parametrize("option", settings.OPTIONS, ids=lambda o: o.key)
 def test_every_option_reaches_the_engine_under_its_key(option):
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug", "chunkSize": "1MiB",
-             "verifyBeforeRead": "no", "smallFileSize": "1MiB"}.get(option.key, "7")
+             "verifyBeforeRead": "no", "smallFileSize": "1MiB", "prefetch.policy": "lazy"
+             }.get(option.key, "7")
     argv = [option.flag] if option.is_switch else [option.flag, value]
     plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", *argv, "--", "true"])
     default = settings.flatten(settings.resolve("oss://bkt/p/", {}, BASE_ENV))
@@ -360,3 +362,38 @@ def test_config_py_names_settings_of_the_engine():
     assert set(config.PER_RUN) <= keys and set(config.STORE_DERIVED) <= keys
     assert config.ALIYUN_LOG_LEVELS == tuple(next(r for r in _engine_table()
                                                   if r["key"] == "logLevel")["numbered"])
+
+
+def test_mounts_each_with_its_policy():
+    """--mount (repeatable) adds mounts after --oss-path/--model-dir; the first is MODEL_DIR
+    for COMMAND, the others reach it as OSSC_MOUNTS (what the shim reads)."""
+    plan = plan_for(["--mount", "oss://bkt/base/=/models/base",
+                     "--mount", "oss://bkt/loras/=/models/loras:lazy", "--", "true"])
+    assert [(m.oss_path, m.model_dir, m.policy) for m in plan.mounts] == [
+        ("oss://bkt/base/", "/models/base", ""), ("oss://bkt/loras/", "/models/loras", "lazy")]
+    assert plan.mounts[0].settings["prefetch"]["policy"] == "eager"
+    assert plan.mounts[1].settings["prefetch"]["policy"] == "lazy"
+    assert (plan.child_env["MODEL_DIR"], plan.child_env["OSS_PATH"]) == \
+        ("/models/base", "oss://bkt/base/")
+    assert plan.child_env["OSSC_MOUNTS"] == "oss://bkt/loras/=/models/loras:lazy"
+    exports = env_exports(plan)
+    assert "export OSSC_MOUNTS='oss://bkt/base/=/models/base " \
+           "oss://bkt/loras/=/models/loras:lazy'" in exports
+    assert "MODEL_DIR" not in exports
+
+
+def test_mounts_from_the_environment_and_the_one_mount_case():
+    env = {"OSSC_MOUNTS": "oss://bkt/a/=/a  oss://bkt/b/=/b:eager\n"}
+    plan = plan_for(["--", "true"], env)
+    assert [m.spec() for m in plan.mounts] == ["oss://bkt/a/=/a", "oss://bkt/b/=/b:eager"]
+    one = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", "--", "true"])
+    assert [m.spec() for m in one.mounts] == ["oss://bkt/p/=/m"]
+    assert "OSSC_MOUNTS" not in one.child_env and "export MODEL_DIR=/m" in env_exports(one)
+
+
+@pytest.mark.parametrize("argv", [["--mount", "oss://bkt/p/"], ["--mount", "/m=oss://bkt/p/"],
+                                  ["--mount", "oss://bkt/a/=/m", "--mount", "oss://bkt/b/=/m"]])
+def test_bad_mounts_are_usage_errors(argv):
+    with pytest.raises(UserError) as exc:
+        plan_for([*argv, "--", "true"])
+    assert exc.value.exit_code == 2

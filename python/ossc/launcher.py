@@ -61,9 +61,38 @@ def say(message: str) -> None:
     write_line(f"{PROG}: {message}", sys.stderr)
 
 
+POLICIES = ("lazy", "eager")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One MODEL_DIR served from one store path, by its own session (its own owner)."""
+    oss_path: str
+    model_dir: str
+    policy: str = ""           # "lazy", "eager", or "" for the settings' prefetch.policy
+    settings: Optional[dict] = None  # resolved for this mount (its URL, its policy)
+
+    def spec(self) -> str:
+        """As OSSC_MOUNTS and --mount spell it: URL=DIR[:policy]."""
+        return f"{self.oss_path}={self.model_dir}" + (f":{self.policy}" if self.policy else "")
+
+
+def parse_mount(text: str, where: str) -> Mount:
+    """URL=DIR[:lazy|:eager]; DIR starts at the first "=/" (as the shim reads OSSC_MOUNTS)."""
+    url, sep, rest = text.partition("=/")
+    policy = ""
+    for name in POLICIES:
+        if rest.endswith(":" + name):
+            rest, policy = rest[:-len(name) - 1], name
+    if not sep or "://" not in url or not rest:
+        raise UserError(f"{where} {text!r}: expected oss://bucket/prefix/=/absolute/dir "
+                        "(optionally :lazy or :eager after the directory)", EXIT_USAGE)
+    return Mount(url, "/" + rest, policy)
+
+
 @dataclass(frozen=True)
 class LaunchPlan:
-    oss_path: str
+    oss_path: str              # the first mount's (the one-mount case: OSS_PATH, MODEL_DIR)
     model_dir: str
     command: tuple[str, ...]
     settings: dict             # resolved, config-file form
@@ -76,6 +105,7 @@ class LaunchPlan:
     grace_seconds: float
     print_env: bool
     given: dict                # the settings given as options (for --print-env)
+    mounts: tuple = ()         # every Mount, the first being oss_path -> model_dir
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -87,6 +117,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--oss-path", help="oss://bucket/prefix/ or s3://bucket/prefix/ "
                         "(default: OSS_PATH)")
     parser.add_argument("--model-dir", help="the directory COMMAND loads (default: MODEL_DIR)")
+    parser.add_argument("--mount", action="append", default=[], metavar="URL=DIR[:lazy]",
+                        help="serve DIR from URL, each mount by its own session; repeat for "
+                        "several (a base model eager, its adapters lazy); with --oss-path "
+                        "and --model-dir those come first (default: OSSC_MOUNTS, mounts "
+                        "separated by spaces)")
     parser.add_argument("--config", help=f"the config file, read below the environment and "
                         f"the options (default OSSC_CONFIG, else {DEFAULT_PATH}; \"\" for "
                         f"none); created with the defaults when missing")
@@ -127,18 +162,28 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
     the config file it reads."""
     oss_path = args.oss_path or env.get("OSS_PATH")
     model_dir = args.model_dir or env.get("MODEL_DIR")
-    if not oss_path:
-        raise UserError("no store path: give --oss-path oss://bucket/prefix/ or set OSS_PATH",
-                        EXIT_USAGE)
-    if not model_dir:
-        raise UserError("no model directory: give --model-dir DIR or set MODEL_DIR", EXIT_USAGE)
+    extra = [parse_mount(m, "--mount") for m in args.mount] or \
+        [parse_mount(m, "OSSC_MOUNTS:") for m in env.get("OSSC_MOUNTS", "").split()]
+    if not extra or oss_path or model_dir:
+        if not oss_path:
+            raise UserError("no store path: give --oss-path oss://bucket/prefix/ or set "
+                            "OSS_PATH (or --mount URL=DIR)", EXIT_USAGE)
+        if not model_dir:
+            raise UserError("no model directory: give --model-dir DIR or set MODEL_DIR",
+                            EXIT_USAGE)
+        extra.insert(0, Mount(oss_path, model_dir))
     if not args.command and not args.print_env:
         raise UserError("no command: put it after --, e.g. ossc-run ... -- python -m "
                         "vllm.entrypoints.openai.api_server --model DIR", EXIT_USAGE)
     if args.ready_url and not args.ready_url.startswith(("http://", "https://")):
         raise UserError(f"--ready-url {args.ready_url!r}: expected http://HOST:PORT/PATH",
                         EXIT_USAGE)
-    model_dir = os.path.normpath(os.path.join(cwd, model_dir))
+    extra = [Mount(m.oss_path, os.path.normpath(os.path.join(cwd, m.model_dir)), m.policy)
+             for m in extra]
+    dirs = [m.model_dir for m in extra]
+    if len(set(dirs)) != len(dirs):
+        raise UserError(f"a directory is mounted twice: {' '.join(dirs)}", EXIT_USAGE)
+    oss_path, model_dir = extra[0].oss_path, extra[0].model_dir
     # --config "" or OSSC_CONFIG="" means no config file: none is read, none is written.
     config_path = args.config if args.config is not None else env.get("OSSC_CONFIG",
                                                                        DEFAULT_PATH)
@@ -147,12 +192,16 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
                         "empty)", EXIT_USAGE)
     exists = bool(config_path) and os.path.exists(config_path)
     given = setting_options.overrides(args)
+    mounts = []
     try:
-        # A config file that does not exist yet is no layer (it is created below).
-        resolved = setting_options.resolve(oss_path, given, env,
-                                           config=config_path if exists else "")
+        for m in extra:
+            # A config file that does not exist yet is no layer (it is created below).
+            policy = {"prefetch.policy": m.policy} if m.policy else {}
+            mounts.append(Mount(m.oss_path, m.model_dir, m.policy, setting_options.resolve(
+                m.oss_path, {**given, **policy}, env, config=config_path if exists else "")))
     except OsscError as exc:
         raise UserError(exc.message, EXIT_CONFIG) from exc
+    resolved = mounts[0].settings
     writes = None
     if config_path and args.write_config:
         writes = config_helper.generate(given, env=env, base=config_path if exists else "",
@@ -169,6 +218,10 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
     child_env.update({setting_options.env_name(k): v for k, v in given.items()})
     child_env.update(LD_PRELOAD=_with_preload(env.get("LD_PRELOAD", ""), preload),
                      MODEL_DIR=model_dir, OSS_PATH=oss_path, OSSC_CONFIG=config_path)
+    if len(mounts) > 1:  # the shim serves MODEL_DIR and each of OSSC_MOUNTS
+        child_env["OSSC_MOUNTS"] = " ".join(m.spec() for m in mounts[1:])
+    else:
+        child_env.pop("OSSC_MOUNTS", None)
     if resolved.get("sharedGroup"):  # the shim reads the group from its environment only
         child_env["OSSC_SHARED_GROUP"] = resolved["sharedGroup"]
     return LaunchPlan(oss_path=oss_path, model_dir=model_dir, command=tuple(args.command),
@@ -176,15 +229,18 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
                       config_explicit=args.config is not None, config_writes=writes,
                       write_config=args.write_config, child_env=child_env,
                       ready_url=args.ready_url, grace_seconds=args.grace_period,
-                      print_env=args.print_env, given=given)
+                      print_env=args.print_env, given=given, mounts=tuple(mounts))
 
 
 def env_exports(plan: LaunchPlan) -> str:
     """Env-var mode: the same run without ossc-run, for a container image."""
     lines = [f"export LD_PRELOAD={shlex.quote(plan.child_env['LD_PRELOAD'])}",
-             "export ENABLE_CONNECTOR=1",
-             f"export OSS_PATH={shlex.quote(plan.oss_path)}",
-             f"export MODEL_DIR={shlex.quote(plan.model_dir)}"]
+             "export ENABLE_CONNECTOR=1"]
+    if len(plan.mounts) > 1 or any(m.policy for m in plan.mounts):
+        lines.append("export OSSC_MOUNTS=" + shlex.quote(" ".join(m.spec() for m in plan.mounts)))
+    else:
+        lines += [f"export OSS_PATH={shlex.quote(plan.oss_path)}",
+                  f"export MODEL_DIR={shlex.quote(plan.model_dir)}"]
     if plan.settings.get("sharedGroup"):
         lines.append(f"export OSSC_SHARED_GROUP={shlex.quote(plan.settings['sharedGroup'])}")
     if plan.config_explicit:
@@ -230,17 +286,17 @@ def _owner_env(plan: LaunchPlan, env: Mapping[str, str]) -> dict:
     return owner_env
 
 
-def _start_session(plan: LaunchPlan, env: Mapping[str, str]) -> int:
-    """Starts the session's owner (or finds the live one serving MODEL_DIR from the same
+def _start_session(plan: LaunchPlan, env: Mapping[str, str], mount: Mount) -> int:
+    """Starts a mount's owner (or finds the live one serving its MODEL_DIR from the same
     store path) and counts this process as its user until COMMAND ends. Returns the fd that
     holds the users lock."""
-    sets = [a for k, v in setting_options.flatten(plan.settings).items()
+    sets = [a for k, v in setting_options.flatten(mount.settings).items()
             for a in ("--set", f"{k}={v}")]
     try:
         owner = str(owner_program())
     except FileNotFoundError as exc:
         raise UserError(str(exc), EXIT_LOCAL) from exc
-    argv = [owner, "--oss-path", plan.oss_path, "--model-dir", plan.model_dir,
+    argv = [owner, "--oss-path", mount.oss_path, "--model-dir", mount.model_dir,
             "--prog", PROG, *sets, "--set", "config="]
     for _ in range(3):  # a session that ends just as we attach: start it again
         proc = subprocess.Popen(argv, env=_owner_env(plan, env), stdin=subprocess.DEVNULL)
@@ -252,10 +308,10 @@ def _start_session(plan: LaunchPlan, env: Mapping[str, str]) -> int:
             raise
         if code:
             raise OwnerFailed(code)
-        fd = use_session(plan.model_dir, plan.settings.get("sharedGroup", ""))
+        fd = use_session(mount.model_dir, mount.settings.get("sharedGroup", ""))
         if fd is not None:
             return fd
-    raise UserError(f"the session for {plan.model_dir} ended each time it was attached",
+    raise UserError(f"the session for {mount.model_dir} ended each time it was attached",
                     EXIT_LOCAL)
 
 
@@ -403,16 +459,21 @@ def execute(plan: LaunchPlan, env: Mapping[str, str]) -> int:
     for sig in FORWARDED:  # until COMMAND runs, a stop signal unwinds
         signal.signal(sig, _stop_early)
     start = time.monotonic()
-    users_fd = _start_session(plan, env)
+    users_fds = []
     try:
-        served = sessions(plan.model_dir)  # held by us: it cannot end before we let go
-        if not served:
-            raise UserError(f"cannot read the session serving {plan.model_dir}", EXIT_LOCAL)
-        info = served[0]
-        say(f"{plan.oss_path} -> {plan.model_dir} ({info['objects']} large files, "
-            f"{human_bytes(info['bytesTotal'])}; session owner pid {info['ownerPid']})")
+        reports = []
+        for mount in plan.mounts:  # each its own session, started before COMMAND
+            users_fds.append(_start_session(plan, env, mount))
+            served = sessions(mount.model_dir)  # held by us: it cannot end before we let go
+            if not served:
+                raise UserError(f"cannot read the session serving {mount.model_dir}",
+                                EXIT_LOCAL)
+            info = served[0]
+            say(f"{mount.oss_path} -> {mount.model_dir} ({info['objects']} large files, "
+                f"{human_bytes(info['bytesTotal'])}, {info['policy']}; session owner pid "
+                f"{info['ownerPid']})")
+            reports.append(PrefetchReport(mount.model_dir, info))
         _write_config(plan)
-        report = PrefetchReport(plan.model_dir, info)
         child = Child(plan)
         for sig in FORWARDED:
             signal.signal(sig, child.forward)
@@ -421,17 +482,20 @@ def execute(plan: LaunchPlan, env: Mapping[str, str]) -> int:
             probe.start()
         status = None
         while status is None:
-            report.poll()
+            for report in reports:
+                report.poll()
             status = child.tick()
         if probe:
             probe.stopped.set()
         child.reap_group()
-        report.poll(now=True)
-        report.progress.close()
+        for report in reports:
+            report.poll(now=True)
+            report.progress.close()
         return _status(status)
     finally:
-        # The owner ends the session once no process has used it for expireTimeSec.
-        os.close(users_fd)
+        # Each owner ends its session once no process has used it for expireTimeSec.
+        for fd in users_fds:
+            os.close(fd)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

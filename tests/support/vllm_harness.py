@@ -45,6 +45,7 @@ VLLM_ENV = {
 # Environment a test's server must not take from the caller's shell (a value of None in
 # VllmServer's env removes a variable).
 CLEAN_ENV = dict.fromkeys(["LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_PATH", "MODEL_DIR", "OSSC_CONFIG",
+                           "OSSC_MOUNTS",
                            "AWS_ENDPOINT_URL", "OSS_ENDPOINT", "OSS_ACCESS_KEY_ID",
                            "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN"])
 

@@ -79,12 +79,15 @@ static bool holds_data(const ossc_session *s)
     return false;
 }
 
+static bool reap_refetches(ossc_session *s);
+
 static void refetch(ossc_session *s, uint32_t object)
 {
     struct refetch *r = &s->refetches[object];
     if (r->fetch || s->data_fds[object] >= 0)
         return; /* running, or its file is back already */
     ossc_session_object *o = &session_objects(s->hdr)[object];
+    reap_refetches(s); /* what has landed since the last tick may be released */
     session_budget_keep(s, o->size); /* room first: release what nobody holds */
     int fd = session_create_data_file(s, object, o->size);
     if (fd < 0) {

@@ -89,7 +89,7 @@ static bool is_us(const char *entry, size_t len, const char *self)
 /* Runs ossc-owner (next to this library, or OSSC_OWNER) and returns its exit code: 0 once
  * the session is published or found live. It gets our environment (credentials travel
  * there, never on its command line) without ENABLE_CONNECTOR and without this shim. */
-static int run_owner(const char *url)
+static int run_owner(const shim_mount *mount)
 {
     char owner[PATH_MAX], self[PATH_MAX] = "";
     const char *override = getenv("OSSC_OWNER");
@@ -135,10 +135,12 @@ static int run_owner(const char *url)
     envp[k] = NULL;
     /* The group is the environment's, as ours is: not a config file's that we cannot see. */
     const char *group = getenv("OSSC_SHARED_GROUP");
-    char group_set[128];
+    char group_set[128], policy_set[64];
     snprintf(group_set, sizeof(group_set), "sharedGroup=%s", group ? group : "");
-    char *argv[] = {owner, "--oss-path", (char *)url, "--model-dir", shim.model_dir,
-                    "--set", group_set, "--prog", "ossc", NULL};
+    snprintf(policy_set, sizeof(policy_set), "prefetch.policy=%s", mount->policy);
+    char *argv[] = {owner, "--oss-path", (char *)mount->url, "--model-dir",
+                    (char *)mount->model_dir, "--set", group_set, "--prog", "ossc",
+                    mount->policy[0] ? "--set" : NULL, policy_set, NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, owner, NULL, NULL, argv, envp);
     free(preload);
@@ -168,28 +170,85 @@ static long shared_group(void)
     return OSSC_SESSION_PRIVATE;
 }
 
-/* ENABLE_CONNECTOR=1: attach to the session serving MODEL_DIR, starting its owner first if
- * there is none. Processes this one execs or starts carry the variable and attach too. */
-static void ensure_session(void)
+/* ENABLE_CONNECTOR=1: attach to the session serving a mount's MODEL_DIR, starting its
+ * owner first if there is none. Processes this one execs or starts carry the variable and
+ * attach too. */
+static void ensure_session(int i)
 {
-    const char *url = getenv("OSS_PATH");
-    if (!url || !*url) {
+    shim_mount *m = &shim.mounts[i];
+    if (!m->url[0]) {
         shim_log("ERROR", "ENABLE_CONNECTOR=1 needs OSS_PATH (oss://bucket/prefix/)");
         _exit(OSSC_EXIT_CONFIG);
     }
     for (int attempt = 0; attempt < 3; attempt++) {
-        const char *served = session_attach() ? session_oss_path() : NULL;
-        if (served && serves(served, url) && session_owner_lives())
-            return;
-        session_detach(); /* a dead owner's: the new owner takes its directory over */
-        int rc = run_owner(url); /* the owner says why, on our stderr */
+        const char *served = session_attach(i) ? session_oss_path(i) : NULL;
+        if (served && serves(served, m->url) && session_owner_lives(i))
+            goto attached;
+        session_detach(i); /* a dead owner's: the new owner takes its directory over */
+        int rc = run_owner(m); /* the owner says why, on our stderr */
         if (rc)
             _exit(rc);
-        if (session_attach())
-            return;
+        if (session_attach(i))
+            goto attached;
     }
-    shim_log("ERROR", "the session for %s ended each time it was attached", shim.model_dir);
+    shim_log("ERROR", "the session for %s ended each time it was attached", m->model_dir);
     _exit(OSSC_EXIT_IO);
+attached:;
+    char real[PATH_MAX];
+    if (!m->real_dir_len && realpath(m->model_dir, real) && strcmp(real, m->model_dir) != 0) {
+        snprintf(m->real_dir, sizeof(m->real_dir), "%s", real); /* it exists only now */
+        m->real_dir_len = strlen(m->real_dir);
+    }
+}
+
+/* A mount: dir (absolute, at most len bytes of it), served from url. False if unusable. */
+static bool add_mount(const char *url, size_t url_len, const char *dir, size_t len,
+                      const char *policy)
+{
+    if (shim.n_mounts == SHIM_MOUNTS_MAX || dir[0] != '/' || len >= OSSC_MODEL_DIR_MAX ||
+        url_len >= sizeof(shim.mounts[0].url))
+        return false;
+    shim_mount *m = &shim.mounts[shim.n_mounts];
+    snprintf(m->model_dir, sizeof(m->model_dir), "%.*s", (int)len, dir);
+    while (len > 1 && m->model_dir[len - 1] == '/')
+        m->model_dir[--len] = '\0';
+    m->model_dir_len = len;
+    for (int k = 0; k < shim.n_mounts; k++)
+        if (strcmp(shim.mounts[k].model_dir, m->model_dir) == 0)
+            return true; /* MODEL_DIR named again in OSSC_MOUNTS */
+    snprintf(m->url, sizeof(m->url), "%.*s", (int)url_len, url);
+    snprintf(m->policy, sizeof(m->policy), "%s", policy);
+    char real[PATH_MAX];
+    if (realpath(m->model_dir, real) && strcmp(real, m->model_dir) != 0) {
+        snprintf(m->real_dir, sizeof(m->real_dir), "%s", real);
+        m->real_dir_len = strlen(m->real_dir);
+    }
+    shim.n_mounts++;
+    return true;
+}
+
+/* OSSC_MOUNTS: mounts separated by spaces (or newlines), each URL=DIR with an optional
+ * ":lazy" or ":eager" after DIR, e.g. "oss://b/base/=/models/base oss://b/loras/=/models/
+ * loras:lazy". DIR starts at the first "=/". */
+static void add_mounts(const char *list)
+{
+    for (const char *p = list; *p;) {
+        p += strspn(p, " \t\n");
+        size_t n = strcspn(p, " \t\n");
+        if (!n)
+            break;
+        const char *eq = memmem(p, n, "=/", 2);
+        size_t dir_len = eq ? n - (size_t)(eq + 1 - p) : 0;
+        const char *policy = "";
+        if (eq && dir_len > 5 && memcmp(eq + 1 + dir_len - 5, ":lazy", 5) == 0)
+            policy = "lazy", dir_len -= 5;
+        else if (eq && dir_len > 6 && memcmp(eq + 1 + dir_len - 6, ":eager", 6) == 0)
+            policy = "eager", dir_len -= 6;
+        if (!eq || eq == p || !add_mount(p, (size_t)(eq - p), eq + 1, dir_len, policy))
+            shim_log("WARN", "OSSC_MOUNTS: ignoring '%.*s' (expected URL=/absolute/dir[:lazy], "
+                     "at most %d mounts)", (int)n, p, SHIM_MOUNTS_MAX);
+        p += n;
+    }
 }
 
 __attribute__((constructor)) void shim_init(void)
@@ -205,32 +264,24 @@ __attribute__((constructor)) void shim_init(void)
             log_fd = fd;
     }
     const char *dir = getenv("MODEL_DIR");
+    const char *url = getenv("OSS_PATH");
+    const char *list = getenv("OSSC_MOUNTS");
     const char *disable = getenv("OSSC_DISABLE");
-    if (dir && dir[0] == '/' && strlen(dir) < sizeof(shim.model_dir) &&
-        !(disable && strcmp(disable, "0") != 0 && *disable)) {
-        snprintf(shim.model_dir, sizeof(shim.model_dir), "%s", dir);
-        size_t n = strlen(shim.model_dir);
-        while (n > 1 && shim.model_dir[n - 1] == '/')
-            shim.model_dir[--n] = '\0';
-        shim.model_dir_len = n;
-        char real[PATH_MAX];
-        if (realpath(shim.model_dir, real) && strcmp(real, shim.model_dir) != 0) {
-            snprintf(shim.real_dir, sizeof(shim.real_dir), "%s", real);
-            shim.real_dir_len = strlen(shim.real_dir);
-        }
+    if (!(disable && strcmp(disable, "0") != 0 && *disable)) {
+        if (dir && dir[0] == '/')
+            add_mount(url ? url : "", url ? strlen(url) : 0, dir, strlen(dir), "");
+        if (list)
+            add_mounts(list);
+    }
+    if (shim.n_mounts) {
         shim.enabled = true;
         shim.group = shared_group();
         shim_ready = 2;
         const char *owner = getenv("ENABLE_CONNECTOR");
-        if (owner && strcmp(owner, "1") == 0) {
-            ensure_session();
-            if (!shim.real_dir_len && realpath(shim.model_dir, real) &&
-                strcmp(real, shim.model_dir) != 0) { /* MODEL_DIR exists only now */
-                snprintf(shim.real_dir, sizeof(shim.real_dir), "%s", real);
-                shim.real_dir_len = strlen(shim.real_dir);
-            }
-        }
-    } else if (dir && dir[0] != '/' && *dir) {
+        for (int i = 0; owner && strcmp(owner, "1") == 0 && i < shim.n_mounts; i++)
+            ensure_session(i);
+    }
+    if (dir && dir[0] != '/' && *dir) {
         shim_log("WARN", "MODEL_DIR '%s' is not absolute; the shim passes everything through",
                  dir);
     }

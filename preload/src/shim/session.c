@@ -1,5 +1,7 @@
-/* session.c: the shim's view of the session: attach to the control file, find objects by
- * path, open their data files, and wait for ranges (futex on the header's progress word). */
+/* session.c: the shim's view of the sessions, one per mount (MODEL_DIR, or each of
+ * OSSC_MOUNTS): attach to a control file, find objects by path, open their data files, and
+ * wait for ranges (futex on the header's progress word). An object's id is its mount in the
+ * bits from MOUNT_SHIFT up and its index in that mount's session below. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -40,14 +42,53 @@ static const char *strerrorname_np(int e) {
 #define POLL_MS 100
 #define REASK_MS 500
 
-static ossc_session_header *hdr; /* NULL until attached */
-static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint32_t *slots;          /* open-addressing hash of object names: index + 1 */
-static uint32_t n_slots;
-static int control_fd = -1;      /* our own open of the control file: its lock tells */
-static int users_fd = -1;        /* holds LOCK_SH on the users file while we are attached */
-static char session_path[OSSC_SESSION_PATH_MAX];
-static bool read_only;           /* another uid's session, shared with our sharedGroup */
+/* Placeholder identities, for a file reached by a spelling the path lookup does not take
+ * (a symbolic link into MODEL_DIR, "..", a relative path, a hard link): object i's
+ * placeholder as stat(2) saw it, and an open-addressing hash of their inode numbers (index
+ * + 1), n_slots long like the names'. A placeholder not there yet when we attached (the
+ * owner publishes the control file first) is looked for again when a sparse file misses. */
+typedef struct placeholder_id {
+    uint64_t dev, ino; /* ino 0: not found yet */
+    _Atomic uint64_t data_ino; /* the data file we last opened for the object (0: none) */
+} placeholder_id;
+
+/* One mount's session, as this process sees it. */
+typedef struct mount_state {
+    ossc_session_header *hdr; /* NULL until attached */
+    pthread_mutex_t attach_lock;
+    uint32_t *slots;          /* open-addressing hash of object names: index + 1 */
+    uint32_t n_slots;
+    int control_fd;           /* our own open of the control file: its lock tells */
+    int users_fd;             /* holds LOCK_SH on the users file while we are attached */
+    char session_path[OSSC_SESSION_PATH_MAX];
+    bool read_only;           /* another uid's session, shared with our sharedGroup */
+    _Atomic uint64_t data_dev; /* the data files' device, once one was opened */
+    placeholder_id *ids;
+    uint32_t *id_slots;
+    bool ids_missing;         /* some placeholder was not found; under attach_lock */
+    int audit_fd;             /* -2 until first used */
+} mount_state;
+
+static mount_state mounts[SHIM_MOUNTS_MAX];
+static pthread_once_t mounts_once = PTHREAD_ONCE_INIT;
+
+static void mounts_init(void)
+{
+    for (int i = 0; i < SHIM_MOUNTS_MAX; i++) {
+        pthread_mutex_init(&mounts[i].attach_lock, NULL);
+        mounts[i].control_fd = mounts[i].users_fd = -1;
+        mounts[i].audit_fd = -2;
+    }
+}
+
+/* The mount of an object id, and its index there. */
+static mount_state *mount_of(int object) { return &mounts[object >> MOUNT_SHIFT]; }
+static int index_of(int object) { return object & ((1 << MOUNT_SHIFT) - 1); }
+static int object_id(const mount_state *m, int index)
+{
+    return (int)((m - mounts) << MOUNT_SHIFT) | index;
+}
+static const shim_mount *config_of(const mount_state *m) { return &shim.mounts[m - mounts]; }
 
 static uint64_t mono_ms(void)
 {
@@ -64,14 +105,19 @@ static uint32_t hash(const char *s, size_t n)
     return h;
 }
 
-static ossc_session_object *objects(void)
+static ossc_session_object *objects(const mount_state *m)
 {
-    return (ossc_session_object *)((char *)hdr + hdr->objects_offset);
+    return (ossc_session_object *)((char *)m->hdr + m->hdr->objects_offset);
 }
 
-static const char *name_of(const ossc_session_object *o)
+static ossc_session_object *object_of(int object)
 {
-    return (const char *)hdr + hdr->names_offset + o->name_offset;
+    return &objects(mount_of(object))[index_of(object)];
+}
+
+static const char *name_of(const mount_state *m, const ossc_session_object *o)
+{
+    return (const char *)m->hdr + m->hdr->names_offset + o->name_offset;
 }
 
 /* Whether fd is what this uid made for itself (a file or directory of ours that nobody else
@@ -107,7 +153,7 @@ static int open_ours(int dirfd, const char *name, int flags, bool dir, const cha
 /* Attaches to the session in dir: holds its users file (LOCK_SH: the owner ends the session
  * only once nobody does) and maps its control file after checking it. 1 attached, 0 no
  * session here (or it ended), -1 not ours: try the next name. */
-static int attach_dir(const char *dir, const char *real)
+static int attach_dir(mount_state *m, const char *dir, const char *real)
 {
     uid_t owner, uid;
     int dfd = open_ours(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, true, dir, &owner);
@@ -137,11 +183,11 @@ static int attach_dir(const char *dir, const char *real)
             rc = 1; /* and the users file is still this session's */
     }
     if (rc == 1) {
-        hdr = h;
-        control_fd = cfd;
-        users_fd = ufd;
-        read_only = foreign;
-        snprintf(session_path, sizeof(session_path), "%s", dir);
+        m->hdr = h;
+        m->control_fd = cfd;
+        m->users_fd = ufd;
+        m->read_only = foreign;
+        snprintf(m->session_path, sizeof(m->session_path), "%s", dir);
     } else {
         if (h != MAP_FAILED)
             munmap(h, (size_t)st.st_size);
@@ -154,62 +200,49 @@ static int attach_dir(const char *dir, const char *real)
     return rc;
 }
 
-/* Placeholder identities, for a file reached by a spelling the path lookup does not take
- * (a symbolic link into MODEL_DIR, "..", a relative path, a hard link): object i's
- * placeholder as stat(2) saw it, and an open-addressing hash of their inode numbers (index
- * + 1), n_slots long like the names'. A placeholder not there yet when we attached (the
- * owner publishes the control file first) is looked for again when a sparse file misses. */
-typedef struct placeholder_id {
-    uint64_t dev, ino; /* ino 0: not found yet */
-    _Atomic uint64_t data_ino; /* the data file we last opened for the object (0: none) */
-} placeholder_id;
-static _Atomic uint64_t data_dev; /* the data files' device, once one was opened */
-static placeholder_id *ids;
-static uint32_t *id_slots;
-static bool ids_missing; /* some placeholder was not found; under attach_lock */
-
 static uint32_t ino_hash(uint64_t ino) { return hash((const char *)&ino, sizeof(ino)); }
 
 /* Finds the placeholders not found yet; with attach_lock held. */
-static void find_placeholders(void)
+static void find_placeholders(mount_state *m)
 {
-    ids_missing = false;
-    for (uint32_t i = 0; i < hdr->n_objects; i++) {
-        if (ids[i].ino)
+    m->ids_missing = false;
+    for (uint32_t i = 0; i < m->hdr->n_objects; i++) {
+        if (m->ids[i].ino)
             continue;
         char path[PATH_MAX];
         struct stat st;
-        const ossc_session_object *o = &objects()[i];
-        int n = snprintf(path, sizeof(path), "%s/%.*s", hdr->model_dir, (int)o->name_len,
-                         name_of(o));
+        const ossc_session_object *o = &objects(m)[i];
+        int n = snprintf(path, sizeof(path), "%s/%.*s", m->hdr->model_dir, (int)o->name_len,
+                         name_of(m, o));
         if (n < 0 || (size_t)n >= sizeof(path) ||
             real_fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
-            ids_missing = true;
+            m->ids_missing = true;
             continue;
         }
-        ids[i].dev = (uint64_t)st.st_dev;
-        __atomic_store_n(&ids[i].ino, (uint64_t)st.st_ino, __ATOMIC_RELEASE);
-        uint32_t k = ino_hash(st.st_ino) & (n_slots - 1);
-        while (id_slots[k])
-            k = (k + 1) & (n_slots - 1);
-        __atomic_store_n(&id_slots[k], i + 1, __ATOMIC_RELEASE);
+        m->ids[i].dev = (uint64_t)st.st_dev;
+        __atomic_store_n(&m->ids[i].ino, (uint64_t)st.st_ino, __ATOMIC_RELEASE);
+        uint32_t k = ino_hash(st.st_ino) & (m->n_slots - 1);
+        while (m->id_slots[k])
+            k = (k + 1) & (m->n_slots - 1);
+        __atomic_store_n(&m->id_slots[k], i + 1, __ATOMIC_RELEASE);
     }
 }
 
-static bool attach_locked(void)
+static bool attach_locked(mount_state *m)
 {
     char real[PATH_MAX];
-    const char *key = realpath(shim.model_dir, real) ? real : shim.model_dir;
+    const char *dir = config_of(m)->model_dir;
+    const char *key = realpath(dir, real) ? real : dir;
     ossc_session_header *h = NULL;
     for (int c = 0; c < OSSC_SESSION_CANDIDATES && !h; c++) {
-        char dir[OSSC_SESSION_PATH_MAX];
-        ossc_session_name(dir, sizeof(dir), OSSC_SESSION_ROOT, (unsigned)geteuid(), shim.group, key,
-                          c);
-        int rc = attach_dir(dir, key);
+        char path[OSSC_SESSION_PATH_MAX];
+        ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(), shim.group,
+                          key, c);
+        int rc = attach_dir(m, path, key);
         if (rc == 0)
             return false;
         if (rc == 1)
-            h = hdr;
+            h = m->hdr;
     }
     if (!h)
         return false;
@@ -221,78 +254,90 @@ static bool attach_locked(void)
     uint32_t *table = real_mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (table == MAP_FAILED) {
-        hdr = NULL;
+        m->hdr = NULL;
         return false;
     }
-    id_slots = table + n;
-    ids = (placeholder_id *)(table + 2 * n);
+    m->id_slots = table + n;
+    m->ids = (placeholder_id *)(table + 2 * n);
     for (uint32_t i = 0; i < h->n_objects; i++) {
-        const ossc_session_object *o = &objects()[i];
-        uint32_t k = hash(name_of(o), o->name_len) & (n - 1);
+        const ossc_session_object *o = &objects(m)[i];
+        uint32_t k = hash(name_of(m, o), o->name_len) & (n - 1);
         while (table[k])
             k = (k + 1) & (n - 1);
         table[k] = i + 1;
     }
-    n_slots = n;
-    find_placeholders();
-    __atomic_store_n(&slots, table, __ATOMIC_RELEASE);
+    m->n_slots = n;
+    find_placeholders(m);
+    __atomic_store_n(&m->slots, table, __ATOMIC_RELEASE);
     shim_log_to(h->log_path);
     return true;
 }
 
-void session_atfork_child(void) { pthread_mutex_init(&attach_lock, NULL); }
+void session_atfork_child(void)
+{
+    for (int i = 0; i < SHIM_MOUNTS_MAX; i++)
+        pthread_mutex_init(&mounts[i].attach_lock, NULL);
+}
 
-static bool attached(void)
+static bool attached(mount_state *m)
 {
     static __thread bool attaching; /* a libc call of ours that came back through a hook */
-    if (__atomic_load_n(&slots, __ATOMIC_ACQUIRE))
+    if (__atomic_load_n(&m->slots, __ATOMIC_ACQUIRE))
         return true;
-    if (attaching)
+    if (attaching || m - mounts >= shim.n_mounts)
         return false;
     attaching = true;
-    pthread_mutex_lock(&attach_lock);
-    bool ok = slots || attach_locked();
-    pthread_mutex_unlock(&attach_lock);
+    pthread_once(&mounts_once, mounts_init);
+    pthread_mutex_lock(&m->attach_lock);
+    bool ok = m->slots || attach_locked(m);
+    pthread_mutex_unlock(&m->attach_lock);
     attaching = false;
     return ok;
 }
 
-bool session_attach(void) { return attached(); }
+bool session_attach(int mount) { return attached(&mounts[mount]); }
 
-bool session_owner_lives(void)
+bool session_owner_lives(int mount)
 {
-    if (!attached() || flock(control_fd, LOCK_SH | LOCK_NB) != 0)
-        return attached(); /* its owner holds LOCK_EX */
-    flock(control_fd, LOCK_UN);
+    mount_state *m = &mounts[mount];
+    if (!attached(m) || flock(m->control_fd, LOCK_SH | LOCK_NB) != 0)
+        return attached(m); /* its owner holds LOCK_EX */
+    flock(m->control_fd, LOCK_UN);
     return false;
 }
 
-void session_detach(void)
+void session_detach(int mount)
 {
-    if (!slots)
+    mount_state *m = &mounts[mount];
+    if (!m->slots)
         return;
-    real_close(control_fd); /* and the users file's lock with it: see users_fd */
-    real_close(users_fd);
-    munmap(slots, 2 * n_slots * sizeof(uint32_t) + hdr->n_objects * sizeof(placeholder_id));
-    munmap(hdr, hdr->control_size);
-    slots = id_slots = NULL;
-    ids = NULL;
-    ids_missing = false;
-    hdr = NULL;
-    control_fd = users_fd = -1;
+    real_close(m->control_fd); /* and the users file's lock with it: see users_fd */
+    real_close(m->users_fd);
+    munmap(m->slots,
+           2 * m->n_slots * sizeof(uint32_t) + m->hdr->n_objects * sizeof(placeholder_id));
+    munmap(m->hdr, m->hdr->control_size);
+    m->slots = m->id_slots = NULL;
+    m->ids = NULL;
+    m->ids_missing = false;
+    m->hdr = NULL;
+    m->control_fd = m->users_fd = -1;
 }
 
-const char *session_oss_path(void) { return attached() ? hdr->oss_path : NULL; }
-
-/* rel: a normalized path below MODEL_DIR. */
-static int lookup_rel(const char *rel, size_t len)
+const char *session_oss_path(int mount)
 {
-    if (!attached())
+    return attached(&mounts[mount]) ? mounts[mount].hdr->oss_path : NULL;
+}
+
+/* rel: a normalized path below the mount's MODEL_DIR. */
+static int lookup_rel(mount_state *m, const char *rel, size_t len)
+{
+    if (!attached(m))
         return -1;
-    for (uint32_t k = hash(rel, len) & (n_slots - 1); slots[k]; k = (k + 1) & (n_slots - 1)) {
-        const ossc_session_object *o = &objects()[slots[k] - 1];
-        if (o->name_len == len && memcmp(name_of(o), rel, len) == 0)
-            return (int)(slots[k] - 1);
+    for (uint32_t k = hash(rel, len) & (m->n_slots - 1); m->slots[k];
+         k = (k + 1) & (m->n_slots - 1)) {
+        const ossc_session_object *o = &objects(m)[m->slots[k] - 1];
+        if (o->name_len == len && memcmp(name_of(m, o), rel, len) == 0)
+            return object_id(m, (int)(m->slots[k] - 1));
     }
     return -1;
 }
@@ -325,59 +370,95 @@ static bool plain_name(const char *rel, char *out, size_t cap, size_t *len)
     return n > 0;
 }
 
-int session_lookup(const char *path)
+/* The path below one mount's MODEL_DIR (as given, or its real path), or NULL. */
+static const char *below(const shim_mount *c, const char *path)
 {
-    const char *rest = NULL;
-    if (strncmp(path, shim.model_dir, shim.model_dir_len) == 0 &&
-        path[shim.model_dir_len] == '/')
-        rest = path + shim.model_dir_len + 1;
-    else if (shim.real_dir_len && strncmp(path, shim.real_dir, shim.real_dir_len) == 0 &&
-             path[shim.real_dir_len] == '/')
-        rest = path + shim.real_dir_len + 1;
-    if (!rest)
-        return -1;
-    char rel[4096];
-    size_t len;
-    if (!plain_name(rest, rel, sizeof(rel), &len))
-        return -1;
-    return lookup_rel(rel, len);
+    if (strncmp(path, c->model_dir, c->model_dir_len) == 0 && path[c->model_dir_len] == '/')
+        return path + c->model_dir_len + 1;
+    if (c->real_dir_len && strncmp(path, c->real_dir, c->real_dir_len) == 0 &&
+        path[c->real_dir_len] == '/')
+        return path + c->real_dir_len + 1;
+    return NULL;
 }
 
-static int identify(uint64_t dev, uint64_t ino)
+int session_lookup(const char *path)
 {
-    uint32_t k = ino_hash(ino) & (n_slots - 1), i;
-    for (; (i = __atomic_load_n(&id_slots[k], __ATOMIC_ACQUIRE)); k = (k + 1) & (n_slots - 1))
-        if (ids[i - 1].ino == ino && ids[i - 1].dev == dev)
-            return (int)(i - 1);
+    for (int i = 0; i < shim.n_mounts; i++) {
+        const char *rest = below(&shim.mounts[i], path);
+        if (!rest)
+            continue;
+        char rel[4096];
+        size_t len;
+        if (!plain_name(rest, rel, sizeof(rel), &len))
+            return -1;
+        return lookup_rel(&mounts[i], rel, len);
+    }
+    return -1;
+}
+
+static int identify(const mount_state *m, uint64_t dev, uint64_t ino)
+{
+    uint32_t k = ino_hash(ino) & (m->n_slots - 1), i;
+    for (; (i = __atomic_load_n(&m->id_slots[k], __ATOMIC_ACQUIRE));
+         k = (k + 1) & (m->n_slots - 1))
+        if (m->ids[i - 1].ino == ino && m->ids[i - 1].dev == dev)
+            return object_id(m, (int)(i - 1));
     return -1;
 }
 
 void session_opened_data(int object, const struct stat *st)
 {
-    atomic_store_explicit(&data_dev, (uint64_t)st->st_dev, memory_order_relaxed);
-    atomic_store_explicit(&ids[object].data_ino, (uint64_t)st->st_ino, memory_order_relaxed);
+    mount_state *m = mount_of(object);
+    atomic_store_explicit(&m->data_dev, (uint64_t)st->st_dev, memory_order_relaxed);
+    atomic_store_explicit(&m->ids[index_of(object)].data_ino, (uint64_t)st->st_ino,
+                          memory_order_relaxed);
+}
+
+static int data_identify(mount_state *m, uint64_t dev, uint64_t ino, const char *path)
+{
+    if (!__atomic_load_n(&m->slots, __ATOMIC_ACQUIRE) ||
+        dev != atomic_load_explicit(&m->data_dev, memory_order_relaxed) || !path ||
+        strncmp(path, m->hdr->data_dir, strlen(m->hdr->data_dir)) == 0)
+        return -1;
+    for (uint32_t i = 0; i < m->hdr->n_objects; i++) {
+        if (atomic_load_explicit(&m->ids[i].data_ino, memory_order_relaxed) != ino)
+            continue;
+        /* Still the object's data file (one stat): a released one was complete, and its
+         * inode number may since name another file. */
+        char data[sizeof(m->hdr->data_dir) + 16];
+        struct stat st;
+        session_data_path(object_id(m, (int)i), data, sizeof(data));
+        return real_fstatat(AT_FDCWD, data, &st, 0) == 0 && (uint64_t)st.st_ino == ino &&
+                       (uint64_t)st.st_dev == dev
+                   ? object_id(m, (int)i)
+                   : -1;
+    }
+    return -1;
 }
 
 int session_data_identify(uint64_t dev, uint64_t ino, const char *path)
 {
-    if (!__atomic_load_n(&slots, __ATOMIC_ACQUIRE) ||
-        dev != atomic_load_explicit(&data_dev, memory_order_relaxed) || !path ||
-        strncmp(path, hdr->data_dir, strlen(hdr->data_dir)) == 0)
-        return -1;
-    for (uint32_t i = 0; i < hdr->n_objects; i++) {
-        if (atomic_load_explicit(&ids[i].data_ino, memory_order_relaxed) != ino)
-            continue;
-        /* Still the object's data file (one stat): a released one was complete, and its
-         * inode number may since name another file. */
-        char data[sizeof(hdr->data_dir) + 16];
-        struct stat st;
-        session_data_path((int)i, data, sizeof(data));
-        return real_fstatat(AT_FDCWD, data, &st, 0) == 0 && (uint64_t)st.st_ino == ino &&
-                       (uint64_t)st.st_dev == dev
-                   ? (int)i
-                   : -1;
+    for (int i = 0; i < shim.n_mounts; i++) {
+        int object = data_identify(&mounts[i], dev, ino, path);
+        if (object >= 0)
+            return object;
     }
     return -1;
+}
+
+static int identify_in(mount_state *m, uint64_t dev, uint64_t ino, bool sparse)
+{
+    if (!__atomic_load_n(&m->slots, __ATOMIC_ACQUIRE) && (!sparse || !attached(m)))
+        return -1;
+    int object = identify(m, dev, ino);
+    if (object < 0 && sparse && __atomic_load_n(&m->ids_missing, __ATOMIC_RELAXED)) {
+        pthread_mutex_lock(&m->attach_lock);
+        if (m->ids_missing)
+            find_placeholders(m);
+        pthread_mutex_unlock(&m->attach_lock);
+        object = identify(m, dev, ino);
+    }
+    return object;
 }
 
 int session_identify(uint64_t dev, uint64_t ino, mode_t mode, int64_t size, int64_t blocks)
@@ -387,34 +468,30 @@ int session_identify(uint64_t dev, uint64_t ino, mode_t mode, int64_t size, int6
     /* A placeholder is a hole, as big as its object: a file with as many bytes allocated as
      * it has is never one we have yet to learn of (it costs no attach, no stat). */
     bool sparse = (uint64_t)blocks * 512 < (uint64_t)size;
-    if (!__atomic_load_n(&slots, __ATOMIC_ACQUIRE) && (!sparse || !attached()))
-        return -1;
-    int object = identify(dev, ino);
-    if (object < 0 && sparse && __atomic_load_n(&ids_missing, __ATOMIC_RELAXED)) {
-        pthread_mutex_lock(&attach_lock);
-        if (ids_missing)
-            find_placeholders();
-        pthread_mutex_unlock(&attach_lock);
-        object = identify(dev, ino);
+    for (int i = 0; i < shim.n_mounts; i++) {
+        int object = identify_in(&mounts[i], dev, ino, sparse);
+        if (object >= 0)
+            return object;
     }
-    return object;
+    return -1;
 }
 
 static int wait_range(int object, uint64_t offset, uint64_t length);
 
 void session_data_path(int object, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/%d", hdr->data_dir, object);
+    snprintf(buf, cap, "%s/%d", mount_of(object)->hdr->data_dir, index_of(object));
 }
 
 int session_open_data(int object, int flags)
 {
-    if (!read_only) { /* expiry counts from here; cacheLimit releases the least recent */
+    mount_state *m = mount_of(object);
+    if (!m->read_only) { /* expiry counts from here; cacheLimit releases the least recent */
         uint64_t now = mono_ms();
-        __atomic_store_n(&objects()[object].last_open_ms, now, __ATOMIC_RELAXED);
-        __atomic_store_n(&hdr->last_open_ms, now, __ATOMIC_RELAXED);
+        __atomic_store_n(&object_of(object)->last_open_ms, now, __ATOMIC_RELAXED);
+        __atomic_store_n(&m->hdr->last_open_ms, now, __ATOMIC_RELAXED);
     }
-    char path[sizeof(hdr->data_dir) + 16];
+    char path[sizeof(m->hdr->data_dir) + 16];
     session_data_path(object, path, sizeof(path));
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
     flags = (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY;
@@ -433,15 +510,15 @@ int session_open_data(int object, int flags)
 }
 
 
-uint64_t session_object_size(int object) { return objects()[object].size; }
+uint64_t session_object_size(int object) { return object_of(object)->size; }
 
 bool session_object_whole(int object)
 {
-    const ossc_session_object *o = &objects()[object];
+    const ossc_session_object *o = object_of(object);
     return __atomic_load_n(&o->chunks_ready, __ATOMIC_ACQUIRE) == o->n_chunks;
 }
 
-static bool chunk_ready(uint32_t chunk)
+static bool chunk_ready(const ossc_session_header *hdr, uint32_t chunk)
 {
     const uint64_t *bits = (const uint64_t *)((const char *)hdr + hdr->bits_offset);
     return __atomic_load_n(&bits[chunk / 64], __ATOMIC_ACQUIRE) & (1ULL << (chunk % 64));
@@ -450,14 +527,14 @@ static bool chunk_ready(uint32_t chunk)
 /* The owner holds an exclusive lock on the control file while it lives (a zombie or a
  * reused pid cannot fool this); only a silent heartbeat makes us look, through our own open
  * of the file we mapped (the path may name a later session by now). */
-static bool owner_gone(void)
+static bool owner_gone(const mount_state *m)
 {
-    uint64_t beat = __atomic_load_n(&hdr->heartbeat_ms, __ATOMIC_RELAXED);
+    uint64_t beat = __atomic_load_n(&m->hdr->heartbeat_ms, __ATOMIC_RELAXED);
     if (mono_ms() <= beat + OWNER_SILENCE_MS)
         return false;
-    if (flock(control_fd, LOCK_SH | LOCK_NB) != 0)
+    if (flock(m->control_fd, LOCK_SH | LOCK_NB) != 0)
         return false;
-    flock(control_fd, LOCK_UN);
+    flock(m->control_fd, LOCK_UN);
     return true;
 }
 
@@ -472,26 +549,27 @@ int session_wait(int object, uint64_t offset, uint64_t length, uint32_t *waited_
 
 void session_audit(int object, uint32_t waited_ms)
 {
-    static int audit_fd = -2;
-    if (audit_fd == -2) /* opened once per process, on first use */
-        audit_fd = hdr->audit_path[0] ? shim_open_log(hdr->audit_path) : -1;
-    if (audit_fd < 0)
+    mount_state *m = mount_of(object);
+    if (m->audit_fd == -2) /* opened once per process and mount, on first use */
+        m->audit_fd = m->hdr->audit_path[0] ? shim_open_log(m->hdr->audit_path) : -1;
+    if (m->audit_fd < 0)
         return;
-    const ossc_session_object *o = &objects()[object];
+    const ossc_session_object *o = object_of(object);
     char line[OSSC_MODEL_DIR_MAX + 256];
     int n = snprintf(line, sizeof(line), "%llu pid=%d path=%s/%s bytes=%llu waited_ms=%u\n",
-                     (unsigned long long)time(NULL), (int)getpid(), hdr->model_dir, name_of(o),
-                     (unsigned long long)o->size, waited_ms);
+                     (unsigned long long)time(NULL), (int)getpid(), m->hdr->model_dir,
+                     name_of(m, o), (unsigned long long)o->size, waited_ms);
     if (n > 0 && (size_t)n < sizeof(line)) {
-        ssize_t w = write(audit_fd, line, (size_t)n);
+        ssize_t w = write(m->audit_fd, line, (size_t)n);
         (void)w;
     }
 }
 
 /* The chunks [*first, *last] that hold [offset, offset+length) of o, their end in *end;
  * false when nothing there can be missing. */
-static bool chunks_of(const ossc_session_object *o, uint64_t offset, uint64_t length,
-                      uint32_t *first, uint32_t *last, uint64_t *end)
+static bool chunks_of(const ossc_session_header *hdr, const ossc_session_object *o,
+                      uint64_t offset, uint64_t length, uint32_t *first, uint32_t *last,
+                      uint64_t *end)
 {
     if (__atomic_load_n(&o->chunks_ready, __ATOMIC_ACQUIRE) == o->n_chunks)
         return false; /* the common case once loading is done */
@@ -507,45 +585,48 @@ bool session_present(int object, uint64_t offset, uint64_t length)
 {
     uint32_t first, last;
     uint64_t end;
-    if (!chunks_of(&objects()[object], offset, length, &first, &last, &end))
+    const ossc_session_header *hdr = mount_of(object)->hdr;
+    if (!chunks_of(hdr, object_of(object), offset, length, &first, &last, &end))
         return true;
-    while (first <= last && chunk_ready(first))
+    while (first <= last && chunk_ready(hdr, first))
         first++;
     return first > last;
 }
 
 static int wait_range(int object, uint64_t offset, uint64_t length)
 {
-    ossc_session_object *o = &objects()[object];
+    mount_state *m = mount_of(object);
+    ossc_session_header *hdr = m->hdr;
+    ossc_session_object *o = object_of(object);
     uint32_t first, last;
     uint64_t end;
-    if (!chunks_of(o, offset, length, &first, &last, &end))
+    if (!chunks_of(hdr, o, offset, length, &first, &last, &end))
         return 0;
     uint64_t start = mono_ms(), deadline = start + hdr->read_timeout_ms;
     uint32_t asked = UINT32_MAX;
     uint64_t asked_ms = 0;
     for (;;) {
         uint32_t seen = __atomic_load_n(&hdr->progress, __ATOMIC_ACQUIRE);
-        while (first <= last && chunk_ready(first))
+        while (first <= last && chunk_ready(hdr, first))
             first++;
         if (first > last)
             return 0;
         int error = __atomic_load_n(&o->error, __ATOMIC_ACQUIRE);
         const char *why = error ? "it could not be fetched"
                           : hdr->state == OSSC_SESSION_FAILED ? "the prefetch was stopped"
-                          : owner_gone() ? "the owner process died"
+                          : owner_gone(m) ? "the owner process died"
                           : mono_ms() >= deadline ? "the read timeout passed" : NULL;
         if (why) {
             int e = error ? error : EIO;
             const char *name = strerrorname_np(e);
-            shim_log("ERROR", "%s/%s: bytes %llu-%llu are not here and %s: %s", shim.model_dir,
-                     name_of(o), (unsigned long long)offset, (unsigned long long)end - 1, why,
+            shim_log("ERROR", "%s/%s: bytes %llu-%llu are not here and %s: %s",
+                     config_of(m)->model_dir, name_of(m, o), (unsigned long long)offset, (unsigned long long)end - 1, why,
                      name ? name : "an error");
             return e;
         }
         /* Move what this reader needs to the front; ask again now and then, as one slot
          * serves every reader and another's request may have overwritten ours. */
-        if (!read_only && (asked != first || mono_ms() >= asked_ms + REASK_MS)) {
+        if (!m->read_only && (asked != first || mono_ms() >= asked_ms + REASK_MS)) {
             asked = first;
             asked_ms = mono_ms();
             __atomic_store_n(&hdr->wanted_chunk, first, __ATOMIC_RELEASE);

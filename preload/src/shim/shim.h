@@ -23,12 +23,23 @@ void real_resolve(void);
 extern volatile int real_resolved;
 
 /* ---- configuration and state (init.c) ---- */
-typedef struct shim_config {
-    bool enabled;                 /* MODEL_DIR set and OSSC_DISABLE unset */
+#define SHIM_MOUNTS_MAX 8 /* MODEL_DIR, or the mounts of OSSC_MOUNTS */
+#define MOUNT_SHIFT 24     /* an object id: its mount << MOUNT_SHIFT | its index there */
+
+/* One mount: a MODEL_DIR served by its own session from its own store path. */
+typedef struct shim_mount {
     char model_dir[OSSC_MODEL_DIR_MAX]; /* as given, normalized */
     size_t model_dir_len;
     char real_dir[OSSC_MODEL_DIR_MAX];  /* its real path, if different */
     size_t real_dir_len;
+    char url[1024];               /* its store path (OSS_PATH, or OSSC_MOUNTS's) */
+    char policy[8];               /* "lazy", "eager", or "" for the settings' */
+} shim_mount;
+
+typedef struct shim_config {
+    bool enabled;                 /* MODEL_DIR or OSSC_MOUNTS set, and OSSC_DISABLE unset */
+    shim_mount mounts[SHIM_MOUNTS_MAX];
+    int n_mounts;
     long group;                   /* OSSC_SHARED_GROUP's gid, or OSSC_SESSION_PRIVATE */
 } shim_config;
 
@@ -45,16 +56,16 @@ void shim_log_to(const char *path);
 int shim_open_log(const char *path);
 
 /* ---- the session (session.c) ---- */
-/* Attaches to the session serving MODEL_DIR, if there is one; true once attached. */
-bool session_attach(void);
+/* Attaches to the session serving mount's MODEL_DIR, if there is one; true once attached. */
+bool session_attach(int mount);
 /* Whether the attached session's owner lives (holds its lock now). */
-bool session_owner_lives(void);
+bool session_owner_lives(int mount);
 /* Forgets the attached session (only before main: no other thread may be using it). */
-void session_detach(void);
+void session_detach(int mount);
 /* The store path the attached session serves; NULL if none is attached. */
-const char *session_oss_path(void);
-/* The object index of a path below MODEL_DIR, -1 if it is not a large object of the
- * session. path must be absolute. */
+const char *session_oss_path(int mount);
+/* The object id of a path below a mount's MODEL_DIR, -1 if it is not a large object of
+ * that session. path must be absolute. */
 int session_lookup(const char *path);
 /* The object whose placeholder is the file stat(2) describes so (however it was reached:
  * a symbolic link, "..", a hard link), -1 if none. No system call unless the file is sparse
