@@ -45,7 +45,13 @@ def run(cmd, env):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_transformers_and_peft_match_local_copy(store, bucket, tiny, tmp_path):
+@pytest.mark.parametrize("policy", [
+    {},
+    # Lazy under a budget smaller than the shards: files are fetched as they are opened and
+    # released once closed; what is open past the limit still reads.
+    {"OSSC_PREFETCH_POLICY": "lazy", "OSSC_CACHE_LIMIT": "512KiB"},
+], ids=["eager", "lazy-budget"])
+def test_transformers_and_peft_match_local_copy(store, bucket, tiny, tmp_path, policy):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     want = run([sys.executable, "-c", LOAD, str(tiny)], env)
     model_dir = tmp_path / "model"
@@ -55,12 +61,16 @@ def test_transformers_and_peft_match_local_copy(store, bucket, tiny, tmp_path):
                                                   str(preload_library())])),
                 # Shards and the adapter weights stream through the shim; configs are small.
                 OSSC_SMALL_FILE_SIZE="20KiB", OSSC_CHUNK_SIZE="64KiB", OSSC_LOG_LEVEL="warn",
-                OSSC_AUDIT_PATH=str(tmp_path / "audit.log"))
+                OSSC_AUDIT_PATH=str(tmp_path / "audit.log"), **policy)
     try:
         got = run([sys.executable, "-c", LOAD, str(model_dir)], shim)
         # The shards and the adapter's weights were served by the shim (one audit line each).
-        served = {line.split()[2] for line in (tmp_path / "audit.log").read_text().splitlines()}
+        lines = (tmp_path / "audit.log").read_text().splitlines()
+        served = {line.split()[2] for line in lines if " pid=" in line}
         assert len({p for p in served if p.endswith(".safetensors")}) >= 3, served
+        if policy:  # each fetched on its open, and released for the next
+            assert sum("reason=open" in line for line in lines) >= 3, lines
+            assert any("reason=cacheLimit" in line for line in lines), lines
     finally:
         subprocess.run(["rm", "-rf", session_dir(str(model_dir))])
     assert got == want
