@@ -275,3 +275,36 @@ def test_eager_that_cannot_fit_is_refused_at_start(store, bucket, model_dir, sma
     assert not marker.exists() and not model_dir.exists()
     assert list(small_tmpfs.iterdir()) == []
     assert wait_session_gone(model_dir)
+
+
+def test_env_var_mode_serves_every_mount_of_ossc_mounts(store, bucket, remote, proxy, tmp_path):
+    """ENABLE_CONNECTOR=1 with OSSC_MOUNTS and no MODEL_DIR: a session per mount, each with
+    its policy (the second lazy), both read through the shim."""
+    other = tmp_path / "other-local"
+    other.mkdir()
+    (other / "weights.bin").write_bytes(os.urandom(MIB))
+    prefix = f"lazy-other-{uuid.uuid4().hex[:8]}/"
+    store.upload_dir(bucket, prefix, str(other))
+    first, second = tmp_path / "m1", tmp_path / "m2"
+    env = env_mode(store, remote, first, proxy, tmp_path,
+                   OSSC_MOUNTS=f"s3://{bucket}/{prefix}={first}\n  {remote['url']}={second}:lazy")
+    del env["MODEL_DIR"], env["OSS_PATH"]
+    code = textwrap.dedent(f"""
+        import hashlib, json
+        def sha(p):
+            return hashlib.sha256(open(p, "rb").read()).hexdigest()
+        print(json.dumps([sha("{first}/weights.bin"), sha("{second}/{NAMES[4]}")]))
+    """)
+    try:
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == [sha(other / "weights.bin"), sha(remote["local"] / NAMES[4])]
+        lines = (tmp_path / "audit.log").read_text()
+        assert f"fetch={first}/weights.bin bytes={MIB} reason=prefetch" in lines, lines
+        assert f"fetch={second}/{NAMES[4]} bytes={2 * MIB} reason=open" in lines, lines
+        assert [gets(proxy, remote, name) for name in NAMES] == [0, 0, 0, 0, 1 * 2, 0]
+    finally:
+        for path in (first, second):
+            wait_session_gone(path, timeout=10)
+            shutil.rmtree(session_dir(str(path)), ignore_errors=True)
