@@ -28,29 +28,11 @@ RANK = 64  # about 1 MiB of weights an adapter: three fit the budget beside the 
 LIMIT = "4MiB"
 
 
-def build_adapters(base, directory, n):
-    """n peft adapters of rank RANK on every projection, each with its own random weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaForCausalLM
-
-    model = LlamaForCausalLM.from_pretrained(str(base))
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    lora = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets))
-    for i in range(n):
-        gen = torch.Generator().manual_seed(1000 + i)
-        with torch.no_grad():
-            for name, p in lora.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-        lora.save_pretrained(str(directory / f"adapter-{i:02d}"))
-
-
 @pytest.fixture(scope="module")
 def remote(store, bucket, tmp_path_factory):
     root = tmp_path_factory.mktemp("lazy-vllm")
     base = tiny_llama.build(root / "base", loras=())
-    build_adapters(base, root / "loras", N_ADAPTERS)
+    tiny_llama.build_adapters(base, root / "loras", N_ADAPTERS, rank=RANK)
     tag = uuid.uuid4().hex[:8]
     store.upload_dir(bucket, f"lazy-base-{tag}/", str(base))
     store.upload_dir(bucket, f"lazy-loras-{tag}/", str(root / "loras"))

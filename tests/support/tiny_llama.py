@@ -60,6 +60,29 @@ def build_lora(model, directory: Path, seed: int) -> None:
     lora.save_pretrained(str(directory))
 
 
+def build_adapters(base, directory, n: int, rank: int = 64, seed: int = 1000) -> list:
+    """n peft adapters for the model saved at base, rank `rank` on every projection (about
+    1 MiB of weights each at rank 64), each with its own random weights, as
+    directory/adapter-NN (the many-adapters prefix of the lazy tests and bench_lora.py)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = get_peft_model(LlamaForCausalLM.from_pretrained(str(base)),
+                          LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
+    names = []
+    for i in range(n):
+        gen = torch.Generator().manual_seed(seed + i)
+        with torch.no_grad():
+            for name, p in lora.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        names.append(f"adapter-{i:02d}")
+        lora.save_pretrained(str(Path(directory) / names[-1]))
+    return names
+
+
 def build(directory, seed: int = 0, loras=("a", "b")) -> Path:
     """config, 2 safetensors shards + index, tokenizer, and a peft adapter per name in
     `loras` under directory/loras/<name> (each with its own random weights)."""
