@@ -53,14 +53,19 @@ def _store_url(uri: str) -> str:
     return f"{scheme}://{bucket}/{prefix}"
 
 
-def _owner_argv(connector, url: str, model_dir: str) -> List[str]:
+# Placeholders are filled from every data file (this process has no shim): each must come in
+# and stay until copied, whatever the environment says of lazy sessions and budgets.
+FILL_ALL = {"prefetch.policy": "eager", "cacheLimit": ""}
+
+
+def _owner_argv(connector, url: str, model_dir: str, extra=None) -> List[str]:
     from ossc.connector import _error, _write_credentials_file
 
     try:
         owner = str(native.owner_program())
     except FileNotFoundError as exc:
         raise _error(lib.OSSC_E_IO, str(exc)) from None
-    sets = dict(connector._overrides)
+    sets = {**connector._overrides, **(extra or {})}
     provider = connector._provider
     if provider is not None:
         # The owner reads a credentials file and re-reads it when it changes: the provider's
@@ -77,12 +82,12 @@ def _owner_argv(connector, url: str, model_dir: str) -> List[str]:
     return argv
 
 
-def _start(connector, url: str, model_dir: str) -> int:
+def _start(connector, url: str, model_dir: str, extra=None) -> int:
     """Runs ossc-owner and takes the users lock; returns the lock's fd."""
     from ossc.connector import _error
 
     env = {k: v for k, v in os.environ.items() if k not in ("ENABLE_CONNECTOR", "LD_PRELOAD")}
-    argv = _owner_argv(connector, url, model_dir)
+    argv = _owner_argv(connector, url, model_dir, extra)
     for _ in range(3):  # a session that ends just as we attach: start it again
         proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -157,10 +162,11 @@ def prepare_directory(connector, uri: str, directory: str) -> str:
     if model_dir in connector._sessions:
         return model_dir
     connector.refresh_credentials()
-    fd = _start(connector, url, model_dir)
+    shim = _shim_loaded()
+    fd = _start(connector, url, model_dir, None if shim else FILL_ALL)
     with connector._lock:
         connector._sessions[model_dir] = fd
     _export_for_children(url, model_dir)
-    if not _shim_loaded():
+    if not shim:
         _fill_placeholders(connector, model_dir)
     return model_dir
