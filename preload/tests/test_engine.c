@@ -120,6 +120,22 @@ static void test_settings(void)
     const char *bad_key[] = {"prefetch.vcpu=4"};
     CHECK(settings_resolve(&s, SCHEME_OSS, bad_key, 1, NULL, &e) == OSSC_E_CONFIG);
     CHECK(strstr(e.message, "did you mean 'prefetch.vcpus'") != NULL);
+    /* cacheLimit: a size or a percentage, checked when resolved */
+    uint64_t bytes;
+    int percent;
+    CHECK(settings_cache_limit("", &bytes, &percent) && bytes == 0 && percent == 0);
+    CHECK(settings_cache_limit("8GiB", &bytes, &percent) && bytes == 8ULL << 30 && !percent);
+    CHECK(settings_cache_limit("50%", &bytes, &percent) && percent == 50 && !bytes);
+    CHECK(!settings_cache_limit("0%", &bytes, &percent));
+    CHECK(!settings_cache_limit("101%", &bytes, &percent));
+    CHECK(!settings_cache_limit("lots", &bytes, &percent));
+    CHECK(!settings_cache_limit("0", &bytes, &percent));
+    const char *lazy[] = {"prefetch.policy=lazy", "cacheLimit=25%"};
+    CHECK(settings_resolve(&s, SCHEME_OSS, lazy, 2, NULL, &e) == 0);
+    CHECK(s.fetch_policy == OSSC_FETCH_LAZY && strcmp(s.cache_limit, "25%") == 0);
+    const char *bad_limit[] = {"cacheLimit=half"};
+    CHECK(settings_resolve(&s, SCHEME_OSS, bad_limit, 1, NULL, &e) == OSSC_E_CONFIG);
+    CHECK(strstr(e.message, "'cacheLimit' must be a size") != NULL);
     const char *bad_val[] = {"chunkSize=lots"};
     CHECK(settings_resolve(&s, SCHEME_OSS, bad_val, 1, NULL, &e) == OSSC_E_CONFIG);
     const char *v1_s3[] = {"signature=v1"};
