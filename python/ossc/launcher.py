@@ -364,6 +364,11 @@ class PrefetchReport:
         if info["state"] == "complete" and info.get("policy") == "lazy":
             say(f"lazy: {info['objects']} large files ({human_bytes(info['bytesTotal'])}) are "
                 "fetched when a process opens them")
+        elif info["state"] == "complete" and info.get("cacheLimit") and \
+                info["bytesDone"] < info["bytesTotal"]:
+            say(f"prefetched {human_bytes(info['bytesDone'])} of "
+                f"{human_bytes(info['bytesTotal'])} in {seconds:.1f} s, up to cacheLimit "
+                f"{human_bytes(info['cacheLimit'])}; the rest is fetched when opened")
         elif info["state"] == "complete":
             say(f"prefetched {info['objects']} files, {human_bytes(info['bytesTotal'])} in "
                 f"{seconds:.1f} s ({info['bytesTotal'] / seconds / 1e9:.2f} GB/s)")
