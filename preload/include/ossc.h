@@ -189,7 +189,9 @@ void ossc_session_stop(ossc_session *session, int remove);
 
 /* This uid's sessions on the node (model_dir NULL), or the one serving model_dir, as a JSON
  * array of objects: path, state, modelDir, ossPath, ownerPid, ownerAlive, users, objects,
- * bytesTotal, bytesDone, currentFile, memoryBytes, diskBytes, dataDir, startedUnix, errors;
+ * bytesTotal, bytesDone, currentFile, memoryBytes, diskBytes, dataDir, startedUnix, errors,
+ * policy ("eager", "lazy"), bytesHeld (the data files present), cacheLimit (0: none),
+ * releases (files released to keep under it);
  * for model_dir also files (file, size, data: its data file, ready: all of it is in).
  * The caller frees with ossc_free. */
 char *ossc_sessions_json(const char *model_dir, ossc_error *err);
