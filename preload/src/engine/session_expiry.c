@@ -97,6 +97,7 @@ static void refetch(ossc_session *s, uint32_t object)
     }
     s->data_fds[object] = fd;
     atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
+    session_wake_readers(s->hdr); /* an open waiting for the file returns now */
     session_audit(s, object, "fetch", s->fetched[object] ? "refetch" : "open");
     s->fetched[object] = true;
     s->use[object] = now_ms();

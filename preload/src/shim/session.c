@@ -476,6 +476,8 @@ int session_identify(uint64_t dev, uint64_t ino, mode_t mode, int64_t size, int6
     return -1;
 }
 
+static int wait_until(int object, uint64_t offset, uint64_t length, const char *path, int flags,
+                      int *fd);
 static int wait_range(int object, uint64_t offset, uint64_t length);
 
 void session_data_path(int object, char *buf, size_t cap)
@@ -496,17 +498,15 @@ int session_open_data(int object, int flags)
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
     flags = (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY;
     int fd = real_open(path, flags);
-    for (int tries = 0; fd < 0 && errno == ENOENT && tries < 3; tries++) {
-        /* Not fetched yet (lazy, past cacheLimit) or released: asking for its first chunk
-         * has the owner fetch the whole object, this open's ask first. */
-        int e = wait_range(object, 0, 1);
-        if (e) {
-            errno = e;
-            return -1;
-        }
-        fd = real_open(path, flags);
-    }
-    return fd;
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    /* Not fetched yet (lazy, past cacheLimit) or released: asking for its first chunk has the
+     * owner create the data file and fetch the whole object; the open returns once the file
+     * is there, so that the first read's range is the next one asked for. */
+    int e = wait_until(object, 0, 1, path, flags, &fd);
+    if (e)
+        errno = e;
+    return e ? -1 : fd;
 }
 
 
@@ -595,19 +595,32 @@ bool session_present(int object, uint64_t offset, uint64_t length)
 
 static int wait_range(int object, uint64_t offset, uint64_t length)
 {
+    return wait_until(object, offset, length, NULL, 0, NULL);
+}
+
+/* Waits until [offset, offset+length) of object is present or, given a path, until the
+ * object's data file there opens (*fd, with flags), asking the owner for the first chunk
+ * missing meanwhile. 0, or the errno the caller fails with (after a log line). */
+static int wait_until(int object, uint64_t offset, uint64_t length, const char *path, int flags,
+                      int *fd)
+{
     mount_state *m = mount_of(object);
     ossc_session_header *hdr = m->hdr;
     ossc_session_object *o = object_of(object);
-    uint32_t first, last;
-    uint64_t end;
-    if (!chunks_of(hdr, o, offset, length, &first, &last, &end))
+    uint32_t first = o->first_chunk, last = o->first_chunk;
+    uint64_t end = 1;
+    if (!path && !chunks_of(hdr, o, offset, length, &first, &last, &end))
         return 0;
     uint64_t start = mono_ms(), deadline = start + hdr->read_timeout_ms;
     uint32_t asked = UINT32_MAX;
     uint64_t asked_ms = 0;
     for (;;) {
         uint32_t seen = __atomic_load_n(&hdr->progress, __ATOMIC_ACQUIRE);
-        while (first <= last && chunk_ready(hdr, first))
+        if (path && (*fd = real_open(path, flags)) >= 0)
+            return 0;
+        if (path && errno != ENOENT)
+            return errno;
+        while (!path && first <= last && chunk_ready(hdr, first))
             first++;
         if (first > last)
             return 0;
@@ -620,8 +633,8 @@ static int wait_range(int object, uint64_t offset, uint64_t length)
             int e = error ? error : EIO;
             const char *name = strerrorname_np(e);
             shim_log("ERROR", "%s/%s: bytes %llu-%llu are not here and %s: %s",
-                     config_of(m)->model_dir, name_of(m, o), (unsigned long long)offset, (unsigned long long)end - 1, why,
-                     name ? name : "an error");
+                     config_of(m)->model_dir, name_of(m, o), (unsigned long long)offset,
+                     (unsigned long long)end - 1, why, name ? name : "an error");
             return e;
         }
         /* Move what this reader needs to the front; ask again now and then, as one slot
