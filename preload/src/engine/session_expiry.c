@@ -96,6 +96,7 @@ static void refetch(ossc_session *s, uint32_t object)
         return;
     }
     s->data_fds[object] = fd;
+    atomic_fetch_add((_Atomic uint64_t *)&s->hdr->bytes_held, o->size); /* status: now */
     atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
     session_wake_readers(s->hdr); /* an open waiting for the file returns now */
     session_audit(s, object, "fetch", s->fetched[object] ? "refetch" : "open");
