@@ -109,6 +109,11 @@ static const setting_def defs[] = {
     ENUM("verifyBeforeRead", "OSSC_VERIFY_BEFORE_READ", NULL, verify_before_read, "no|yes",
          "yes", .group = "session", .help = "readers see an object the store sends a CRC-64 "
          "for only once it verified"),
+    /* Read by the shim from its environment (ossc-run exports it): docs/SEMANTICS.md. */
+    ENUM("pinGpu", "OSSC_PIN_GPU", NULL, pin_gpu, "no|shared|all", "no", .group = "session",
+         .help = "register mappings of model files with CUDA, in processes that have CUDA "
+         "initialized already, so copies to the GPU run at pinned speed: shared mappings, or "
+         "all (a private mapping then gets its own copy of the pages)"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
