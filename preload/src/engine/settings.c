@@ -110,10 +110,10 @@ static const setting_def defs[] = {
          "yes", .group = "session", .help = "readers see an object the store sends a CRC-64 "
          "for only once it verified"),
     /* Read by the shim from its environment (ossc-run exports it): docs/SEMANTICS.md. */
-    ENUM("pinGpu", "OSSC_PIN_GPU", NULL, pin_gpu, "no|shared|all", "no", .group = "session",
-         .help = "register mappings of model files with CUDA, in processes that have CUDA "
-         "initialized already, so copies to the GPU run at pinned speed: shared mappings, or "
-         "all (a private mapping then gets its own copy of the pages)"),
+    ENUM("pinGpu", "OSSC_PIN_GPU", NULL, pin_gpu, "no|yes", "no", .group = "session",
+         .cli_switch = true, .help = "register shared mappings of model files with CUDA in "
+         "processes that have a CUDA context already, so copies from them to the GPU run at "
+         "pinned speed (private mappings, safetensors' among them, are left alone)"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 

@@ -493,11 +493,11 @@ static int wait_mapping(void *addr, int flags, int fd, int64_t offset, size_t le
     return *object >= 0 ? wait_fd(*object, fd, offset, length) : 0;
 }
 
-/* After the real mmap: a mapping of an object's bytes, present now and for good, may be
- * registered with CUDA (OSSC_PIN_GPU); pages past the object's end are left out. */
+/* After the real mmap: a shared mapping of an object's bytes, present now and for good, may
+ * be registered with CUDA (OSSC_PIN_GPU=yes); pages past the object's end are left out. */
 static void *mapped(void *p, size_t length, int flags, int object, int64_t offset)
 {
-    if (p == MAP_FAILED || object < 0 || !pin_mode())
+    if (p == MAP_FAILED || object < 0 || !pin_enabled())
         return p;
     uint64_t size = session_object_size(object);
     uint64_t in_object = (uint64_t)offset < size ? size - (uint64_t)offset : 0;

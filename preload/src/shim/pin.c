@@ -1,9 +1,14 @@
-/* pin.c: OSSC_PIN_GPU: a mapping of an object's bytes is registered with CUDA
+/* pin.c: OSSC_PIN_GPU=yes: a shared mapping of an object's bytes is registered with CUDA
  * (cuMemHostRegister, read-only), so that copies from it to a GPU run at pinned speed
  * instead of through the driver's pageable staging buffers. Only in a process that has CUDA
  * loaded and a context current on the mapping thread: the shim never loads CUDA
  * (dlopen RTLD_NOLOAD) and never creates a context (cuCtxGetCurrent, no cuInit), so a
  * process that would fork workers before touching the GPU is left as it was.
+ *
+ * Private mappings are left alone: the driver pins for the long term, and the kernel then
+ * gives a copy-on-write mapping its own copy of every page first (measured on an H100 host:
+ * 1.1 s and 2.2 GB more memory for a 2.2 GB shard, five times slower than the pageable copy
+ * it would speed up; docs/BENCHMARKS.md).
  *
  * Why this is safe for the bytes: a mapping is registered only after the hook waited for the
  * whole mapped range, and present bytes of a data file never change (a release unlinks the
@@ -48,25 +53,19 @@ typedef struct pin {
 static pin pins[PINS_MAX];
 static int n_pins; /* read without the lock by the munmap fast path */
 static pthread_mutex_t pins_lock = PTHREAD_MUTEX_INITIALIZER;
-static int mode = PIN_NO;
+static bool enabled;
 /* A CUDA call of ours runs on this thread: the driver's own mmap and munmap pass by. */
 static __thread int in_cuda;
 
 void pin_init(void)
 {
     const char *v = getenv("OSSC_PIN_GPU");
-    if (!v || !*v || strcmp(v, "no") == 0)
-        mode = PIN_NO;
-    else if (strcmp(v, "shared") == 0)
-        mode = PIN_SHARED;
-    else if (strcmp(v, "all") == 0)
-        mode = PIN_ALL;
-    else
-        shim_log("WARN", "OSSC_PIN_GPU='%s' is none of no, shared, all; no mapping is pinned",
-                 v);
+    enabled = v && strcmp(v, "yes") == 0;
+    if (v && *v && !enabled && strcmp(v, "no") != 0)
+        shim_log("WARN", "OSSC_PIN_GPU='%s' is neither yes nor no; no mapping is pinned", v);
 }
 
-int pin_mode(void) { return mode; }
+bool pin_enabled(void) { return enabled; }
 
 /* Binds the driver's functions if libcuda.so.1 is already in this process. */
 static bool cuda_loaded(void)
@@ -86,7 +85,7 @@ static bool cuda_loaded(void)
         !cu.host_register || !cu.host_unregister) {
         shim_log("WARN", "OSSC_PIN_GPU: libcuda.so.1 lacks the driver calls it needs; no "
                  "mapping is pinned");
-        mode = PIN_NO;
+        enabled = false;
         dlclose(h);
         return false;
     }
@@ -103,10 +102,9 @@ static double ms_since(const struct timespec *t0)
 
 void pin_mapping(void *addr, size_t length, int flags, int object)
 {
-    if (mode == PIN_NO || in_cuda || addr == MAP_FAILED || length == 0)
-        return;
-    bool shared = (flags & MAP_TYPE) != MAP_PRIVATE; /* MAP_SHARED, MAP_SHARED_VALIDATE */
-    if ((!shared && mode != PIN_ALL) || !cuda_loaded())
+    /* MAP_SHARED or MAP_SHARED_VALIDATE: the page cache's pages, nothing copied */
+    bool shared = (flags & MAP_TYPE) != MAP_PRIVATE;
+    if (!enabled || !shared || in_cuda || addr == MAP_FAILED || length == 0 || !cuda_loaded())
         return;
     in_cuda = 1;
     cu_context ctx = NULL;
@@ -139,8 +137,8 @@ void pin_mapping(void *addr, size_t length, int flags, int object)
                  PINS_MAX);
         return;
     }
-    shim_log("INFO", "OSSC_PIN_GPU: registered %zu bytes of object %d (%s) in %.1f ms", length,
-             object, shared ? "shared" : "private", ms_since(&t0));
+    shim_log("INFO", "OSSC_PIN_GPU: registered %zu bytes of object %d in %.1f ms", length,
+             object, ms_since(&t0));
 }
 
 void pin_forget(const void *addr, size_t length)

@@ -82,12 +82,11 @@ bool session_object_whole(int object);
 /* In a forked child: a lock another thread held at fork is free again. */
 void session_atfork_child(void);
 
-/* ---- GPU pinning (pin.c): OSSC_PIN_GPU ---- */
-enum pin_mode { PIN_NO, PIN_SHARED, PIN_ALL }; /* no | shared mappings | all mappings */
+/* ---- GPU pinning (pin.c): OSSC_PIN_GPU=yes ---- */
 void pin_init(void); /* reads OSSC_PIN_GPU */
-int pin_mode(void);
-/* After a mapping of object's bytes (all present) succeeded: registers it with CUDA if the
- * setting asks for this kind of mapping, CUDA is loaded and a context is current. */
+bool pin_enabled(void);
+/* After a mapping of object's bytes (all present) succeeded: registers it with CUDA if it is
+ * shared, the setting is on, CUDA is loaded and a context is current. */
 void pin_mapping(void *addr, size_t length, int flags, int object);
 /* Before [addr, +length) is unmapped, moved or mapped over: ends every registration in it. */
 void pin_forget(const void *addr, size_t length);
