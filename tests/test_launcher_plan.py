@@ -71,6 +71,19 @@ def test_child_env_preload_first_once_and_no_owner_flag():
     assert plan.child_env["PATH"] == BASE_ENV["PATH"]
 
 
+def test_pin_gpu_reaches_the_shim_from_option_and_config_file(tmp_path):
+    """The shim reads OSSC_PIN_GPU from its environment only: ossc-run exports what the option
+    or the config file says, and nothing when it is off."""
+    base = ["--oss-path", "oss://bkt/p/", "--model-dir", "/m"]
+    assert "OSSC_PIN_GPU" not in plan_for([*base, "--", "true"]).child_env
+    assert plan_for([*base, "--pin-gpu", "--", "true"]).child_env["OSSC_PIN_GPU"] == "yes"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"pinGpu": "yes"}))
+    plan = plan_for([*base, "--config", str(config), "--", "true"])
+    assert plan.child_env["OSSC_PIN_GPU"] == "yes"
+    assert "export OSSC_PIN_GPU=yes" in env_exports(plan)
+
+
 @pytest.mark.parametrize("argv,env,code,words", [
     (["--model-dir", "/m", "--", "true"], {}, 2, "--oss-path"),
     (["--oss-path", "oss://bkt/p/", "--", "true"], {}, 2, "--model-dir"),
