@@ -216,6 +216,9 @@ def parse_args(argv=None):
                     "--model-dir (ROOT/BUCKET of nginx-s3-store.sh), instead of SeaweedFS")
     ap.add_argument("--bucket", default="ossc-load", help="with --endpoint")
     ap.add_argument("--json", help="--device cuda: write the figures to this file")
+    ap.add_argument("--cache-dir", help="the shim's cacheDir (OSSC_CACHE_DIR), e.g. a tmpfs "
+                    "mounted with huge=always, where registration with CUDA is cheaper; the "
+                    "local copy goes there too")
     ap.add_argument("--prefix", help="with --endpoint (default: the model's directory name, "
                     "e.g. 4gib)")
     a = ap.parse_args(argv)
@@ -261,6 +264,7 @@ class Loads:
         self.runai_loader = GPU_RUNAI_LOADER if device == "cuda" else RUNAI_LOADER
         self.want: dict | None = None  # tensor sums of the local copy
         self._fetch = None
+        self.cache_dir = None
 
     @property
     def fetch(self) -> Bench:
@@ -356,7 +360,8 @@ class Loads:
         lib = (dict(LD_PRELOAD=str(self.old_build / "libossc_preload.so"),
                     OSSC_LIBOSSC=str(self.old_build / "libossc.so")) if old
                else dict(LD_PRELOAD=str(preload_library())))
-        return dict(self.env, **lib, ENABLE_CONNECTOR="1", OSS_PATH=self.url,
+        cache = {"OSSC_CACHE_DIR": self.cache_dir} if self.cache_dir and not old else {}
+        return dict(self.env, **lib, **cache, ENABLE_CONNECTOR="1", OSS_PATH=self.url,
                     MODEL_DIR=str(self.MDIR))
 
     def c_shim(self, old=False):
@@ -502,8 +507,11 @@ def main(argv=None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             st, model, man = open_store(a, stack)
+            if a.cache_dir:  # the local copy on the same file system as the shim's data
+                Loads.LOCAL = Path(a.cache_dir) / Loads.LOCAL.name
             shutil.copytree(model, Loads.LOCAL, dirs_exist_ok=True)
             b = Loads(st, man, a.old_build, a.device)
+            b.cache_dir = a.cache_dir
             # Untimed: every object once through the store (its first reads after the upload)
             # and into /dev/shm; then the local reference sums.
             curl = b.fetch.warm_up() if a.device == "cpu" else None
