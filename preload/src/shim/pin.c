@@ -7,8 +7,8 @@
  *
  * Private mappings are left alone: the driver pins for the long term, and the kernel then
  * gives a copy-on-write mapping its own copy of every page first (measured on an H100 host:
- * 1.1 s and 2.2 GB more memory for a 2.2 GB shard, five times slower than the pageable copy
- * it would speed up; docs/BENCHMARKS.md).
+ * 1.1 s and 2.2 GB more memory for a 2.2 GB shard; safetensors' load_file, which maps
+ * privately, ran five times slower; docs/BENCHMARKS.md).
  *
  * Why this is safe for the bytes: a mapping is registered only after the hook waited for the
  * whole mapped range, and present bytes of a data file never change (a release unlinks the
