@@ -19,11 +19,6 @@ is outside MODEL_DIR and so never registered):
   - fork() with a registered private mapping, and the child's view of it;
   - safetensors: which mappings load_file makes, and its time to cuda here and locally;
   - many mappings at once, munmap (unregistration) time, RLIMIT_MEMLOCK, VmPin/VmLck.
-
-  probe_gpu_pin.py --register OUT.json FILE...   (no shim needed)
-measures what registration costs for each FILE mapped shared and read-only (say one on
-/dev/shm and one on a tmpfs mounted with huge=always): cuMemHostRegister with and without
-PORTABLE, and split into 4 ranges registered by 4 threads at once, then the copy speed.
 """
 
 from __future__ import annotations
@@ -53,70 +48,7 @@ def log_lines(path: str, start: int) -> list[str]:
         return [ln.strip() for ln in f if "OSSC_PIN_GPU" in ln]
 
 
-def register_variants(out_path: str, files: list[str]) -> int:
-    import ctypes
-    import threading
-
-    import torch
-    torch.zeros(1, device="cuda")
-    cu = ctypes.CDLL("libcuda.so.1")
-    ctx = ctypes.c_void_p()
-    assert cu.cuCtxGetCurrent(ctypes.byref(ctx)) == 0 and ctx.value
-    cu.cuMemHostRegister_v2.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
-    cu.cuMemHostUnregister.argtypes = [ctypes.c_void_p]
-    cu.cuCtxSetCurrent.argtypes = [ctypes.c_void_p]
-    res: dict = {"card": torch.cuda.get_device_name(0)}
-    for path in files:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        x = torch.frombuffer(m, dtype=torch.uint8)
-        base = x.data_ptr()
-        row: dict = {"bytes": size}
-        for name, flags, parts in (("ro_portable", 9, 1), ("ro", 8, 1), ("ro_portable_4threads", 9, 4)):
-            step = (size // parts + 4095) & ~4095
-            ranges = [(base + i * step, min(step, size - i * step)) for i in range(parts)
-                      if i * step < size]
-            rcs: list = []
-
-            def reg(a: int, n: int) -> None:
-                cu.cuCtxSetCurrent(ctx)
-                rcs.append(cu.cuMemHostRegister_v2(a, n, flags))
-
-            t = time.perf_counter()
-            threads = [threading.Thread(target=reg, args=r) for r in ranges]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            reg_s = time.perf_counter() - t
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            g = x.to("cuda")
-            torch.cuda.synchronize()
-            copy = size / (time.perf_counter() - t) / 1e9
-            del g
-            t = time.perf_counter()
-            for a, _ in ranges:
-                cu.cuMemHostUnregister(a)
-            row[name] = {"rcs": rcs, "register_s": reg_s, "copy_gbps": copy,
-                         "unregister_s": time.perf_counter() - t}
-        t = time.perf_counter()
-        g = x.to("cuda")
-        torch.cuda.synchronize()
-        row["pageable_gbps"] = size / (time.perf_counter() - t) / 1e9
-        del g, x
-        m.close()
-        res[path] = row
-    with open(out_path, "w") as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res, indent=1))
-    return 0
-
-
 def main() -> int:
-    if sys.argv[1] == "--register":
-        return register_variants(sys.argv[2], sys.argv[3:])
     model_dir, local_dir, shim_log, out_path = sys.argv[1:5]
     shards = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
     path, local = os.path.join(model_dir, shards[0]), os.path.join(local_dir, shards[0])
