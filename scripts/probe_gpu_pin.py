@@ -19,6 +19,13 @@ is outside MODEL_DIR and so never registered):
   - fork() with a registered private mapping, and the child's view of it;
   - safetensors: which mappings load_file makes, and its time to cuda here and locally;
   - many mappings at once, munmap (unregistration) time, RLIMIT_MEMLOCK, VmPin/VmLck.
+
+  probe_gpu_pin.py --ranges FILE OUT.json   (no shim; run it as another user with a small
+                                             RLIMIT_MEMLOCK too)
+registers a shared read-only mapping of FILE with the driver (cuMemHostRegister, as the shim
+does) whole, then as two adjacent halves, then half of it, each time copying the whole
+mapping to the GPU (a copy across a registration's edge), and times 4 threads registering
+quarters at once against one thread registering all.
 """
 
 from __future__ import annotations
@@ -48,7 +55,76 @@ def log_lines(path: str, start: int) -> list[str]:
         return [ln.strip() for ln in f if "OSSC_PIN_GPU" in ln]
 
 
+def ranges(path: str, out_path: str) -> int:
+    import ctypes
+    import threading
+
+    import torch
+    torch.zeros(1, device="cuda")
+    cu = ctypes.CDLL("libcuda.so.1")
+    cu.cuMemHostRegister_v2.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
+    cu.cuMemHostUnregister.argtypes = [ctypes.c_void_p]
+    cu.cuCtxSetCurrent.argtypes = [ctypes.c_void_p]
+    ctx = ctypes.c_void_p()
+    cu.cuCtxGetCurrent(ctypes.byref(ctx))
+    size = os.path.getsize(path) & ~((2 << 20) - 1)  # whole 2 MiB pages: halves stay aligned
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
+    x = torch.frombuffer(m, dtype=torch.uint8)
+    base, half = x.data_ptr(), size // 2
+    ref = x[:1 << 20].clone()
+    res: dict = {"uid": os.getuid(), "memlock": resource.getrlimit(resource.RLIMIT_MEMLOCK),
+                 "bytes": size, "card": torch.cuda.get_device_name(0)}
+
+    def attempt(name: str, parts: list, threads: bool = False) -> None:
+        row: dict = {}
+        rcs: list = [None] * len(parts)
+
+        def reg(i: int) -> None:
+            cu.cuCtxSetCurrent(ctx)
+            rcs[i] = cu.cuMemHostRegister_v2(base + parts[i][0], parts[i][1], 9)
+
+        t = time.perf_counter()
+        if threads:
+            ts = [threading.Thread(target=reg, args=(i,)) for i in range(len(parts))]
+            for th in ts:
+                th.start()
+            for th in ts:
+                th.join()
+        else:
+            for i in range(len(parts)):
+                reg(i)
+        row["register_s"], row["rcs"] = time.perf_counter() - t, rcs
+        try:
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            g = x.to("cuda")
+            torch.cuda.synchronize()
+            row["copy_gbps"] = size / (time.perf_counter() - t) / 1e9
+            row["bytes_equal"] = bool(torch.equal(g[:1 << 20].cpu(), ref))
+            del g
+        except Exception as e:  # what a copy across a registration's edge does is the question
+            row["copy_error"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        for (off, _), rc in zip(parts, rcs):
+            if rc == 0:
+                cu.cuMemHostUnregister(base + off)
+        res[name] = row
+        print(name, row, flush=True)
+
+    attempt("whole", [(0, size)])
+    attempt("halves", [(0, half), (half, size - half)])
+    attempt("first_half_only", [(0, half)])
+    q = size // 4
+    attempt("quarters_1_thread", [(i * q, q) for i in range(4)])
+    attempt("quarters_4_threads", [(i * q, q) for i in range(4)], threads=True)
+    with open(out_path, "w") as f:
+        json.dump(res, f, indent=1)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1] == "--ranges":
+        return ranges(sys.argv[2], sys.argv[3])
     model_dir, local_dir, shim_log, out_path = sys.argv[1:5]
     shards = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
     path, local = os.path.join(model_dir, shards[0]), os.path.join(local_dir, shards[0])
