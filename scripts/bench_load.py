@@ -525,7 +525,8 @@ def main(argv=None) -> int:
                     r = b.measure(tool, rnd)
                     runs.append(r)
                     done = r.verified if r.ok else f"FAILED {r.verified} {r.note}"
-                    copy = f" copy {r.copy:6.2f} s" if getattr(r, "copy", 0) == r.copy else ""
+                    c = getattr(r, "copy", float("nan"))  # curl-shm's runs have none
+                    copy = f" copy {c:6.2f} s" if c == c else ""
                     print(f"round {rnd + 1}/{a.rounds} {tool:<14} {r.wall:6.2f} s{copy} "
                           f"CPU {r.cpu:6.2f} s {done}", flush=True)
     except KeyboardInterrupt:
