@@ -494,14 +494,15 @@ static int wait_mapping(void *addr, int flags, int fd, int64_t offset, size_t le
 }
 
 /* After the real mmap: a shared mapping of an object's bytes, present now and for good, may
- * be registered with CUDA (OSSC_PIN_GPU=yes); pages past the object's end are left out. */
+ * be registered with CUDA (OSSC_PIN_GPU=yes), up to the page holding the object's end. */
 static void *mapped(void *p, size_t length, int flags, int object, int64_t offset)
 {
     if (p == MAP_FAILED || object < 0 || !pin_enabled())
         return p;
-    uint64_t size = session_object_size(object);
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), size = session_object_size(object);
     uint64_t in_object = (uint64_t)offset < size ? size - (uint64_t)offset : 0;
-    pin_mapping(p, length < in_object ? length : (size_t)in_object, flags, object);
+    uint64_t n = (length < in_object ? length : in_object) + page - 1;
+    pin_mapping(p, (size_t)(n - n % page), flags, object);
     return p;
 }
 

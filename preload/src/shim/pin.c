@@ -102,9 +102,13 @@ static double ms_since(const struct timespec *t0)
 
 void pin_mapping(void *addr, size_t length, int flags, int object)
 {
-    /* MAP_SHARED or MAP_SHARED_VALIDATE: the page cache's pages, nothing copied */
+    /* MAP_SHARED or MAP_SHARED_VALIDATE: the page cache's pages, nothing copied. Not one placed
+     * with MAP_FIXED: a program places mappings side by side to use them as one range, and a
+     * copy that runs over a registration's edge fails (the driver says "invalid argument",
+     * where the same copy from unregistered memory works), so registering would break it. */
     bool shared = (flags & MAP_TYPE) != MAP_PRIVATE;
-    if (!enabled || !shared || in_cuda || addr == MAP_FAILED || length == 0 || !cuda_loaded())
+    if (!enabled || !shared || (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) || in_cuda ||
+        addr == MAP_FAILED || length == 0 || !cuda_loaded())
         return;
     in_cuda = 1;
     cu_context ctx = NULL;
