@@ -53,7 +53,7 @@ typedef struct pin {
 static pin pins[PINS_MAX];
 static int n_pins; /* read without the lock by the munmap fast path */
 static pthread_mutex_t pins_lock = PTHREAD_MUTEX_INITIALIZER;
-static bool enabled;
+static int enabled; /* set before main; cleared if the driver lacks a call (atomic) */
 /* A CUDA call of ours runs on this thread: the driver's own mmap and munmap pass by. */
 static __thread int in_cuda;
 
@@ -65,7 +65,7 @@ void pin_init(void)
         shim_log("WARN", "OSSC_PIN_GPU='%s' is neither yes nor no; no mapping is pinned", v);
 }
 
-bool pin_enabled(void) { return enabled; }
+bool pin_enabled(void) { return __atomic_load_n(&enabled, __ATOMIC_RELAXED); }
 
 /* Binds the driver's functions if libcuda.so.1 is already in this process. */
 static bool cuda_loaded(void)
@@ -85,7 +85,7 @@ static bool cuda_loaded(void)
         !cu.host_register || !cu.host_unregister) {
         shim_log("WARN", "OSSC_PIN_GPU: libcuda.so.1 lacks the driver calls it needs; no "
                  "mapping is pinned");
-        enabled = false;
+        __atomic_store_n(&enabled, 0, __ATOMIC_RELAXED);
         dlclose(h);
         return false;
     }
@@ -107,7 +107,7 @@ void pin_mapping(void *addr, size_t length, int flags, int object)
      * copy that runs over a registration's edge fails (the driver says "invalid argument",
      * where the same copy from unregistered memory works), so registering would break it. */
     bool shared = (flags & MAP_TYPE) != MAP_PRIVATE;
-    if (!enabled || !shared || (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) || in_cuda ||
+    if (!pin_enabled() || !shared || (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) || in_cuda ||
         addr == MAP_FAILED || length == 0 || !cuda_loaded())
         return;
     in_cuda = 1;
