@@ -20,6 +20,25 @@ Contenders (each a fresh process, timed from spawn to exit, `import torch` inclu
              tensors in one process, which sums them as the other loaders do
   curl-shm   the transfer ceiling of bench_fetch.py: 16 concurrent `curl --aws-sigv4 -r` of
              64 MiB ranges into /dev/shm, the whole model, no load (verified by sha256 instead)
+
+With --device cuda (a GPU machine) every loader makes its CUDA context first, as a framework
+does before it loads weights, then loads every shard to the GPU; it prints when the context
+was ready, so the copy phase (context ready to every tensor on the GPU) is reported beside
+spawn-to-loaded. The GPU contenders:
+  local, shim   as above, `load_file(shard, device="cuda")`
+  shim-pin      the same with OSSC_PIN_GPU=yes: safetensors maps privately, which the shim
+                leaves alone (the evidence that the setting costs it nothing)
+  local-mmap, shim-pin-mmap
+                a loader that maps each shard shared and read-only (as llama.cpp and
+                numpy.memmap do) and copies each tensor's view to cuda: from the local copy
+                (pageable), and through the shim with OSSC_PIN_GPU=yes (registered: pinned)
+  shim-warm, shim-pin-mmap-warm
+                shim and shim-pin-mmap once the session is complete (an untimed reader went
+                first): the copy phase alone, without the download behind it
+  runai         Run:ai Model Streamer from the local copy, each tensor then .to("cuda")
+                (vLLM's use of it)
+--endpoint URL uses a running store that serves the model of --model-dir (e.g. nginx,
+../shared/reference/nginx-s3-store.sh) instead of starting SeaweedFS.
 Each loader sums every tensor, so every byte is really read; the sums must equal those of an
 untimed load of the local copy. Before that, one untimed curl pass warms the store. Ratios are
 medians of same-round ratios; CPU-s is user+sys of the contender's processes (wait4 rusage),
@@ -28,13 +47,14 @@ after each run (else it would outlive the run by expireTimeSec, holding the sess
 The shim is the build ossc.native finds (OSSC_LIBRARY, else python/ossc/, else build/).
 
 Usage: python3 scripts/bench_load.py [--size-gib 4] [--rounds 3] [--tools shim,curl-shm]
-                                     [--old-build DIR]
+                                     [--old-build DIR] [--device cuda] [--endpoint URL ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -58,10 +78,16 @@ from ossc.native import preload_library, session_dir, sessions  # noqa: E402
 
 ALL_TOOLS = ["local", "shim", "shim-x4", "local-x4", "shim-inproc", "shim-inproc-x4", "s5cmd",
              "runai", "curl-shm"]
+GPU_TOOLS = ["local", "shim", "shim-pin", "shim-warm", "local-mmap", "shim-pin-mmap",
+             "shim-pin-mmap-warm", "runai"]
+WARM = ("shim-warm", "shim-pin-mmap-warm")  # an untimed reader completes the session first
 OLD = ("shim-inproc", "shim-inproc-x4")  # these need --old-build
 RUNAI_ENV = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}  # SeaweedFS: path-style URLs
 TARGETS = [("shim", "curl-shm", 1.1), ("shim-x4", "shim", 1.2),  # (tool, reference, at most)
            ("shim", "shim-inproc", 1.0), ("shim-x4", "shim-inproc-x4", 1.0)]
+# To cuda (issue 14): the shim as fast as a local copy; pinned copies >= 3x faster (copy phase).
+GPU_TARGETS = [("shim", "local", 1.0, "wall"), ("shim-pin-mmap-warm", "local-mmap", 1 / 3, "copy"),
+               ("shim-pin-mmap-warm", "local", 1 / 3, "copy")]
 
 # Every loader prints {"sums": {tensor: sum}, "loaded": wall clock once every tensor is in}:
 # a contender's time is spawn to "loaded" (the issue's measure), so the cost of exiting (freeing
@@ -100,10 +126,75 @@ print(json.dumps({"sums": sums, "loaded": time.time()}))
 """
 
 
+GPU_LOADER = """
+import json, os, sys, time, torch
+from safetensors.torch import load_file
+torch.zeros(1, device="cuda")  # the context first, as a framework makes it before its weights
+torch.cuda.synchronize()
+ready = time.time()
+root = sys.argv[1]
+shards = sorted(f for f in os.listdir(root) if f.endswith(".safetensors"))
+tensors = {}
+for shard in shards:
+    tensors.update(load_file(os.path.join(root, shard), device="cuda"))
+torch.cuda.synchronize()
+loaded = time.time()
+sums = {name: t.float().sum().item() for name, t in tensors.items()}
+print(json.dumps({"sums": sums, "ready": ready, "loaded": loaded}))
+"""
+
+GPU_MMAP_LOADER = """
+import json, mmap, os, struct, sys, time, warnings, torch
+warnings.filterwarnings("ignore")  # frombuffer of a read-only mapping: never written here
+torch.zeros(1, device="cuda")
+torch.cuda.synchronize()
+ready = time.time()
+DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+root = sys.argv[1]
+tensors, maps = {}, []
+for shard in sorted(f for f in os.listdir(root) if f.endswith(".safetensors")):
+    with open(os.path.join(root, shard), "rb") as f:  # shared and read-only, as llama.cpp maps
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    n = struct.unpack("<Q", m[:8])[0]
+    header, base = json.loads(m[8:8 + n]), 8 + n
+    buf = torch.frombuffer(m, dtype=torch.uint8)
+    for name, info in header.items():
+        if name != "__metadata__":
+            a, b = info["data_offsets"]
+            view = buf[base + a:base + b].view(DTYPES[info["dtype"]]).reshape(info["shape"])
+            tensors[name] = view.to("cuda")
+    maps.append((m, buf))
+torch.cuda.synchronize()
+loaded = time.time()
+sums = {name: t.float().sum().item() for name, t in tensors.items()}
+print(json.dumps({"sums": sums, "ready": ready, "loaded": loaded}))
+"""
+
+GPU_RUNAI_LOADER = """
+import json, os, sys, time, torch
+from runai_model_streamer import SafetensorsStreamer
+torch.zeros(1, device="cuda")
+torch.cuda.synchronize()
+ready = time.time()
+root = sys.argv[1]
+tensors = {}
+with SafetensorsStreamer() as s:
+    s.stream_files(sorted(os.path.join(root, f) for f in os.listdir(root)
+                          if f.endswith(".safetensors")))
+    for name, t in s.get_tensors():  # a view of the streamer's buffer: copied at once
+        tensors[name] = t.to("cuda")
+torch.cuda.synchronize()
+loaded = time.time()
+sums = {name: t.float().sum().item() for name, t in tensors.items()}
+print(json.dumps({"sums": sums, "ready": ready, "loaded": loaded}))
+"""
+
+
 def tool_list(arg: str) -> list[str]:
     tools = [t.strip() for t in arg.split(",") if t.strip()]
-    if not tools or not set(tools) <= set(ALL_TOOLS):
-        raise argparse.ArgumentTypeError(f"a comma-separated subset of {','.join(ALL_TOOLS)}")
+    known = ALL_TOOLS + [t for t in GPU_TOOLS if t not in ALL_TOOLS]
+    if not tools or not set(tools) <= set(known):
+        raise argparse.ArgumentTypeError(f"a comma-separated subset of {','.join(known)}")
     return tools
 
 
@@ -118,7 +209,28 @@ def parse_args(argv=None):
     ap.add_argument("--old-build", type=Path, metavar="DIR",
                     help="a build directory of the in-process owner (libossc_preload.so and "
                     "libossc.so of commit 27a7912 or before), for " + ",".join(OLD))
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: every loader loads to the GPU (load_file(device='cuda')), and "
+                    f"the contenders are {','.join(GPU_TOOLS)} (default)")
+    ap.add_argument("--endpoint", help="a running S3 store serving the model generated under "
+                    "--model-dir (ROOT/BUCKET of nginx-s3-store.sh), instead of SeaweedFS")
+    ap.add_argument("--bucket", default="ossc-load", help="with --endpoint")
+    ap.add_argument("--json", help="--device cuda: write the figures to this file")
+    ap.add_argument("--cache-dir", help="the shim's cacheDir (OSSC_CACHE_DIR), e.g. a tmpfs "
+                    "mounted with huge=always, where registration with CUDA is cheaper; the "
+                    "local copy goes there too")
+    ap.add_argument("--prefix", help="with --endpoint (default: the model's directory name, "
+                    "e.g. 4gib)")
     a = ap.parse_args(argv)
+    if a.device == "cuda":
+        a.tools = a.tools or GPU_TOOLS
+        wrong = sorted(set(a.tools) - set(GPU_TOOLS))
+        if wrong:
+            ap.error(f"--device cuda: {','.join(wrong)} load to the CPU only; choose from "
+                     f"{','.join(GPU_TOOLS)}")
+        return a
+    if set(a.tools or ()) - set(ALL_TOOLS):
+        ap.error(f"{','.join(sorted(set(a.tools) - set(ALL_TOOLS)))}: only with --device cuda")
     if a.old_build:
         missing = [n for n in ("libossc_preload.so", "libossc.so")
                    if not (a.old_build / n).is_file()]
@@ -142,14 +254,26 @@ class Loads:
     S5 = Path("/dev/shm/ossc-load-s5cmd")
     MDIR = Path("/dev/shm/ossc-load-model")  # MODEL_DIR: on tmpfs, as a container would have it
 
-    def __init__(self, st: Store, man: dict, old_build: Path | None = None):
-        self.st = st
+    def __init__(self, st: Store, man: dict, old_build: Path | None = None,
+                 device: str = "cpu"):
+        self.st, self.man = st, man
         self.old_build = old_build
         self.env = {**os.environ, **st.env(), "OSSC_CONFIG": ""}
         self.url = f"s3://{st.bucket}/{st.prefix}/"
-        # bench_fetch's runner, for its curl ceiling (and its sha256 check of what curl wrote)
-        self.fetch = Bench(argparse.Namespace(ossc_cmd=None, verify="first"), st, man)
+        self.loader = GPU_LOADER if device == "cuda" else LOADER
+        self.runai_loader = GPU_RUNAI_LOADER if device == "cuda" else RUNAI_LOADER
         self.want: dict | None = None  # tensor sums of the local copy
+        self._fetch = None
+        self.cache_dir = None
+
+    @property
+    def fetch(self) -> Bench:
+        """bench_fetch's runner, for its curl ceiling (and its sha256 check of what curl wrote);
+        made when first needed (it lists the store with boto3)."""
+        if self._fetch is None:
+            self._fetch = Bench(argparse.Namespace(ossc_cmd=None, verify="first"), self.st,
+                                self.man)
+        return self._fetch
 
     @classmethod
     def clean(cls) -> None:
@@ -163,6 +287,8 @@ class Loads:
         sums = out.get("sums", {})
         wall = out["loaded"] - spawned if "loaded" in out else p.wall
         r = Run(tool, rnd, p.rc == 0 and bool(sums), wall, 0, p.cpu, proc_wall=p.wall)
+        # --device cuda: the copy phase, from the CUDA context to every tensor on the GPU
+        r.copy = out["loaded"] - out["ready"] if "ready" in out else float("nan")
         if not r.ok:
             r.note = f"exit {p.rc}: {tail(p.out)}"
         elif self.want is not None and sums != self.want:
@@ -187,6 +313,8 @@ class Loads:
         self.clean()
         settle()
         try:
+            if tool in WARM:
+                self.complete_session()
             r = self._load(tool, rnd, *getattr(self, "c_" + tool.replace("-", "_"))())[0]
         finally:
             owner_cpu = self.end_owner()
@@ -213,8 +341,18 @@ class Loads:
                 time.sleep(0.005)
         return cpu
 
+    def complete_session(self) -> None:
+        """Untimed: one reader through the shim, to the end of every file; the session and its
+        data files stay (expireTimeSec) for the timed process, which attaches to it."""
+        script = ("import os, sys\nfor f in sorted(os.listdir(sys.argv[1])):\n"
+                  "    with open(os.path.join(sys.argv[1], f), 'rb') as fh:\n"
+                  "        while fh.read(64 << 20): pass\n")
+        p = run_child([sys.executable, "-c", script, str(self.MDIR)], self._shim_env())
+        if p.rc != 0:
+            raise SystemExit(f"completing the session failed: {tail(p.out)}")
+
     def c_local(self):
-        return [sys.executable, "-c", LOADER, str(self.LOCAL)], self.env
+        return [sys.executable, "-c", self.loader, str(self.LOCAL)], self.env
 
     def _shim_env(self, old=False):
         # The old shim loads libossc (next to it, or OSSC_LIBOSSC) into this process and owns
@@ -222,11 +360,24 @@ class Loads:
         lib = (dict(LD_PRELOAD=str(self.old_build / "libossc_preload.so"),
                     OSSC_LIBOSSC=str(self.old_build / "libossc.so")) if old
                else dict(LD_PRELOAD=str(preload_library())))
-        return dict(self.env, **lib, ENABLE_CONNECTOR="1", OSS_PATH=self.url,
+        cache = {"OSSC_CACHE_DIR": self.cache_dir} if self.cache_dir and not old else {}
+        return dict(self.env, **lib, **cache, ENABLE_CONNECTOR="1", OSS_PATH=self.url,
                     MODEL_DIR=str(self.MDIR))
 
     def c_shim(self, old=False):
-        return [sys.executable, "-c", LOADER, str(self.MDIR)], self._shim_env(old)
+        return [sys.executable, "-c", self.loader, str(self.MDIR)], self._shim_env(old)
+
+    def c_shim_pin(self, loader=None):
+        return ([sys.executable, "-c", loader or self.loader, str(self.MDIR)],
+                dict(self._shim_env(), OSSC_PIN_GPU="yes"))
+
+    def c_local_mmap(self):
+        return [sys.executable, "-c", GPU_MMAP_LOADER, str(self.LOCAL)], self.env
+
+    def c_shim_pin_mmap(self):
+        return self.c_shim_pin(GPU_MMAP_LOADER)
+
+    c_shim_warm, c_shim_pin_mmap_warm = c_shim, c_shim_pin_mmap
 
     def c_shim_x4(self, old=False):
         return [sys.executable, "-c", FOUR, LOADER, str(self.MDIR)], self._shim_env(old)
@@ -247,6 +398,8 @@ class Loads:
         return ["sh", "-c", script], self.env
 
     def c_runai(self):
+        if self.runai_loader is GPU_RUNAI_LOADER:  # from the local copy: no S3 extra there
+            return [sys.executable, "-c", self.runai_loader, str(self.LOCAL)], self.env
         return [sys.executable, "-c", RUNAI_LOADER, self.url], {**self.env, **RUNAI_ENV}
 
 
@@ -285,6 +438,64 @@ def report(runs: list[Run], tools: list[str], size_gib: float) -> None:
                   f"(CPU-s {_f(same_round_ratio(runs, t, ref, 'cpu'), 4).strip()}x)")
 
 
+def gpu_report(runs: list[Run], tools: list[str], size_gib: float, card: str) -> dict:
+    """The --device cuda table: spawn to loaded and the copy phase, each against local in the
+    same round. Returns the figures (for --json)."""
+    print(f"\nto every tensor on {card} ({size_gib:g} GiB model): spawn to loaded, and the copy "
+          "phase (CUDA context ready to loaded)\nvs local = median over rounds of (tool / local "
+          "in the same round); below 1 is faster")
+    hdr = (f"{'tool':<14} {'median s':>8} {'vs local':>9} {'copy s':>7} {'copy GB/s':>9} "
+           f"{'vs local':>9} {'CPU-s':>6} {'ok':>5}")
+    print(hdr)
+    print("-" * len(hdr))
+    out: dict = {"card": card, "size_gib": size_gib, "tools": {}, "targets": []}
+    for t in tools:
+        ok = [r for r in runs if r.tool == t and r.ok]
+        n = sum(r.tool == t for r in runs)
+        if not ok:
+            print(f"{t:<14} {'failed':>8}  (0/{n} runs ok)")
+            out["tools"][t] = {"ok": 0, "runs": n}
+            continue
+        wall, copy = med([r.wall for r in ok]), med([r.copy for r in ok])
+        row = {"ok": len(ok), "runs": n, "wall_s": wall, "copy_s": copy,
+               "copy_gbps": size_gib * 2**30 / copy / 1e9 if copy == copy and copy else None,
+               "wall_vs_local": same_round_ratio(runs, t, "local"),
+               "copy_vs_local": same_round_ratio(runs, t, "local", "copy"),
+               "cpu_s": med([r.cpu for r in ok]), "walls": [r.wall for r in ok],
+               "copies": [r.copy for r in ok]}
+        out["tools"][t] = row
+        print(f"{t:<14} {_f(wall, 8)} {_f(row['wall_vs_local'], 8)}x {_f(copy, 7)} "
+              f"{_f(row['copy_gbps'] or float('nan'), 9)} {_f(row['copy_vs_local'], 8)}x "
+              f"{_f(row['cpu_s'], 6)} {len(ok):>2}/{n}")
+    for t, ref, goal, what in GPU_TARGETS:
+        if t in tools and ref in tools:
+            x = same_round_ratio(runs, t, ref, what)
+            verdict = "n/a" if x != x else "met" if x <= goal else "NOT met"
+            print(f"target {t} {what} <= {goal:.3g}x {ref}: {_f(x, 4).strip()}x "
+                  f"({_f(1 / x if x else float('nan'), 4).strip()}x as fast), {verdict}")
+            out["targets"].append({"tool": t, "ref": ref, "what": what, "ratio": x,
+                                   "goal": goal, "met": x == x and x <= goal})
+    return out
+
+
+def open_store(a, stack: contextlib.ExitStack) -> tuple[Store, Path, dict]:
+    """The store and the model it serves: a running one (--endpoint; the model generated
+    under --model-dir, which it serves as BUCKET/PREFIX), else SeaweedFS with the model
+    uploaded."""
+    model, man = ensure_model(Path(a.model_dir), a.size_gib)
+    if a.endpoint:
+        return (Store(a.endpoint, os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+                      os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"), a.bucket,
+                      a.prefix or model.name), model, man)
+    store_dir = tempfile.mkdtemp(prefix="ossc-load-store-")
+    stack.callback(shutil.rmtree, store_dir, ignore_errors=True)
+    ls = stack.enter_context(LocalStore(store_dir))
+    ls.create_bucket("ossc-load")
+    ls.upload_dir("ossc-load", "model/", str(model))
+    return (Store(ls.endpoint, ls.access_key, ls.secret_key, "ossc-load", "model",
+                  region=ls.env()["AWS_REGION"]), model, man)
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -292,21 +503,21 @@ def main(argv=None) -> int:
         print(f"shim: {preload_library()}", flush=True)
     if a.old_build:
         print(f"in-process owner's shim: {a.old_build / 'libossc_preload.so'}", flush=True)
-    model, man = ensure_model(Path(a.model_dir), a.size_gib)
-    store_dir = tempfile.mkdtemp(prefix="ossc-load-store-")
     runs: list[Run] = []
     try:
-        shutil.copytree(model, Loads.LOCAL, dirs_exist_ok=True)
-        with LocalStore(store_dir) as ls:
-            ls.create_bucket("ossc-load")
-            ls.upload_dir("ossc-load", "model/", str(model))
-            st = Store(ls.endpoint, ls.access_key, ls.secret_key, "ossc-load", "model",
-                       region=ls.env()["AWS_REGION"])
-            b = Loads(st, man, a.old_build)
+        with contextlib.ExitStack() as stack:
+            st, model, man = open_store(a, stack)
+            if a.cache_dir:  # the local copy on the same file system as the shim's data
+                Loads.LOCAL = Path(a.cache_dir) / Loads.LOCAL.name
+            shutil.copytree(model, Loads.LOCAL, dirs_exist_ok=True)
+            b = Loads(st, man, a.old_build, a.device)
+            b.cache_dir = a.cache_dir
             # Untimed: every object once through the store (its first reads after the upload)
             # and into /dev/shm; then the local reference sums.
-            curl, local = b.fetch.warm_up(), b.reference()
-            print(f"warm-up: curl {curl.wall:.2f} s{'' if curl.ok else ' FAILED ' + curl.note}, "
+            curl = b.fetch.warm_up() if a.device == "cpu" else None
+            local = b.reference()
+            print(f"warm-up: {'' if curl is None else f'curl {curl.wall:.2f} s, '}"
+                  f"{'' if curl is None or curl.ok else 'FAILED ' + curl.note}"
                   f"local load {local.wall:.2f} s", flush=True)
             for rnd in range(a.rounds):
                 k = rnd % len(a.tools)
@@ -314,7 +525,9 @@ def main(argv=None) -> int:
                     r = b.measure(tool, rnd)
                     runs.append(r)
                     done = r.verified if r.ok else f"FAILED {r.verified} {r.note}"
-                    print(f"round {rnd + 1}/{a.rounds} {tool:<14} {r.wall:6.2f} s "
+                    c = getattr(r, "copy", float("nan"))  # curl-shm's runs have none
+                    copy = f" copy {c:6.2f} s" if c == c else ""
+                    print(f"round {rnd + 1}/{a.rounds} {tool:<14} {r.wall:6.2f} s{copy} "
                           f"CPU {r.cpu:6.2f} s {done}", flush=True)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -323,8 +536,13 @@ def main(argv=None) -> int:
         _cleanup_children()
         Loads.clean()
         shutil.rmtree(Loads.LOCAL, ignore_errors=True)
-        shutil.rmtree(store_dir, ignore_errors=True)
-    report(runs, a.tools, a.size_gib)
+    if a.device == "cuda":
+        import torch  # only here: the CPU benchmark never needs it in this process
+        out = gpu_report(runs, a.tools, a.size_gib, torch.cuda.get_device_name(0))
+        if a.json:
+            Path(a.json).write_text(json.dumps(out, indent=1))
+    else:
+        report(runs, a.tools, a.size_gib)
     return 0 if all(r.ok for r in runs) else 1
 
 

@@ -53,9 +53,9 @@ def test_config_to_write_need_not_exist_yet(tmp_path):
 def test_every_option_has_its_osc_env_variable(option):
     """env_name (used by --print-env) names the variable the engine reads."""
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug",
-             "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no", "cacheDir": "/var/cache/ossc",
-             "smallFileSize": "1MiB", "prefetch.policy": "lazy",
-             "cacheLimit": "50%"}.get(option.key, "7")
+             "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no",
+             "cacheDir": "/var/cache/ossc", "smallFileSize": "1MiB", "prefetch.policy": "lazy",
+             "cacheLimit": "50%", "pinGpu": "yes"}.get(option.key, "7")
     resolved = settings.flatten(settings.resolve(None, {}, {**BASE_ENV,
                                                             settings.env_name(option.key): value}))
     default = settings.flatten(settings.resolve(None, {}, BASE_ENV))
@@ -70,6 +70,19 @@ def test_child_env_preload_first_once_and_no_owner_flag():
     assert "ENABLE_CONNECTOR" not in plan.child_env
     assert plan.child_env["MODEL_DIR"] == plan.model_dir == "/srv/m"  # made absolute
     assert plan.child_env["PATH"] == BASE_ENV["PATH"]
+
+
+def test_pin_gpu_reaches_the_shim_from_option_and_config_file(tmp_path):
+    """The shim reads OSSC_PIN_GPU from its environment only: ossc-run exports what the option
+    or the config file says, and nothing when it is off."""
+    base = ["--oss-path", "oss://bkt/p/", "--model-dir", "/m"]
+    assert "OSSC_PIN_GPU" not in plan_for([*base, "--", "true"]).child_env
+    assert plan_for([*base, "--pin-gpu", "--", "true"]).child_env["OSSC_PIN_GPU"] == "yes"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"pinGpu": "yes"}))
+    plan = plan_for([*base, "--config", str(config), "--", "true"])
+    assert plan.child_env["OSSC_PIN_GPU"] == "yes"
+    assert "export OSSC_PIN_GPU=yes" in env_exports(plan)
 
 
 @pytest.mark.parametrize("argv,env,code,words", [
@@ -328,8 +341,8 @@ def test_every_setting_of_the_engine_is_an_ossc_run_option_with_its_facts(row, c
 @pytest.mark.parametrize("option", settings.OPTIONS, ids=lambda o: o.key)
 def test_every_option_reaches_the_engine_under_its_key(option):
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug", "chunkSize": "1MiB",
-             "verifyBeforeRead": "no", "smallFileSize": "1MiB", "prefetch.policy": "lazy"
-             }.get(option.key, "7")
+             "verifyBeforeRead": "no", "smallFileSize": "1MiB", "prefetch.policy": "lazy",
+             "pinGpu": "yes"}.get(option.key, "7")
     argv = [option.flag] if option.is_switch else [option.flag, value]
     plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", *argv, "--", "true"])
     default = settings.flatten(settings.resolve("oss://bkt/p/", {}, BASE_ENV))

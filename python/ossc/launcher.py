@@ -224,6 +224,8 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
         child_env.pop("OSSC_MOUNTS", None)
     if resolved.get("sharedGroup"):  # the shim reads the group from its environment only
         child_env["OSSC_SHARED_GROUP"] = resolved["sharedGroup"]
+    if resolved.get("pinGpu", "no") != "no":  # so does it OSSC_PIN_GPU (a config file's too)
+        child_env["OSSC_PIN_GPU"] = resolved["pinGpu"]
     return LaunchPlan(oss_path=oss_path, model_dir=model_dir, command=tuple(args.command),
                       settings=resolved, config_path=config_path,
                       config_explicit=args.config is not None, config_writes=writes,
@@ -243,6 +245,8 @@ def env_exports(plan: LaunchPlan) -> str:
                   f"export MODEL_DIR={shlex.quote(plan.model_dir)}"]
     if plan.settings.get("sharedGroup"):
         lines.append(f"export OSSC_SHARED_GROUP={shlex.quote(plan.settings['sharedGroup'])}")
+    if plan.settings.get("pinGpu", "no") != "no" and "pinGpu" not in plan.given:
+        lines.append(f"export OSSC_PIN_GPU={shlex.quote(plan.settings['pinGpu'])}")
     if plan.config_explicit:
         lines.append(f"export OSSC_CONFIG={shlex.quote(plan.config_path)}")
     for key, value in sorted(plan.given.items()):

@@ -64,6 +64,7 @@ typedef struct settings {
     int read_timeout_sec;
     int allow_non_empty;        /* materialize into a non-empty MODEL_DIR we did not create */
     int verify_before_read;     /* readers see an object with a CRC-64 only once it verified */
+    int pin_gpu;                /* the shim registers shared mappings with CUDA (pin.c) */
     char cache_dir[900];        /* data files go to <cache_dir>/ossc-<hash>; "" for /dev/shm */
     int fetch_policy;           /* enum ossc_fetch_policy (session_layout.h) */
     char cache_limit[32];       /* "" none, a size, or a percentage of the cache filesystem */

@@ -116,6 +116,11 @@ static const setting_def defs[] = {
     ENUM("verifyBeforeRead", "OSSC_VERIFY_BEFORE_READ", NULL, verify_before_read, "no|yes",
          "yes", .group = "session", .help = "readers see an object the store sends a CRC-64 "
          "for only once it verified"),
+    /* Read by the shim from its environment (ossc-run exports it): docs/SEMANTICS.md. */
+    ENUM("pinGpu", "OSSC_PIN_GPU", NULL, pin_gpu, "no|yes", "no", .group = "session",
+         .cli_switch = true, .help = "register shared mappings of model files with CUDA in "
+         "processes that have a CUDA context already, so copies from them to the GPU run at "
+         "pinned speed (private mappings, safetensors' among them, are left alone)"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 

@@ -482,25 +482,70 @@ SHIM_API ssize_t preadv64v2(int fd, const struct iovec *iov, int iovcnt, off64_t
 }
 
 /* A mapping is served by page faults no hook sees: the mapped range must be whole first.
- * Returns 0, or the errno the mapping fails with. */
-static int wait_mapping(int flags, int fd, int64_t offset, size_t length)
+ * Returns 0, or the errno the mapping fails with; *object is the object mapped, or -1. A
+ * mapping placed over others (MAP_FIXED) ends their GPU registrations first (pin.c). */
+static int wait_mapping(void *addr, int flags, int fd, int64_t offset, size_t length,
+                        int *object)
 {
-    int object = flags & MAP_ANONYMOUS ? -1 : fd_object(fd);
-    return object >= 0 ? wait_fd(object, fd, offset, length) : 0;
+    if (flags & MAP_FIXED)
+        pin_forget(addr, length);
+    *object = flags & MAP_ANONYMOUS ? -1 : fd_object(fd);
+    return *object >= 0 ? wait_fd(*object, fd, offset, length) : 0;
+}
+
+/* After the real mmap: a shared mapping of an object's bytes, present now and for good, may
+ * be registered with CUDA (OSSC_PIN_GPU=yes), up to the page holding the object's end. */
+static void *mapped(void *p, size_t length, int flags, int object, int64_t offset)
+{
+    if (p == MAP_FAILED || object < 0 || !pin_enabled())
+        return p;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), size = session_object_size(object);
+    uint64_t in_object = (uint64_t)offset < size ? size - (uint64_t)offset : 0;
+    uint64_t n = (length < in_object ? length : in_object) + page - 1;
+    pin_mapping(p, (size_t)(n - n % page), flags, object);
+    return p;
 }
 
 SHIM_API void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
     ENSURE(mmap);
-    int e = wait_mapping(flags, fd, (int64_t)offset, length);
-    return e ? (errno = e, MAP_FAILED) : real_mmap(addr, length, prot, flags, fd, offset);
+    int object, e = wait_mapping(addr, flags, fd, (int64_t)offset, length, &object);
+    return e ? (errno = e, MAP_FAILED)
+             : mapped(real_mmap(addr, length, prot, flags, fd, offset), length, flags, object,
+                      (int64_t)offset);
 }
 
 SHIM_API void *mmap64(void *addr, size_t length, int prot, int flags, int fd, off64_t offset)
 {
     ENSURE(mmap64);
-    int e = wait_mapping(flags, fd, (int64_t)offset, length);
-    return e ? (errno = e, MAP_FAILED) : real_mmap64(addr, length, prot, flags, fd, offset);
+    int object, e = wait_mapping(addr, flags, fd, (int64_t)offset, length, &object);
+    return e ? (errno = e, MAP_FAILED)
+             : mapped(real_mmap64(addr, length, prot, flags, fd, offset), length, flags,
+                      object, (int64_t)offset);
+}
+
+/* The end of a mapping ends its GPU registration first: the driver would otherwise copy
+ * from the old pages whatever is mapped at that address next. One load when none is. */
+SHIM_API int munmap(void *addr, size_t length)
+{
+    ENSURE(munmap);
+    pin_forget(addr, length);
+    return real_munmap(addr, length);
+}
+
+SHIM_API void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
+{
+    ENSURE(mremap);
+    void *new_address = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        new_address = va_arg(ap, void *);
+        va_end(ap);
+        pin_forget(new_address, new_size); /* mapped over */
+    }
+    pin_forget(old_address, old_size);
+    return real_mremap(old_address, old_size, new_size, flags, new_address);
 }
 
 SHIM_API ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)

@@ -285,6 +285,8 @@ __attribute__((constructor)) void shim_init(void)
         shim_log("WARN", "MODEL_DIR '%s' is not absolute; the shim passes everything through",
                  dir);
     }
+    pin_init();
     pthread_atfork(NULL, NULL, session_atfork_child);
+    pthread_atfork(NULL, NULL, pin_atfork_child);
     shim_ready = 2;
 }

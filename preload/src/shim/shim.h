@@ -93,6 +93,17 @@ bool session_object_whole(int object);
 /* In a forked child: a lock another thread held at fork is free again. */
 void session_atfork_child(void);
 
+/* ---- GPU pinning (pin.c): OSSC_PIN_GPU=yes ---- */
+void pin_init(void); /* reads OSSC_PIN_GPU */
+bool pin_enabled(void);
+/* After a mapping of object's bytes (all present) succeeded: registers it with CUDA if it is
+ * shared, the setting is on, CUDA is loaded and a context is current. */
+void pin_mapping(void *addr, size_t length, int flags, int object);
+/* Before [addr, +length) is unmapped, moved or mapped over: ends every registration in it. */
+void pin_forget(const void *addr, size_t length);
+/* In a forked child: the registrations are the parent's (CUDA does not survive fork). */
+void pin_atfork_child(void);
+
 /* ---- fd table (fdtable.c): which fds are data files of which object ---- */
 #define FD_TABLE_SIZE 65536
 /* fd, opened on `file` (its fstat), is object's. */
