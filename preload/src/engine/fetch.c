@@ -44,6 +44,7 @@ typedef struct item_state {
     uint32_t first_chunk, n_chunks, chunks_done;
     bool finished, failed;
     int refetches;
+    bool mapped;              /* its fd is a tmpfs file: written through mappings (sink_map.c) */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
     ossc_error err;
@@ -53,6 +54,7 @@ typedef struct slot {
     struct worker *w;
     CURL *easy;
     uint32_t chunk;           /* NO_CHUNK when idle */
+    sink_map map;             /* the chunk's range of a mapped item's file */
     request req;
     reply rp;
     bool checked;             /* the reply's headers were validated */
@@ -82,6 +84,7 @@ struct ossc_fetch {
     uint32_t n_chunks;
     worker *workers;
     int n_workers;
+    uint64_t chunk_size;
 
     pthread_mutex_t lock;     /* guards the queue, chunk states and item states */
     pthread_cond_t changed;
@@ -323,7 +326,9 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         return 0;
     }
     uint64_t pos = c->offset + c->done - is->it.offset;
-    if (is->it.fd >= 0) {
+    if (s->map.addr) {
+        memcpy(s->map.at + c->done, data, len);
+    } else if (is->it.fd >= 0) {
         size_t off = 0;
         while (off < len) {
             ssize_t w = pwrite(is->it.fd, data + off, len - off,
@@ -369,6 +374,13 @@ static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
     int rc = request_prepare(cl, &s->req, time(NULL), err);
     if (rc)
         return rc;
+    if (is->mapped &&
+        (rc = sink_map_open(&s->map, is->it.fd, is->it.fd_offset + c->offset - is->it.offset,
+                            c->length))) {
+        err_set(err, OSSC_E_IO, "%s: writing the local copy: %s", is->it.key, strerror(rc));
+        err->sys_errno = rc;
+        return OSSC_E_IO;
+    }
     CURL *e = s->easy;
     curl_easy_reset(e);
     http_setup_easy(cl, e);
@@ -396,6 +408,7 @@ static void finish_transfer(worker *w, slot *s, CURLcode res)
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
     curl_multi_remove_handle(w->multi, s->easy);
+    sink_map_close(&s->map);
     w->n_active--;
     s->chunk = NO_CHUNK;
 
@@ -547,6 +560,7 @@ static void fetch_destroy(ossc_fetch *f)
     for (int i = 0; i < f->n_workers; i++) {
         worker *w = &f->workers[i];
         for (int k = 0; w->slots && k < f->client->s.workers; k++) {
+            sink_map_close(&w->slots[k].map);
             request_free(&w->slots[k].req);
             reply_free(&w->slots[k].rp);
             if (w->slots[k].easy)
@@ -585,18 +599,30 @@ static int validate_item(const ossc_fetch_item *it, ossc_error *err)
     return 0;
 }
 
+uint64_t fetch_chunk_size(const ossc_client *cl, uint64_t bytes)
+{
+    if (!cl->s.chunk_size_auto)
+        return cl->s.chunk_size;
+    tuning t;
+    tuning_probe(&t);
+    return tuning_chunk_size(&t, bytes, cl->s.vcpus * cl->s.workers);
+}
+
 OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *items,
                                       size_t n_items, ossc_chunk_cb on_chunk, void *ctx,
                                       ossc_error *err)
 {
     err_clear(err);
-    uint64_t chunk_size = cl->s.chunk_size;
-    uint64_t n_chunks = 0;
+    uint64_t bytes = 0;
     for (size_t i = 0; i < n_items; i++) {
         if (validate_item(&items[i], err))
             return NULL;
-        n_chunks += (items[i].length + chunk_size - 1) / chunk_size;
+        bytes += items[i].length;
     }
+    uint64_t chunk_size = fetch_chunk_size(cl, bytes);
+    uint64_t n_chunks = 0;
+    for (size_t i = 0; i < n_items; i++)
+        n_chunks += (items[i].length + chunk_size - 1) / chunk_size;
     if (n_chunks >= NO_CHUNK) {
         err_set(err, OSSC_E_CONFIG, "too many chunks (%llu): raise chunkSize",
                 (unsigned long long)n_chunks);
@@ -611,6 +637,7 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
     pthread_cond_init(&f->changed, &ca);
     pthread_condattr_destroy(&ca);
     f->client = cl;
+    f->chunk_size = chunk_size;
     f->on_chunk = on_chunk;
     f->ctx = ctx;
     f->head = f->tail = NO_CHUNK;
@@ -631,6 +658,8 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
         if (!is->it.key)
             goto oom;
         is->first_chunk = ci;
+        is->mapped = is->it.fd >= 0 && is->it.length &&
+                     sink_map_suits(is->it.fd, is->it.fd_offset + is->it.length);
         f->bytes_total += is->it.length;
         for (uint64_t off = 0; off < is->it.length; off += chunk_size) {
             chunk *c = &f->chunks[ci];
@@ -753,7 +782,7 @@ OSSC_API void ossc_fetch_prioritize(ossc_fetch *f, size_t item, uint64_t offset)
     item_state *is = &f->items[item];
     if (offset >= is->it.offset && offset < is->it.offset + is->it.length) {
         uint32_t ci = is->first_chunk + (uint32_t)((offset - is->it.offset) /
-                                                   f->client->s.chunk_size);
+                                                   f->chunk_size);
         if (f->chunks[ci].state == CH_QUEUED) {
             queue_unlink(f, ci);
             queue_push(f, ci, true);
@@ -797,8 +826,8 @@ OSSC_API int ossc_fetch_wait_range(ossc_fetch *f, size_t item, uint64_t offset,
         end = is->it.offset + is->it.length;
     uint32_t first = 0, last = 0;
     if (start < end) {
-        first = is->first_chunk + (uint32_t)((start - is->it.offset) / f->client->s.chunk_size);
-        last = is->first_chunk + (uint32_t)((end - 1 - is->it.offset) / f->client->s.chunk_size);
+        first = is->first_chunk + (uint32_t)((start - is->it.offset) / f->chunk_size);
+        last = is->first_chunk + (uint32_t)((end - 1 - is->it.offset) / f->chunk_size);
     }
     bool asked = false;
     for (uint32_t ci = first; start < end && ci <= last;) {

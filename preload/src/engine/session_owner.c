@@ -183,6 +183,12 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
     if ((rc = fetch_small(s, small, n_small, err)))
         goto out;
     order_by_index(s, large, n_large);
+    /* The control file's chunk map and the fetch must cut the objects alike. */
+    uint64_t large_bytes = 0;
+    for (size_t i = 0; i < n_large; i++)
+        large_bytes += s->listing->objects[large[i]].size;
+    s->client->s.chunk_size = fetch_chunk_size(s->client, large_bytes);
+    s->client->s.chunk_size_auto = false;
     if ((rc = session_publish(s, large, n_large, err)))
         goto out;
     for (size_t i = 0; i < n_large; i++) {

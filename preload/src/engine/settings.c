@@ -68,12 +68,13 @@ static const setting_def defs[] = {
     STR("credentialsFile", "OSSC_CREDENTIALS_FILE", NULL, NULL, credentials_file, "",
         .group = "store", .help = "JSON file with AccessKeyId, AccessKeySecret, SecurityToken, "
         "Expiration"),
-    INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "2", .group = "tuning",
-        .help = "fetch threads"),
-    INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "8",
-        .group = "tuning", .help = "transfers in flight per thread"),
-    SIZE("chunkSize", "OSSC_CHUNK_SIZE", chunk_size, 64 << 10, 1LL << 30, "32MiB",
-         .group = "tuning", .help = "bytes per ranged GET, e.g. 32MiB"),
+    INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "auto", .group = "tuning",
+        .help = "fetch threads (auto: half the CPUs this process may use, 2 to 32)"),
+    INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "auto",
+        .group = "tuning", .help = "transfers in flight per thread (auto: 8)"),
+    SIZE("chunkSize", "OSSC_CHUNK_SIZE", chunk_size, 64 << 10, 1LL << 30, "auto",
+         .group = "tuning", .help = "bytes per ranged GET, e.g. 32MiB (auto: each fetch's bytes "
+         "over twice the transfers in flight, 4MiB to 32MiB)"),
     INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8", .group = "tuning",
         .help = "retries per request after the first attempt"),
     INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10",
@@ -239,12 +240,36 @@ static bool parse_size(const char *text, long long *out)
     return false;
 }
 
+/* "auto": the value tuning.c derives from this machine. chunkSize's is a placeholder that
+ * each fetch replaces with one sized to its bytes. */
+static void set_derived(settings *s, const setting_def *d)
+{
+    tuning t;
+    tuning_probe(&t);
+    char *field = (char *)s + d->offset;
+    if (d->offset == offsetof(settings, vcpus)) {
+        *(int *)field = tuning_threads(&t);
+    } else if (d->offset == offsetof(settings, workers)) {
+        *(int *)field = tuning_transfers(&t);
+    } else {
+        *(uint64_t *)field = tuning_chunk_size(&t, UINT64_MAX / 2, 1);
+        s->chunk_size_auto = true;
+    }
+}
+
 static int set_value(settings *s, const setting_def *d, const char *text, const char *where,
                      ossc_error *err)
 {
     char *field = (char *)s + d->offset;
     long long v;
     char *end;
+    bool derivable = d->type != T_ENUM && d->def && strcmp(d->def, "auto") == 0;
+    if (d->offset == offsetof(settings, chunk_size))
+        s->chunk_size_auto = false; /* until "auto" says otherwise, below */
+    if (derivable && strcasecmp(text, "auto") == 0) {
+        set_derived(s, d);
+        return 0;
+    }
     switch (d->type) {
     case T_STR:
         if (strlen(text) >= d->cap) {
