@@ -86,11 +86,12 @@ def fetch_into_fd(client, name, fd, fd_offset=0, offset=0, length=None):
 
 
 @pytest.mark.skipif(not os.path.isdir(SHM), reason="no /dev/shm")
-def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, client_for, shm_file):
+def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, client_for, shm_file,
+                                                                  capfd):
     """97 chunks of one object, 4 threads x 8 transfers at once, into a tmpfs file open for
     reading and writing (written through mappings), at an offset that is no page boundary."""
     data = objects["big.bin"]
-    client = client_for(**{"prefetch.vcpus": 4, "prefetch.workers": 8})
+    client = client_for(**{"prefetch.vcpus": 4, "prefetch.workers": 8, "logLevel": "debug"})
     fd = os.open(shm_file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.ftruncate(fd, 4097 + len(data))
@@ -105,14 +106,16 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
         assert os.pread(fd, 2 * CHUNK + 11, 0) == data[5 * CHUNK + 7:7 * CHUNK + 18]
     finally:
         os.close(fd)
+    assert capfd.readouterr().err.count("written through a shared mapping") == 2
 
 
 def test_write_only_or_short_files_are_written_with_pwrite(objects, client_for, tmp_path,
-                                                           shm_file):
+                                                           shm_file, capfd):
     """No mapping where one cannot be had (a write-only fd, a file shorter than the object, a
-    file system other than tmpfs): the same bytes arrive through pwrite."""
+    file system other than tmpfs) or is not worth it (fewer than 4 threads): the same bytes
+    arrive through pwrite."""
     data = objects["big.bin"]
-    client = client_for(**{"prefetch.vcpus": 2, "prefetch.workers": 4})
+    client = client_for(**{"prefetch.vcpus": 4, "prefetch.workers": 4, "logLevel": "debug"})
     for path, flags, presize in [(shm_file, os.O_WRONLY, True), (shm_file, os.O_RDWR, False),
                                  (str(tmp_path / "big.bin"), os.O_RDWR, True)]:
         fd = os.open(path, flags | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -124,6 +127,14 @@ def test_write_only_or_short_files_are_written_with_pwrite(objects, client_for, 
             os.close(fd)
         with open(path, "rb") as f:
             assert f.read() == data, (path, flags, presize)
+    fd = os.open(shm_file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, len(data))
+        fetch_into_fd(client_for(**{"prefetch.vcpus": 2, "logLevel": "debug"}), "big.bin", fd)
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)
+    assert "written through a shared mapping" not in capfd.readouterr().err
 
 
 def test_chunks_go_out_in_item_order_and_a_wait_jumps_the_queue(objects, client_for, proxy):
@@ -156,7 +167,7 @@ def test_chunks_go_out_in_item_order_and_a_wait_jumps_the_queue(objects, client_
 
 
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):
-    """prefetch.vcpus: half the CPUs this process may use (2 to 32); workers 8; chunkSize auto
+    """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8; chunkSize auto
     (32 MiB until a fetch sizes it). Numbers, "auto" and Aliyun's config.json keys still set
     them."""
     monkeypatch.setenv("OSSC_CONFIG", "")
@@ -164,10 +175,10 @@ def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeyp
         monkeypatch.delenv(k, raising=False)
     cores = len(os.sched_getaffinity(0))
     s = resolve("s3://bucket/p/", {}, os.environ)
-    assert s["prefetch"]["vcpus"] == min(32, max(2, cores // 2))
+    assert s["prefetch"]["vcpus"] == min(64, max(2, cores))
     assert s["prefetch"]["workers"] == 8 and s["chunkSize"] == 32 << 20
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "5", "chunkSize": "4MiB"}, os.environ)
     assert s["prefetch"]["vcpus"] == 5 and s["chunkSize"] == 4 << 20
     monkeypatch.setenv("OSSC_PREFETCH_WORKERS", "3")
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "auto"}, os.environ)
-    assert s["prefetch"]["vcpus"] == min(32, max(2, cores // 2)) and s["prefetch"]["workers"] == 3
+    assert s["prefetch"]["vcpus"] == min(64, max(2, cores)) and s["prefetch"]["workers"] == 3

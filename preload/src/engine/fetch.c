@@ -1,7 +1,8 @@
 /* fetch.c: the parallel ranged-GET engine.
  *
- * Items (byte ranges of objects) are cut into chunks of chunkSize. A queue holds the chunks in
- * the caller's order; prefetch.vcpus threads each run one curl multi handle with
+ * Items (byte ranges of objects) are cut into chunks of chunkSize. An item whose fd is a tmpfs
+ * file is written through one shared mapping when the fetch runs enough threads (sink_map.c),
+ * others with pwrite. A queue holds the chunks in the caller's order; prefetch.vcpus threads each run one curl multi handle with
  * prefetch.workers transfers in flight, taking chunks from the front. A failed attempt goes
  * back to the front after a backoff and resumes where it stopped; every reply's status and
  * Content-Range are checked before a byte is written. A whole-object item whose store sent
@@ -23,6 +24,10 @@
 #define IDLE_POLL_MS 50
 #define MAX_REFETCHES 1
 #define NO_CHUNK UINT32_MAX
+/* Mappings (sink_map.c) only for fetches of this many threads: fewer never wait long on a tmpfs
+ * file's lock, and pwrite costs less CPU than a page fault per 4 KiB (on 2 cores a mapping
+ * cost 1.4x the CPU at the same speed). */
+#define MAP_MIN_THREADS 4
 
 enum chunk_state { CH_QUEUED, CH_ACTIVE, CH_DONE, CH_DROPPED };
 
@@ -36,6 +41,7 @@ typedef struct chunk {
     uint64_t crc;             /* CRC-64 of those bytes */
     bool crc_valid;           /* every attempt carried the object's CRC */
     bool held;                /* landed, reported only once the object's CRC-64 verifies */
+
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
@@ -44,7 +50,7 @@ typedef struct item_state {
     uint32_t first_chunk, n_chunks, chunks_done;
     bool finished, failed;
     int refetches;
-    bool mapped;              /* its fd is a tmpfs file: written through mappings (sink_map.c) */
+    sink_map map;             /* a tmpfs fd's range, mapped while it is fetched (sink_map.c) */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
     ossc_error err;
@@ -54,7 +60,6 @@ typedef struct slot {
     struct worker *w;
     CURL *easy;
     uint32_t chunk;           /* NO_CHUNK when idle */
-    sink_map map;             /* the chunk's range of a mapped item's file */
     request req;
     reply rp;
     bool checked;             /* the reply's headers were validated */
@@ -214,6 +219,7 @@ static void item_complete(ossc_fetch *f, uint32_t item)
             c->held = false;
         }
         item_finish(f, is);
+        sink_map_close(&is->map); /* no transfer of it is left to write there */
         return;
     }
     ossc_error e;
@@ -326,8 +332,8 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         return 0;
     }
     uint64_t pos = c->offset + c->done - is->it.offset;
-    if (s->map.addr) {
-        memcpy(s->map.at + c->done, data, len);
+    if (is->map.addr) {
+        memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {
         size_t off = 0;
         while (off < len) {
@@ -374,13 +380,6 @@ static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
     int rc = request_prepare(cl, &s->req, time(NULL), err);
     if (rc)
         return rc;
-    if (is->mapped &&
-        (rc = sink_map_open(&s->map, is->it.fd, is->it.fd_offset + c->offset - is->it.offset,
-                            c->length))) {
-        err_set(err, OSSC_E_IO, "%s: writing the local copy: %s", is->it.key, strerror(rc));
-        err->sys_errno = rc;
-        return OSSC_E_IO;
-    }
     CURL *e = s->easy;
     curl_easy_reset(e);
     http_setup_easy(cl, e);
@@ -408,7 +407,6 @@ static void finish_transfer(worker *w, slot *s, CURLcode res)
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
     curl_multi_remove_handle(w->multi, s->easy);
-    sink_map_close(&s->map);
     w->n_active--;
     s->chunk = NO_CHUNK;
 
@@ -560,7 +558,6 @@ static void fetch_destroy(ossc_fetch *f)
     for (int i = 0; i < f->n_workers; i++) {
         worker *w = &f->workers[i];
         for (int k = 0; w->slots && k < f->client->s.workers; k++) {
-            sink_map_close(&w->slots[k].map);
             request_free(&w->slots[k].req);
             reply_free(&w->slots[k].rp);
             if (w->slots[k].easy)
@@ -570,8 +567,10 @@ static void fetch_destroy(ossc_fetch *f)
         if (w->multi)
             curl_multi_cleanup(w->multi);
     }
-    for (size_t i = 0; f->items && i < f->n_items; i++)
+    for (size_t i = 0; f->items && i < f->n_items; i++) {
+        sink_map_close(&f->items[i].map);
         free((char *)f->items[i].it.key);
+    }
     free(f->workers);
     free(f->items);
     free(f->chunks);
@@ -658,8 +657,10 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
         if (!is->it.key)
             goto oom;
         is->first_chunk = ci;
-        is->mapped = is->it.fd >= 0 && is->it.length &&
-                     sink_map_suits(is->it.fd, is->it.fd_offset + is->it.length);
+        if (cl->s.vcpus >= MAP_MIN_THREADS && is->it.fd >= 0 && is->it.length &&
+            sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length) == 0) {
+            LOGD("%s: written through a shared mapping", is->it.key);
+        }
         f->bytes_total += is->it.length;
         for (uint64_t off = 0; off < is->it.length; off += chunk_size) {
             chunk *c = &f->chunks[ci];

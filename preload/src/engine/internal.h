@@ -93,14 +93,13 @@ uint64_t fetch_chunk_size(const ossc_client *cl, uint64_t bytes);
 
 /* ---- writing through a shared mapping of a tmpfs file (sink_map.c) ---- */
 typedef struct sink_map {
-    void *addr;    /* the mapping, page-aligned */
+    void *addr;    /* the mapping, page-aligned; NULL when not mapped */
     size_t len;
     char *at;      /* the first byte of the range asked for */
 } sink_map;
 
-/* fd is a tmpfs file open for reading and writing, at least end bytes long. */
-bool sink_map_suits(int fd, uint64_t end);
-/* Maps [offset, offset+length) of fd, its pages reserved; 0 or an errno. */
+/* Maps [offset, offset+length) of fd if it is a tmpfs file open for reading and writing, that
+ * long, with room for those bytes; 0, or why not (an errno: the caller writes with pwrite). */
 int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length);
 void sink_map_close(sink_map *m);
 

@@ -69,7 +69,7 @@ static const setting_def defs[] = {
         .group = "store", .help = "JSON file with AccessKeyId, AccessKeySecret, SecurityToken, "
         "Expiration"),
     INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "auto", .group = "tuning",
-        .help = "fetch threads (auto: half the CPUs this process may use, 2 to 32)"),
+        .help = "fetch threads (auto: the CPUs this process may use, 2 to 64)"),
     INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "auto",
         .group = "tuning", .help = "transfers in flight per thread (auto: 8)"),
     SIZE("chunkSize", "OSSC_CHUNK_SIZE", chunk_size, 64 << 10, 1LL << 30, "auto",
