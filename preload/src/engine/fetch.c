@@ -2,8 +2,9 @@
  *
  * Items (byte ranges of objects) are cut into chunks of chunkSize. An item whose fd is a tmpfs
  * file is written through one shared mapping when the fetch runs enough threads (sink_map.c),
- * others with pwrite. A queue holds the chunks in the caller's order; prefetch.vcpus threads each run one curl multi handle with
- * prefetch.workers transfers in flight, taking chunks from the front. A failed attempt goes
+ * others with pwrite. A queue holds the chunks in the caller's order; prefetch.vcpus threads
+ * each run one curl multi handle with prefetch.workers transfers in flight, taking chunks from
+ * the front. A failed attempt goes
  * back to the front after a backoff and resumes where it stopped; every reply's status and
  * Content-Range are checked before a byte is written. A whole-object item whose store sent
  * x-oss-hash-crc64ecma is verified when its last chunk lands, and refetched once on mismatch;
@@ -41,7 +42,6 @@ typedef struct chunk {
     uint64_t crc;             /* CRC-64 of those bytes */
     bool crc_valid;           /* every attempt carried the object's CRC */
     bool held;                /* landed, reported only once the object's CRC-64 verifies */
-
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
@@ -658,9 +658,8 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
             goto oom;
         is->first_chunk = ci;
         if (cl->s.vcpus >= MAP_MIN_THREADS && is->it.fd >= 0 && is->it.length &&
-            sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length) == 0) {
+            sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length) == 0)
             LOGD("%s: written through a shared mapping", is->it.key);
-        }
         f->bytes_total += is->it.length;
         for (uint64_t off = 0; off < is->it.length; off += chunk_size) {
             chunk *c = &f->chunks[ci];

@@ -283,8 +283,8 @@ static int set_value(settings *s, const setting_def *d, const char *text, const 
         errno = 0;
         v = strtoll(text, &end, 10);
         if (end == text || *end || errno || v < d->min || v > d->max) {
-            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be an integer from %lld to %lld, not '%s'",
-                    where, d->key, d->min, d->max, text);
+            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be an integer from %lld to %lld%s, not "
+                    "'%s'", where, d->key, d->min, d->max, derivable ? " or auto" : "", text);
             return OSSC_E_CONFIG;
         }
         *(int *)field = (int)v;
@@ -292,7 +292,8 @@ static int set_value(settings *s, const setting_def *d, const char *text, const 
     case T_SIZE:
         if (!parse_size(text, &v) || v < d->min || v > d->max) {
             err_set(err, OSSC_E_CONFIG, "%s: '%s' must be a size from %lld to %lld bytes "
-                    "(e.g. 8MiB), not '%s'", where, d->key, d->min, d->max, text);
+                    "(e.g. 8MiB)%s, not '%s'", where, d->key, d->min, d->max,
+                    derivable ? " or auto" : "", text);
             return OSSC_E_CONFIG;
         }
         *(uint64_t *)field = (uint64_t)v;
