@@ -85,7 +85,6 @@ def fetch_into_fd(client, name, fd, fd_offset=0, offset=0, length=None):
     return st
 
 
-@pytest.mark.skipif(not os.path.isdir(SHM), reason="no /dev/shm")
 def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, client_for, shm_file,
                                                                   capfd):
     """97 chunks of one object, 4 threads x 8 transfers at once, into a tmpfs file open for
