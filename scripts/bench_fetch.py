@@ -61,6 +61,7 @@ Usage
 -----
   python scripts/bench_fetch.py                      # 4 GiB, 3 rounds, all tools
   python scripts/bench_fetch.py --size-gib 0.5 --rounds 2 --tools ossc,s5cmd,curl-shm
+  python scripts/bench_fetch.py --single-gib 2 --tools ossc,s5cmd,curl-shm   # one large object
   python scripts/bench_fetch.py --endpoint http://127.0.0.1:8333 --bucket mybucket
   python scripts/bench_fetch.py --nginx /usr/sbin/nginx --size-gib 8 --tools curl-shm,s5cmd,ossc \
       --variant old:OSSC_LIBRARY=/opt/ossc-old/libossc.so       # a many-core machine
