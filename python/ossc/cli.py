@@ -121,8 +121,11 @@ def cmd_get(args) -> int:
     try:
         for obj, path in plan:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            # Read-write and at its full size: on tmpfs the engine then writes through a
+            # shared mapping, which many transfers into one file do not serialize on.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             files.append((fd, path))
+            os.ftruncate(fd, obj.size)
             items.append(FetchItem(obj.key, obj.size, fd=fd))
     except OSError as exc:
         for fd, _ in files:

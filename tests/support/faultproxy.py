@@ -167,6 +167,7 @@ class FaultProxy:
         self._faults: list[Fault] = []
         self._bytes: Counter[str] = Counter()
         self._requests: Counter[tuple[str, str]] = Counter()
+        self._order: list[tuple[str, str, str]] = []  # (method, key, Range) as they came
         self._ranges: defaultdict[str, list[list[int]]] = defaultdict(list)  # [start, length]
         self._live: set[socket.socket] = set()
         self._handlers: set[threading.Thread] = set()
@@ -254,6 +255,7 @@ class FaultProxy:
         with self._lock:
             self._bytes.clear()
             self._requests.clear()
+            self._order.clear()
             self._ranges.clear()
 
     def bytes_served(self, key: str | None = None) -> int:
@@ -273,9 +275,15 @@ class FaultProxy:
         with self._lock:
             return sorted(tuple(span) for span in self._ranges.get(key, ()))
 
-    def _count_request(self, method: str, key: str) -> None:
+    def request_order(self) -> list[tuple[str, str, str]]:
+        """(method, key, Range header or "") of every request, in the order they came."""
+        with self._lock:
+            return list(self._order)
+
+    def _count_request(self, method: str, key: str, range_: str = "") -> None:
         with self._lock:
             self._requests[(method, key)] += 1
+            self._order.append((method, key, range_))
 
     # connection bookkeeping (for stop)
 
@@ -403,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy_request(self) -> None:
         key = urllib.parse.unquote(self.path.partition("?")[0].lstrip("/"))
         ranged = self.headers.get("Range") is not None
-        self.proxy._count_request(self.command, key)
+        self.proxy._count_request(self.command, key, self.headers.get("Range") or "")
         fault = self.proxy._take_fault(self.command, key, ranged)
         kind = fault.kind if fault else None
 

@@ -146,3 +146,55 @@ def ensure_model(root: Path, size_gib: float) -> tuple[Path, dict]:
     mpath.write_text(json.dumps(man, indent=1))  # written last: marks the cache complete
     log(f"  {sum(f['size'] for f in files.values()) / 1e9:.2f} GB in {time.time() - t0:.0f}s")
     return mdir, man
+
+
+def ensure_single_file(root: Path, size_gib: float) -> tuple[Path, dict]:
+    """One large object (big.bin, random bytes, each 64 MiB block stamped with its number) for
+    the single-object benchmark; the manifest holds a sha256 per block, so a copy is checked on
+    every core at once. Cached like ensure_model."""
+    from concurrent.futures import ThreadPoolExecutor
+    import os
+    tag = f"single-{size_gib:g}gib"
+    mdir, mpath = root / tag, root / f"{tag}.manifest.json"
+    size = int(size_gib * 2**30)
+    params = {"gen_version": GEN_VERSION, "single_gib": size_gib}
+    if mpath.exists():
+        man = json.loads(mpath.read_text())
+        if man.get("params") == params and (mdir / "big.bin").is_file() and \
+                (mdir / "big.bin").stat().st_size == size:
+            return mdir, man
+    log(f"generating {tag} in {mdir} ...")
+    shutil.rmtree(mdir, ignore_errors=True)
+    mpath.unlink(missing_ok=True)
+    mdir.mkdir(parents=True)
+    base = np.random.Generator(np.random.PCG64(SEED)).bytes(CHUNK)
+    fd = os.open(mdir / "big.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, size)
+
+        def block(i: int) -> str:
+            data = (i.to_bytes(8, "little") + base[8:])[:min(CHUNK, size - i * CHUNK)]
+            os.pwrite(fd, data, i * CHUNK)
+            return hashlib.sha256(data).hexdigest()
+        with ThreadPoolExecutor(os.cpu_count() or 2) as ex:
+            blocks = list(ex.map(block, range((size + CHUNK - 1) // CHUNK)))
+    finally:
+        os.close(fd)
+    man = {"params": params, "files": {"big.bin": {"size": size, "blocks": blocks}},
+           "block_bytes": CHUNK}
+    mpath.write_text(json.dumps(man, indent=1))
+    return mdir, man
+
+
+def verify_blocks(path: Path, blocks: list, threads: int) -> list:
+    """The numbers of the 64 MiB blocks of path whose sha256 differs from blocks."""
+    from concurrent.futures import ThreadPoolExecutor
+    import os
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        def bad(i: int) -> bool:
+            return hashlib.sha256(os.pread(fd, CHUNK, i * CHUNK)).hexdigest() != blocks[i]
+        with ThreadPoolExecutor(threads) as ex:
+            return [i for i, b in enumerate(ex.map(bad, range(len(blocks)))) if b]
+    finally:
+        os.close(fd)

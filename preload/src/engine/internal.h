@@ -53,6 +53,7 @@ typedef struct settings {
     int vcpus;          /* fetch threads */
     int workers;        /* transfers in flight per thread */
     uint64_t chunk_size;
+    bool chunk_size_auto;   /* chunkSize was left "auto": each fetch sizes its own chunks */
     int retries;        /* attempts after the first */
     int connect_timeout_sec;
     int stall_timeout_sec;
@@ -73,12 +74,39 @@ typedef struct settings {
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 
+/* ---- defaults derived from the machine (tuning.c) ---- */
+typedef struct tuning {
+    int cores;            /* CPUs this process may run on */
+    uint64_t memory;      /* physical memory, bytes */
+} tuning;
+
+void tuning_probe(tuning *t);
+int tuning_threads(const tuning *t);
+int tuning_transfers(const tuning *t);
+uint64_t tuning_chunk_size(const tuning *t, uint64_t total_bytes, int in_flight);
+
 /* envp: "NAME=value" items, NULL-terminated; NULL reads the process environment. */
 int settings_resolve(settings *s, int scheme, const char *const *overrides, size_t n,
                      const char *const *envp, ossc_error *err);
 char *settings_to_json(const settings *s);
 /* cacheLimit: "" (none: both 0), a size in *bytes, or a percentage (1-100) in *percent. */
 bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent);
+
+/* ---- the fetch (fetch.c) ---- */
+/* The chunk size a fetch of this many bytes uses: chunkSize, or derived when it is "auto". */
+uint64_t fetch_chunk_size(const ossc_client *cl, uint64_t bytes);
+
+/* ---- writing through a shared mapping of a tmpfs file (sink_map.c) ---- */
+typedef struct sink_map {
+    void *addr;    /* the mapping, page-aligned; NULL when not mapped */
+    size_t len;
+    char *at;      /* the first byte of the range asked for */
+} sink_map;
+
+/* Maps [offset, offset+length) of fd if it is a tmpfs file open for reading and writing, that
+ * long, with room for those bytes; 0, or why not (an errno: the caller writes with pwrite). */
+int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length);
+void sink_map_close(sink_map *m);
 
 /* ---- URLs and encoding (url.c) ---- */
 typedef struct store_url {

@@ -187,8 +187,14 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
     if ((rc = fetch_small(s, small, n_small, err)))
         goto out;
     order_by_index(s, large, n_large);
-    for (size_t i = 0; i < n_large; i++)
+    /* The control file's chunk map and the fetch must cut the objects alike. */
+    uint64_t large_bytes = 0;
+    for (size_t i = 0; i < n_large; i++) {
         sizes[i] = s->listing->objects[large[i]].size;
+        large_bytes += sizes[i];
+    }
+    s->client->s.chunk_size = fetch_chunk_size(s->client, large_bytes);
+    s->client->s.chunk_size_auto = false;
     if ((rc = session_plan_cache(s, sizes, n_large, err)) ||
         (rc = session_publish(s, large, n_large, err)))
         goto out;

@@ -68,12 +68,13 @@ static const setting_def defs[] = {
     STR("credentialsFile", "OSSC_CREDENTIALS_FILE", NULL, NULL, credentials_file, "",
         .group = "store", .help = "JSON file with AccessKeyId, AccessKeySecret, SecurityToken, "
         "Expiration"),
-    INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "2", .group = "tuning",
-        .help = "fetch threads"),
-    INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "8",
-        .group = "tuning", .help = "transfers in flight per thread"),
-    SIZE("chunkSize", "OSSC_CHUNK_SIZE", chunk_size, 64 << 10, 1LL << 30, "32MiB",
-         .group = "tuning", .help = "bytes per ranged GET, e.g. 32MiB"),
+    INT("prefetch.vcpus", "OSSC_PREFETCH_VCPUS", NULL, vcpus, 1, 64, "auto", .group = "tuning",
+        .help = "fetch threads (auto: the CPUs this process may use, 2 to 64)"),
+    INT("prefetch.workers", "OSSC_PREFETCH_WORKERS", NULL, workers, 1, 256, "auto",
+        .group = "tuning", .help = "transfers in flight per thread (auto: 8)"),
+    SIZE("chunkSize", "OSSC_CHUNK_SIZE", chunk_size, 64 << 10, 1LL << 30, "auto",
+         .group = "tuning", .help = "bytes per ranged GET, e.g. 32MiB (auto: each fetch's bytes "
+         "over twice the transfers in flight, 4MiB to 32MiB)"),
     INT("retries", "OSSC_RETRIES", NULL, retries, 0, 100, "8", .group = "tuning",
         .help = "retries per request after the first attempt"),
     INT("connectTimeoutSec", "OSSC_CONNECT_TIMEOUT_SEC", NULL, connect_timeout_sec, 1, 3600, "10",
@@ -274,12 +275,36 @@ bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent)
     return true;
 }
 
+/* "auto": the value tuning.c derives from this machine. chunkSize's is a placeholder that
+ * each fetch replaces with one sized to its bytes. */
+static void set_derived(settings *s, const setting_def *d)
+{
+    tuning t;
+    tuning_probe(&t);
+    char *field = (char *)s + d->offset;
+    if (d->offset == offsetof(settings, vcpus)) {
+        *(int *)field = tuning_threads(&t);
+    } else if (d->offset == offsetof(settings, workers)) {
+        *(int *)field = tuning_transfers(&t);
+    } else {
+        *(uint64_t *)field = tuning_chunk_size(&t, UINT64_MAX / 2, 1);
+        s->chunk_size_auto = true;
+    }
+}
+
 static int set_value(settings *s, const setting_def *d, const char *text, const char *where,
                      ossc_error *err)
 {
     char *field = (char *)s + d->offset;
     long long v;
     char *end;
+    bool derivable = d->type != T_ENUM && d->def && strcmp(d->def, "auto") == 0;
+    if (d->offset == offsetof(settings, chunk_size))
+        s->chunk_size_auto = false; /* until "auto" says otherwise, below */
+    if (derivable && strcasecmp(text, "auto") == 0) {
+        set_derived(s, d);
+        return 0;
+    }
     switch (d->type) {
     case T_STR:
         if (strlen(text) >= d->cap) {
@@ -293,8 +318,8 @@ static int set_value(settings *s, const setting_def *d, const char *text, const 
         errno = 0;
         v = strtoll(text, &end, 10);
         if (end == text || *end || errno || v < d->min || v > d->max) {
-            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be an integer from %lld to %lld, not '%s'",
-                    where, d->key, d->min, d->max, text);
+            err_set(err, OSSC_E_CONFIG, "%s: '%s' must be an integer from %lld to %lld%s, not "
+                    "'%s'", where, d->key, d->min, d->max, derivable ? " or auto" : "", text);
             return OSSC_E_CONFIG;
         }
         *(int *)field = (int)v;
@@ -302,7 +327,8 @@ static int set_value(settings *s, const setting_def *d, const char *text, const 
     case T_SIZE:
         if (!parse_size(text, &v) || v < d->min || v > d->max) {
             err_set(err, OSSC_E_CONFIG, "%s: '%s' must be a size from %lld to %lld bytes "
-                    "(e.g. 8MiB), not '%s'", where, d->key, d->min, d->max, text);
+                    "(e.g. 8MiB)%s, not '%s'", where, d->key, d->min, d->max,
+                    derivable ? " or auto" : "", text);
             return OSSC_E_CONFIG;
         }
         *(uint64_t *)field = (uint64_t)v;

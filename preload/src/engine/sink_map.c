@@ -1,0 +1,67 @@
+/* sink_map.c: writing an item's bytes through one shared mapping of its tmpfs file.
+ *
+ * tmpfs lets one write()/pwrite() into a file run at a time (the inode lock), so many transfers
+ * into one file, a 16 GB shard say, go no faster than one: 2.7-3.2 GB/s on a 16-core machine,
+ * however many threads wait. A page fault on a shared mapping does not take that lock, and a
+ * memcpy costs no system call. The item is mapped once, for as long as its transfers run:
+ * mapping and unmapping per chunk (and reserving each chunk's pages with fallocate, which does
+ * take the inode lock) serialized the threads on the process's mmap lock and the inode again,
+ * for no gain over pwrite; populating each chunk's pages ahead (MADV_POPULATE_WRITE) was slower
+ * than faulting them in the copy (docs/BENCHMARKS.md).
+ *
+ * A full tmpfs would answer a page fault with SIGBUS, not ENOSPC, so an item is mapped only
+ * when the file system has room for all of its bytes not yet allocated; otherwise it is written
+ * with pwrite, whose ENOSPC fails the item cleanly. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* fd is a tmpfs file open for reading and writing, at least end bytes long, and its file
+ * system has room for the length bytes that end there. */
+static bool suits(int fd, uint64_t end, uint64_t length)
+{
+    struct statfs fs;
+    struct statvfs vfs;
+    struct stat st;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_ACCMODE) != O_RDWR || fstatfs(fd, &fs) != 0 ||
+        fs.f_type != TMPFS_MAGIC || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size < end || fstatvfs(fd, &vfs) != 0)
+        return false;
+    uint64_t allocated = (uint64_t)st.st_blocks * 512;
+    uint64_t needed = length > allocated ? length - allocated : 0;
+    return (uint64_t)vfs.f_bavail * vfs.f_frsize >= needed;
+}
+
+int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length)
+{
+    m->addr = m->at = NULL;
+    m->len = 0;
+    if (!suits(fd, offset + length, length))
+        return ENOTSUP;
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t base = offset - offset % (uint64_t)page;
+    size_t len = (size_t)(offset + length - base);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)base);
+    if (p == MAP_FAILED)
+        return errno;
+    m->addr = p;
+    m->len = len;
+    m->at = (char *)p + (offset - base);
+    return 0;
+}
+
+void sink_map_close(sink_map *m)
+{
+    if (m->addr)
+        munmap(m->addr, m->len);
+    m->addr = m->at = NULL;
+    m->len = 0;
+}
