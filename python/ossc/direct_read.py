@@ -73,6 +73,6 @@ class SequentialCrc:
         if self.next == self.size:
             self.next = None
             if self.crc != self.expected:
-                raise OsscError(lib.OSSC_E_INTEGRITY, f"{self.key}: CRC-64 mismatch (store "
-                                f"says {self.expected}, read {self.crc}): bytes read "
-                                "directly into the caller's buffer were corrupt")
+                raise OsscError(lib.OSSC_E_INTEGRITY, f"{self.key}: CRC-64 mismatch over "
+                                f"the bytes read (store says {self.expected}, got "
+                                f"{self.crc}): some came corrupt")
