@@ -586,9 +586,7 @@ class ObjectStream(io.BufferedIOBase):
             return False
         lib.ossc_fetch_cancel(self._fetch._handle)
         lib.ossc_fetch_wait(self._fetch._handle, -1, ffi.new("ossc_error *"))
-        self._gave_way = True
-        if self._connector._queue:
-            self._connector._pump()
+        self._gave_way = True  # (no pump: the direct reader that asked stops new starts)
         return True
 
     def _fill(self, start: int, end: int) -> None:
