@@ -49,6 +49,9 @@ DIRECT_READ_MIN = 8 << 20
 GIVE_WAY_MAX = 256 << 20
 # A stream whose prefetch gave way fills other reads into its memory in steps of this.
 FILL_STEP = 4 << 20
+# Reads of bytes known to be in memory make no engine call; those crossing a multiple of this
+# check whether a queued prefetch may start.
+KNOWN_CHECK_STEP = 4 << 20
 
 _KINDS = {
     lib.OSSC_E_CONFIG: "config",
@@ -542,6 +545,7 @@ class ObjectStream(io.BufferedIOBase):
         self._gave_way = False  # the prefetch was cancelled for direct reads
         self._bucket = parse_uri(uri)[:2]  # (scheme, bucket): the client of direct reads
         self._filled: set = set()  # FILL_STEP steps filled on demand since
+        self._landed_upto = 0  # [0, this) is known to be in the prefetch's memory
 
     # ---- prefetch
 
@@ -621,6 +625,12 @@ class ObjectStream(io.BufferedIOBase):
         """Waits until [start, end) is in memory."""
         if self._complete or start >= end:
             return
+        if end <= self._landed_upto:
+            # Known in memory (landed chunks stay): no engine call, only a check now and
+            # then (every KNOWN_CHECK_STEP) whether a prefetch ended and the next may start.
+            if self._connector._queue and start // KNOWN_CHECK_STEP != end // KNOWN_CHECK_STEP:
+                self._connector._pump()
+            return
         if self._gave_way:
             self._fill(start, end)
             return
@@ -640,6 +650,8 @@ class ObjectStream(io.BufferedIOBase):
                 return
             if rc != -1:
                 raise as_connector_error(OsscError.from_c(err))
+        if start <= self._landed_upto:
+            self._landed_upto = end
         if start == 0 and end == self._size:
             self._complete = True
         elif self._fetch.stats().finished and self._fetch.item_error(0) is None:
