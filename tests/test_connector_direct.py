@@ -6,6 +6,7 @@ proxy (which slows the prefetch so that readers race it, and corrupts bodies).""
 
 from __future__ import annotations
 
+import gc
 import io
 import random
 
@@ -177,3 +178,31 @@ def test_verify_before_read_keeps_reads_on_the_verified_prefetch(store, bucket, 
         assert fault.fired == 1 and not direct_calls
     finally:
         proxy.stop()
+
+
+def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_calls):
+    """100 cycles of open, direct reads to the end (a fetch per read) and close leave the
+    process's fds, threads and memory where they were."""
+    from test_connector import _fds, _rss_kib, _threads
+
+    monkeypatch.setattr(conn, "GIVE_WAY_MAX", 1 << 40)
+    data = objects["obj0.bin"]
+    buf = bytearray(9 * CHUNK)
+    with make(store, store.endpoint) as c:
+        def cycle(n):
+            for _ in range(n):
+                with c.open(uri(bucket, "obj0.bin")) as f:
+                    got = bytearray()
+                    while k := f.readinto(buf):
+                        got += buf[:k]
+                    assert got == data
+        cycle(10)
+        gc.collect()
+        fds, threads, rss = _fds(), _threads(), _rss_kib()
+        calls = len(direct_calls)
+        cycle(100)
+        gc.collect()
+        assert len(direct_calls) - calls >= 100 * (SIZE // len(buf))
+        assert _fds() == fds and _threads() == threads
+        grown = _rss_kib() - rss
+        assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 100 cycles"
