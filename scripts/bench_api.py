@@ -31,7 +31,7 @@ What it does
 
 Usage
 -----
-  python scripts/bench_api.py                          # 100,000 keys, 1 GiB model, 3 rounds
+  python scripts/bench_api.py                          # 100,000 keys, 4 GiB model, 3 rounds
   python scripts/bench_api.py --keys 20000 --size-gib 0.25 --rounds 2
 Results: bench-results/api.json (--out-dir).
 """
@@ -311,7 +311,7 @@ def bench_read(ls, man: dict, rounds: int, env: dict) -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--keys", type=int, default=100_000)
-    p.add_argument("--size-gib", type=float, default=1.0)
+    p.add_argument("--size-gib", type=float, default=4.0, help="the model (issue 10 names 4 GiB)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", choices=["list", "read"], action="append", default=[])
     p.add_argument("--latency-ms", type=float, default=30.0, help="list again through a proxy "
