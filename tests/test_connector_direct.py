@@ -1,0 +1,208 @@
+"""The connector's direct reads (python/ossc/direct_read.py): a large readinto that the
+prefetch has not reached is fetched straight into the caller's buffer, the prefetch gives way
+and other reads fill its memory on demand. Sizes are scaled down (64 KiB chunks, direct from
+4 chunks on) so that every path runs on small objects, against SeaweedFS through the fault
+proxy (which slows the prefetch so that readers race it, and corrupts bodies)."""
+
+from __future__ import annotations
+
+import gc
+import io
+import random
+
+import oss2
+import pytest
+
+import ossc
+from ossc import connector as conn
+from ossc import direct_read
+
+PREFIX = "connector-direct/"
+CHUNK = 64 << 10
+SIZE = 40 * CHUNK + 333  # ends inside a chunk, and inside a fill step
+
+
+@pytest.fixture(autouse=True)
+def scaled_down(monkeypatch):
+    """No config file, the store's region; direct reads, pieces and fill steps in chunks."""
+    monkeypatch.setenv("OSSC_CONFIG", "")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setattr(conn, "DIRECT_READ_MIN", 4 * CHUNK)
+    monkeypatch.setattr(conn, "FILL_STEP", CHUNK)
+    monkeypatch.setattr(direct_read, "PIECE_MIN", CHUNK)
+
+
+@pytest.fixture
+def direct_calls(monkeypatch):
+    """The ranges each direct fetch (into a caller's buffer or a fill) asked for."""
+    calls = []
+    real = direct_read.fetch_into
+
+    def spy(client, key, size, ranges, views, wait_step, poll_s):
+        calls.append(list(ranges))
+        return real(client, key, size, ranges, views, wait_step, poll_s)
+
+    monkeypatch.setattr(direct_read, "fetch_into", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def objects(store, bucket):
+    data = {f"obj{i}.bin": random.Random(i).randbytes(SIZE) for i in range(3)}
+    s3 = store.s3()
+    for name, body in data.items():
+        s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=body)
+    return data
+
+
+def make(store, endpoint, **settings):
+    provider = oss2.credentials.StaticCredentialsProvider(store.access_key, store.secret_key)
+    return ossc.OssModelConnector(endpoint, cred_provider=provider,
+                                  settings={"chunkSize": "64KiB", **settings})
+
+
+def uri(bucket, name):
+    return f"s3://{bucket}/{PREFIX}{name}"
+
+
+@pytest.mark.parametrize("give_way_max", [0, 1 << 40], ids=["prefetch-keeps", "gives-way"])
+def test_direct_reads_interleaved_with_prefetch_match_bytesio(store, bucket, objects, proxy,
+                                                              monkeypatch, direct_calls,
+                                                              give_way_max):
+    """300 seeded steps over three streams at once (large and small readinto at odd offsets
+    and lengths, read, seek, readline, mmap), while their prefetches crawl through a proxy
+    that holds every ranged GET 20 ms: every result matches io.BytesIO."""
+    monkeypatch.setattr(conn, "GIVE_WAY_MAX", give_way_max)
+    proxy.add_fault("stall", ranged_only=True, seconds=0.02, times=None)
+    rng = random.Random(20261126)
+    names = sorted(objects)
+    with make(store, proxy.endpoint) as c:
+        streams = [c.open(uri(bucket, n)) for n in names]
+        refs = [io.BytesIO(objects[n]) for n in names]
+        for step in range(300):
+            i = rng.randrange(len(streams))
+            f, ref = streams[i], refs[i]
+            op = rng.choice(["big", "big", "big", "small", "read", "seek", "readline", "mmap"])
+            where = f"step {step}: {op} on {names[i]} at {ref.tell()}"
+            if op == "big":
+                n = rng.choice([4 * CHUNK, 5 * CHUNK + 17, 9 * CHUNK - 1, SIZE + 5])
+                a, b = bytearray(n), bytearray(n)
+                assert f.readinto(a) == ref.readinto(b), where
+                assert a == b, where
+            elif op == "small":
+                a, b = bytearray(1000), bytearray(1000)
+                assert f.readinto(a) == ref.readinto(b) and a == b, where
+            elif op == "read":
+                n = rng.choice([1, CHUNK + 3, 3 * CHUNK])
+                assert f.read(n) == ref.read(n), where
+            elif op == "seek":
+                pos = rng.choice([0, rng.randrange(SIZE), SIZE - 100, SIZE + 10])
+                assert f.seek(pos) == ref.seek(pos), where
+            elif op == "readline":
+                assert f.readline(500) == ref.readline(500), where
+            elif op == "mmap" and rng.random() < 0.2:
+                view = f.mmap()
+                assert bytes(view) == objects[names[i]], where
+                del view
+            assert f.tell() == ref.tell(), where
+        for f in streams:
+            f.close()
+    if give_way_max:  # (without, whether a prefetch is ahead of a reader is up to timing)
+        assert direct_calls, "no read went straight into a caller's buffer"
+        assert any(s._gave_way for s in streams)
+
+
+def test_reader_racing_the_prefetch_of_the_same_range(store, bucket, objects, proxy,
+                                                       monkeypatch, direct_calls):
+    """The prefetch's first GETs are in flight (held 0.5 s) when a readinto asks for the same
+    range: the prefetch gives way and the range comes straight into the buffer; what had
+    landed is still served from memory, the rest is filled, and the bytes are the object's."""
+    monkeypatch.setattr(conn, "GIVE_WAY_MAX", 1 << 40)
+    data = objects["obj0.bin"]
+    proxy.add_fault("stall", key=PREFIX + "obj0.bin", ranged_only=True, seconds=0.5, times=4)
+    with make(store, proxy.endpoint) as c, c.open(uri(bucket, "obj0.bin")) as f:
+        assert f._fetch is not None and not f._landed(0, CHUNK)
+        buf = bytearray(6 * CHUNK + 11)
+        f.seek(CHUNK // 2)
+        assert f.readinto(buf) == len(buf) and buf == data[CHUNK // 2:CHUNK // 2 + len(buf)]
+        assert f._gave_way
+        assert direct_calls[0][0][0] == CHUNK // 2
+        assert sum(n for _, n in direct_calls[0]) == len(buf)
+        assert f.seek(0) == 0 and f.read(CHUNK) == data[:CHUNK]  # filled on demand
+        assert bytes(f.mmap()) == data
+
+
+def test_direct_read_of_a_corrupt_body_fails_with_integrity_error(store, bucket, objects,
+                                                                  monkeypatch, direct_calls):
+    """Through a proxy that sends the object's CRC-64 (as OSS does) and flips a byte of every
+    body: with verifyBeforeRead=no the direct reads hand out the bytes and the read that ends
+    the object raises IntegrityError; without the fault the same reads pass the check."""
+    from support.faultproxy import FaultProxy
+
+    monkeypatch.setattr(conn, "GIVE_WAY_MAX", 1 << 40)
+    data = objects["obj1.bin"]
+    proxy = FaultProxy(store.endpoint, signer=store.sign, add_crc64=True).start()
+    try:
+        with make(store, proxy.endpoint, verifyBeforeRead="no") as c:
+            with c.open(uri(bucket, "obj1.bin")) as f:
+                got = bytearray()
+                buf = bytearray(7 * CHUNK)
+                while n := f.readinto(buf):
+                    got += buf[:n]
+                assert got == data
+            assert direct_calls
+            proxy.add_fault("flip_byte", key=PREFIX + "obj1.bin", ranged_only=True, times=None)
+            with c.open(uri(bucket, "obj1.bin")) as f:
+                buf = bytearray(7 * CHUNK)
+                with pytest.raises(conn.IntegrityError, match="CRC-64 mismatch over the bytes"):
+                    while f.readinto(buf):
+                        pass
+    finally:
+        proxy.stop()
+
+
+def test_verify_before_read_keeps_reads_on_the_verified_prefetch(store, bucket, objects,
+                                                                 monkeypatch, direct_calls):
+    """With the store's CRC-64 and verifyBeforeRead (the default), bytes may not reach a
+    reader before the whole object verified: no direct read; a body corrupted once is
+    refetched by the prefetch and the reader gets the object's bytes."""
+    from support.faultproxy import FaultProxy
+
+    data = objects["obj2.bin"]
+    proxy = FaultProxy(store.endpoint, signer=store.sign, add_crc64=True).start()
+    try:
+        fault = proxy.add_fault("flip_byte", key=PREFIX + "obj2.bin", ranged_only=True, times=1)
+        with make(store, proxy.endpoint) as c, c.open(uri(bucket, "obj2.bin")) as f:
+            buf = bytearray(SIZE)
+            assert f.readinto(buf) == SIZE and buf == data
+        assert fault.fired == 1 and not direct_calls
+    finally:
+        proxy.stop()
+
+
+def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_calls):
+    """100 cycles of open, direct reads to the end (a fetch per read) and close leave the
+    process's fds, threads and memory where they were."""
+    from test_connector import _fds, _rss_kib, _threads
+
+    monkeypatch.setattr(conn, "GIVE_WAY_MAX", 1 << 40)
+    data = objects["obj0.bin"]
+    buf = bytearray(9 * CHUNK)
+    with make(store, store.endpoint) as c:
+        def cycle(n):
+            for _ in range(n):
+                with c.open(uri(bucket, "obj0.bin")) as f:
+                    got = bytearray()
+                    while k := f.readinto(buf):
+                        got += buf[:k]
+                    assert got == data
+        cycle(10)
+        gc.collect()
+        fds, threads, rss = _fds(), _threads(), _rss_kib()
+        calls = len(direct_calls)
+        cycle(100)
+        gc.collect()
+        assert len(direct_calls) - calls >= 100 * (SIZE // len(buf))
+        assert _fds() == fds and _threads() == threads
+        grown = _rss_kib() - rss
+        assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 100 cycles"
