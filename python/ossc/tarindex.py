@@ -26,9 +26,12 @@ from typing import BinaryIO, List, Tuple
 
 MAGIC = "ossc-tar-index"
 VERSION = 1
-# Bytes a ranged reader fetches at once while it walks the headers of a tar in the store:
-# small members' headers then come many per request, large members' data is skipped.
-HEADER_WINDOW = 1 << 20
+# Bytes a ranged reader fetches at once while it walks the headers of a tar in the store: the
+# first read after a jump (over a large member's data) fetches HEADER_WINDOW, each read that
+# goes on where the last ended twice as much, up to MAX_WINDOW; so small members' headers come
+# many per request, and large members' data is skipped.
+HEADER_WINDOW = 64 << 10
+MAX_WINDOW = 8 << 20
 
 
 class TarIndexError(ValueError):
@@ -129,15 +132,15 @@ def build_tar(source_dir: str, tar_path: str) -> TarIndex:
 
 
 class RangedReader(io.RawIOBase):
-    """A read-only, seekable file over ranged reads of one object: read(pos, n) is given as
-    a function; reads go through a window of HEADER_WINDOW bytes, so walking a tar's headers
-    costs one request per window, not one per header."""
+    """A read-only, seekable file over ranged reads of one object (read_range(offset, length)
+    -> bytes), through a window that grows while reads are sequential: walking a tar's
+    headers costs one request per window, not one per header."""
 
-    def __init__(self, read_range, size: int, window: int = HEADER_WINDOW):
+    def __init__(self, read_range, size: int):
         super().__init__()
         self._read_range = read_range
         self._size = size
-        self._window = window
+        self._window = HEADER_WINDOW
         self._pos = 0
         self._buf_start = 0
         self._buf = b""
@@ -163,6 +166,8 @@ class RangedReader(io.RawIOBase):
             return 0
         end_in_buf = self._buf_start + len(self._buf)
         if not (self._buf_start <= self._pos and self._pos + n <= end_in_buf):
+            sequential = self._buf and self._pos == end_in_buf
+            self._window = min(self._window * 2, MAX_WINDOW) if sequential else HEADER_WINDOW
             length = min(max(n, self._window), self._size - self._pos)
             self._buf = self._read_range(self._pos, length)
             self._buf_start = self._pos
