@@ -155,6 +155,26 @@ def test_tar_shuffled_chunks_cover_every_member_once(store, data):
     assert [k for k, _, _ in items] != sorted(k for k, _, _ in items)
 
 
+def test_a_tar_replaced_under_its_index_fails_instead_of_serving_other_bytes(
+        store, bucket, data, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.bin").write_bytes(body(i) + b"x" * 600)
+    index = build_tar(str(src), str(tmp_path / "a.tar"))
+    s3 = store.s3()
+    s3.upload_file(str(tmp_path / "a.tar"), bucket, PREFIX + "stale/a.tar")
+    s3.put_object(Bucket=bucket, Key=PREFIX + "stale/a.tar.idx", Body=index.to_text().encode())
+    uri = f"s3://{bucket}/{PREFIX}stale/a.tar"
+    dataset = OssMapDataset.from_tar(uri, uri + ".idx", **kwargs(store, data))
+    assert dataset[1][2] == body(1) + b"x" * 600
+    (src / "3.bin").write_bytes(b"one more member")
+    build_tar(str(src), str(tmp_path / "b.tar"))
+    s3.upload_file(str(tmp_path / "b.tar"), bucket, PREFIX + "stale/a.tar")
+    with pytest.raises(ossc.ConnectorError):
+        dataset[1]
+
+
 FAULTS = [("status", {"status": 503}), ("reset", {"after_bytes": 100}),
           ("truncate", {"after_bytes": 50}), ("stall", {"seconds": 3.0}),
           ("status", {"status": 500}), ("wrong_content_range", {"shift": 1})]

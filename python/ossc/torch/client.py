@@ -19,8 +19,10 @@ from ossc.native import lib
 # next one in flight, so a worker holds at most twice these.
 PREFETCH_OBJECTS = 64
 PREFETCH_BYTES = 64 << 20
-# osstorchconnector's defaults for the keys it documents (prefetchWorker vCPUs).
-ALIYUN_PREFETCH_WORKER = 2
+# Fetch threads per process when nothing sets them: every DataLoader worker runs its own
+# engine, so one thread each (8 transfers in flight on it) is enough; on 2 cores with the
+# store beside it, 2 threads per worker read 100 KiB objects slower (scripts/bench_dataset.py).
+DATASET_VCPUS = 1
 
 # Connectors a forked child inherited: kept referenced (never used, never freed) so that
 # garbage collection in the child does not free the parent's engine clients.
@@ -64,10 +66,11 @@ def _count(section: Dict[str, Any], key: str, default: int) -> int:
 
 @dataclass
 class DatasetSettings:
-    """What datasetConfig sets. prefetchWorker (fetch threads) and prefetchConcurrency
-    (transfers in flight, spread over those threads) become the engine's prefetch.vcpus and
-    prefetch.workers; enableFastList and listConcurrency choose the listing; prefetchObjects
-    and prefetchBytes (ossc's) bound a prefetch batch."""
+    """What datasetConfig sets. prefetchWorker (fetch threads; else DATASET_VCPUS, unless
+    OSSC_PREFETCH_VCPUS says) and prefetchConcurrency (transfers in flight, spread over those
+    threads) become the engine's prefetch.vcpus and prefetch.workers; enableFastList and
+    listConcurrency choose the listing; prefetchObjects and prefetchBytes (ossc's) bound a
+    prefetch batch."""
 
     engine: Dict[str, str] = field(default_factory=dict)
     fast_list: bool = False
@@ -78,7 +81,7 @@ class DatasetSettings:
     @classmethod
     def from_section(cls, section: Dict[str, Any]) -> "DatasetSettings":
         out = cls()
-        vcpus = _count(section, "prefetchWorker", ALIYUN_PREFETCH_WORKER)
+        vcpus = _count(section, "prefetchWorker", DATASET_VCPUS)
         if "prefetchWorker" in section:
             out.engine["prefetch.vcpus"] = str(vcpus)
         if "prefetchConcurrency" in section:
@@ -108,6 +111,8 @@ class ProcessConnector:
         self.cred_provider = cred_provider
         self.dataset = DatasetSettings.from_section(read_dataset_config(self.config_path))
         self.settings: Dict[str, Any] = dict(self.dataset.engine)
+        if "OSSC_PREFETCH_VCPUS" not in os.environ:
+            self.settings.setdefault("prefetch.vcpus", str(DATASET_VCPUS))
         if region:
             self.settings["region"] = region
         self.settings.update(settings or {})
