@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -88,6 +89,22 @@ def test_index_of_a_tar_in_the_store_reads_headers_only(source, store, bucket, p
     assert (tmp_path / "store.idx").read_text() == index_local_tar(str(tar_path)).to_text()
     served = proxy.bytes_served(f"{bucket}/{PREFIX}t.tar")
     assert 0 < served < os.path.getsize(tar_path) - (4 << 20)  # the big members were skipped
+
+
+def test_build_from_a_prefix_in_the_store(source, store, bucket, tmp_path):
+    root, data = source
+    s3 = store.s3()
+    # At once: SeaweedFS holds some PUTs ~15 s (a volume growing), boto3 then retries.
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=PREFIX + "src/" + kv[0],
+                                               Body=kv[1]), data.items()))
+    env = dict(os.environ, **store.env(), OSSC_CONFIG="")
+    r = ossc("tar", "build", f"s3://{bucket}/{PREFIX}src", str(tmp_path / "p.tar"), env=env)
+    assert r.returncode == 0, r.stderr
+    check_index(tmp_path / "p.tar", TarIndex.parse((tmp_path / "p.tar.idx").read_bytes()), data)
+    r = ossc("tar", "build", f"s3://{bucket}/{PREFIX}nothing/", str(tmp_path / "n.tar"), env=env)
+    assert r.returncode == status_exit_code(lib.OSSC_E_NOT_FOUND), r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["p.tar", "p.tar.idx"]
 
 
 def test_build_uploads_to_the_store(source, store, bucket, tmp_path):

@@ -269,8 +269,9 @@ def _add_tar_parsers(sub, common) -> None:
     tar_sub = tar.add_subparsers(dest="tar_command", required=True)
     where = "a local path or oss://bucket/key, s3://bucket/key (uploaded)"
     p = tar_sub.add_parser("build", parents=[common], help="a tar of every file under a "
-                           "local directory, and its index")
-    p.add_argument("source", help="local directory")
+                           "local directory or every object under a prefix, and its index")
+    p.add_argument("source", help="a local directory, or oss://bucket/prefix/, "
+                   "s3://bucket/prefix/ (names below the prefix)")
     p.add_argument("tar", help=f"the tar to write: {where}")
     p.add_argument("index", nargs="?", help="the index to write (default TAR.idx)")
     p.set_defaults(func=cmd_tar_build)

@@ -1,32 +1,40 @@
-"""`ossc tar build|index`: a tar and its index (ossc.tarindex) from a local directory, or the
-index of a tar already made (a local file, or an object read by ranged reads: headers only, a
+"""`ossc tar build|index`: a tar and its index (ossc.tarindex) from a local directory or a
+prefix in the store (its objects fetched a batch at a time), or the index of a tar already made (a local file, or an object read by ranged reads: headers only, a
 window at a time). Outputs are local paths or store URLs (s3://bucket/key, oss://bucket/key),
 which are written locally first and uploaded whole."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
-from typing import Optional, Tuple
+import time
+from typing import List, Optional, Tuple
 
 from ossc.errors import EXIT_LOCAL, UserError, status_exit_code
-from ossc.native import Client, FetchItem, lib
+from ossc.native import Client, FetchItem, ObjectInfo, OsscError, lib, relative_name
 from ossc.progress import human_bytes
 from ossc.tarindex import RangedReader, TarIndex, TarIndexError, build_tar, index_local_tar, \
     index_tar
 
 EXIT_NOT_A_TAR = status_exit_code(lib.OSSC_E_PROTOCOL)  # the bytes are not what they claim
+# Objects of a prefix fetched at once (and held in memory) while its tar is written.
+BATCH_OBJECTS = 64
+BATCH_BYTES = 64 << 20
 
 
-def _store_url(target: str) -> Optional[Tuple[str, str, str]]:
-    """(scheme, bucket, key) of an oss:// or s3:// URL naming an object; None for a path."""
+def _store_url(target: str, prefix: bool = False) -> Optional[Tuple[str, str, str]]:
+    """(scheme, bucket, key) of an oss:// or s3:// URL naming an object (or, with prefix, a
+    prefix: the key may be empty or end in '/'); None for a local path."""
     scheme, sep, rest = target.partition("://")
     if not sep:
         return None
     bucket, _, key = rest.partition("/")
-    if scheme not in ("oss", "s3") or not bucket or not key or key.endswith("/"):
+    names_object = bool(key) and not key.endswith("/")
+    if scheme not in ("oss", "s3") or not bucket or not (prefix or names_object):
         raise UserError(f"bad URL {target!r}: expected oss://bucket/key or s3://bucket/key "
                         "(or a local path)", status_exit_code(lib.OSSC_E_CONFIG))
     return scheme, bucket, key
@@ -85,6 +93,51 @@ def _index_store_tar(scheme: str, bucket: str, key: str, settings: dict) -> TarI
     return index_tar(RangedReader(read_range, size), size, f"{scheme}://{bucket}/{key}")
 
 
+def _batches(objects: List[ObjectInfo]):
+    batch: List[ObjectInfo] = []
+    size = 0
+    for obj in objects:
+        if batch and (len(batch) == BATCH_OBJECTS or size + obj.size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(obj)
+        size += obj.size
+    if batch:
+        yield batch
+
+
+def _tar_of_prefix(url: str, tar_path: str, settings: dict) -> TarIndex:
+    """A tar of every object under the prefix url, named below it, in key order: each batch
+    of objects fetched at once into memory, then written."""
+    if not url.endswith("/"):
+        url += "/"
+    client = Client(url, settings)
+    prefix = client.prefix
+    objects = [o for o in client.list() if not o.key.endswith("/")]
+    if not objects:
+        raise UserError(f"nothing under {url}", status_exit_code(lib.OSSC_E_NOT_FOUND))
+    try:
+        names = [relative_name(o.key, prefix) for o in objects]
+    except OsscError as exc:
+        raise UserError(exc.message, status_exit_code(exc.code)) from exc
+    now = int(time.time())
+    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        done = 0
+        for batch in _batches(objects):
+            buffers = [bytearray(o.size) for o in batch]
+            items = [FetchItem(o.key, o.size, buffer=b) for o, b in zip(batch, buffers)
+                     if o.size]
+            if items:
+                with client.fetch(items) as fetch:
+                    fetch.wait()
+            for name, buf in zip(names[done:done + len(batch)], buffers):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(buf), now, 0o644
+                tar.addfile(info, io.BytesIO(buf))
+            done += len(batch)
+    return index_local_tar(tar_path)
+
+
 def _report(index: TarIndex, tar: str, index_target: str) -> None:
     data = sum(m.size for m in index.members)
     print(f"{tar}: {len(index.members)} members, {human_bytes(data)} "
@@ -93,15 +146,19 @@ def _report(index: TarIndex, tar: str, index_target: str) -> None:
 
 def build(source: str, tar_target: str, index_target: str, settings: dict) -> int:
     _store_url(tar_target), _store_url(index_target)  # a bad URL fails before any work
-    if not os.path.isdir(source):
+    from_store = _store_url(source, prefix=True) is not None
+    if not from_store and not os.path.isdir(source):
         raise UserError(f"{source} is not a directory (ossc tar build takes a local "
-                        "directory)", EXIT_LOCAL)
+                        "directory or an oss:// or s3:// prefix)", EXIT_LOCAL)
     outputs = _Outputs(settings)
     try:
         tar_path = outputs.path_for(tar_target)
         index_path = outputs.path_for(index_target)
         try:
-            index = build_tar(source, tar_path)
+            if from_store:
+                index = _tar_of_prefix(source, tar_path, settings)
+            else:
+                index = build_tar(source, tar_path)
         except OSError as exc:
             raise UserError(f"cannot read {exc.filename}: {exc.strerror}", EXIT_LOCAL) from exc
         except TarIndexError as exc:
