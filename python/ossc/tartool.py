@@ -1,7 +1,8 @@
 """`ossc tar build|index`: a tar and its index (ossc.tarindex) from a local directory or a
-prefix in the store (its objects fetched a batch at a time), or the index of a tar already made (a local file, or an object read by ranged reads: headers only, a
-window at a time). Outputs are local paths or store URLs (s3://bucket/key, oss://bucket/key),
-which are written locally first and uploaded whole."""
+prefix in the store (its objects fetched a batch at a time), or the index of a tar already
+made (a local file, or an object read by ranged reads: headers only, a window at a time).
+Outputs are local paths or store URLs (s3://bucket/key, oss://bucket/key), which are written
+locally first and uploaded whole."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import sys
 import tarfile
 import tempfile
 import time
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
+from ossc.batches import batches
 from ossc.errors import EXIT_LOCAL, UserError, status_exit_code
-from ossc.native import Client, FetchItem, ObjectInfo, OsscError, lib, relative_name
+from ossc.native import Client, FetchItem, OsscError, lib, relative_name
 from ossc.progress import human_bytes
-from ossc.tarindex import RangedReader, TarIndex, TarIndexError, build_tar, index_local_tar, \
-    index_tar
+from ossc.tarindex import (RangedReader, TarIndex, TarIndexError, build_tar, index_local_tar,
+                           index_tar)
 
 EXIT_NOT_A_TAR = status_exit_code(lib.OSSC_E_PROTOCOL)  # the bytes are not what they claim
 # Objects of a prefix fetched at once (and held in memory) while its tar is written.
@@ -93,19 +95,6 @@ def _index_store_tar(scheme: str, bucket: str, key: str, settings: dict) -> TarI
     return index_tar(RangedReader(read_range, size), size, f"{scheme}://{bucket}/{key}")
 
 
-def _batches(objects: List[ObjectInfo]):
-    batch: List[ObjectInfo] = []
-    size = 0
-    for obj in objects:
-        if batch and (len(batch) == BATCH_OBJECTS or size + obj.size > BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(obj)
-        size += obj.size
-    if batch:
-        yield batch
-
-
 def _tar_of_prefix(url: str, tar_path: str, settings: dict) -> TarIndex:
     """A tar of every object under the prefix url, named below it, in key order: each batch
     of objects fetched at once into memory, then written."""
@@ -123,7 +112,7 @@ def _tar_of_prefix(url: str, tar_path: str, settings: dict) -> TarIndex:
     now = int(time.time())
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
         done = 0
-        for batch in _batches(objects):
+        for batch in batches(objects, BATCH_OBJECTS, BATCH_BYTES, lambda o: o.size):
             buffers = [bytearray(o.size) for o in batch]
             items = [FetchItem(o.key, o.size, buffer=b) for o, b in zip(batch, buffers)
                      if o.size]

@@ -9,6 +9,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterator, List, Sequence, Tuple
 
+from ossc.batches import batches
 from ossc.connector import (CREDENTIALS_POLL_S, OssModelConnector, _translated,
                             as_connector_error)
 from ossc.native import FetchItem, OsscError, ffi, lib
@@ -132,18 +133,8 @@ def _groups(connector: OssModelConnector, entries: Sequence[Entry], max_objects:
     entry), one bucket each."""
     for start in range(0, len(entries), max_objects):
         window = with_sizes(connector, entries[start:start + max_objects])
-        group: List[Entry] = []
-        size = 0
-        for entry in window:
-            if group and (size + entry.length > max_bytes
-                          or (entry.scheme, entry.bucket) != (group[0].scheme,
-                                                              group[0].bucket)):
-                yield group
-                group, size = [], 0
-            group.append(entry)
-            size += entry.length
-        if group:
-            yield group
+        yield from batches(window, max_objects, max_bytes, lambda e: e.length,
+                           lambda e: (e.scheme, e.bucket))
 
 
 def iterate(connector: OssModelConnector, entries: Sequence[Entry], max_objects: int,
