@@ -15,8 +15,9 @@ What it does
      s3-iter     s3torchconnector.S3IterableDataset.from_prefix  force_path_style=True))
    Every epoch must return every object once with its size (checked in the child).
 3. Reports per contender the median objects/s and MB/s of the epoch (1e6 bytes / wall s), the
-   median client CPU seconds (user + sys of the child and its DataLoader workers,
-   RUSAGE_CHILDREN), and the same-round ratios ossc / s3torchconnector.
+   median client CPU seconds of the epoch (user + sys of the child and its DataLoader
+   workers: getrusage SELF + CHILDREN around it; interpreter start and imports left out), and
+   the same-round ratios ossc / s3torchconnector (throughput, and CPU).
 
 s3torchconnector is not a dependency of ossc: `pip install --no-deps s3torchconnector==1.5.0
 s3torchconnectorclient==1.5.0` (its only requirement besides its client is torch, which must
@@ -91,15 +92,26 @@ def run_one(args) -> None:
         if cls is S3MapDataset:
             len(dataset)  # s3torchconnector lists on first use: count it as listing
     listed = time.monotonic()
+    cpu_before = cpu_seconds()
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size,
                                          num_workers=args.workers, collate_fn=as_list)
     sizes = [n for batch in loader for n in batch]
     end = time.monotonic()
+    cpu = cpu_seconds() - cpu_before  # the workers are joined once the epoch ends
     if len(sizes) != args.count or any(n != args.size for n in sizes):
         raise SystemExit(f"{args.contender}: {len(sizes)} items (expected {args.count}), "
                          f"sizes {sorted(set(sizes))[:5]}")
-    print(json.dumps({"list_s": listed - start, "epoch_s": end - listed,
+    print(json.dumps({"list_s": listed - start, "epoch_s": end - listed, "cpu_s": cpu,
                       "bytes": sum(sizes), "objects": len(sizes)}))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its joined children (DataLoader workers)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 # --- the parent -----------------------------------------------------------------------------
@@ -118,18 +130,14 @@ def upload(store, prefix: str, count: int, size: int) -> None:
 
 
 def child(contender: str, prefix: str, count: int, size: int, args, env) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([sys.executable, __file__, "--one", contender, "--prefix", prefix,
                         "--count", str(count), "--size", str(size), "--endpoint",
                         args.endpoint, "--cred-path", args.cred_path, "--workers",
                         str(args.workers), "--batch-size", str(args.batch_size)],
                        env=env, capture_output=True, text=True, timeout=1800)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"{contender} failed:\n{r.stderr[-3000:]}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    out["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return out
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:

@@ -12,7 +12,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 import ossc

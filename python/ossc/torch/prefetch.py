@@ -53,9 +53,11 @@ class Batch:
         self._buffers: List[bytearray] = []
         items: List[FetchItem] = []
         # Tar members in archive order, so that near ones share a span whatever order a
-        # sampler asked for them in; whole objects one item each.
-        order = sorted(range(len(self.entries)),
-                       key=lambda i: (self.entries[i].key, self.entries[i].offset))
+        # sampler asked for them in; whole objects one item each, in the order asked (the
+        # engine fetches in item order).
+        order = list(range(len(self.entries)))
+        if all(e.name is not None for e in self.entries):
+            order.sort(key=lambda i: (self.entries[i].key, self.entries[i].offset))
         for i in order:
             entry = self.entries[i]
             if entry.length == 0:
@@ -114,15 +116,15 @@ def fetch_all(connector: OssModelConnector, entries: Sequence[Entry]) -> List[Da
     for i, entry in enumerate(entries):
         groups.setdefault((entry.scheme, entry.bucket), []).append(i)
     out: List[DataObject] = [None] * len(entries)  # type: ignore[list-item]
-    batches = []
+    started = []
     try:
         for indices in groups.values():
-            batches.append((indices, Batch(connector, [entries[i] for i in indices])))
-        for indices, batch in batches:
+            started.append((indices, Batch(connector, [entries[i] for i in indices])))
+        for indices, batch in started:
             for j, i in enumerate(indices):
                 out[i] = batch.get(j)
     finally:
-        for _, batch in batches:
+        for _, batch in started:
             batch.close()
     return out
 
