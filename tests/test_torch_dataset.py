@@ -174,6 +174,17 @@ def test_a_tar_replaced_under_its_index_fails_instead_of_serving_other_bytes(
         dataset[1]
 
 
+def test_spawned_workers_get_the_dataset_without_its_client(store, data):
+    """A dataset pickles without its engine client (spawn start method): each worker makes
+    its own."""
+    uris = [data["base"] + f"obj/{i:05d}.bin" for i in range(0, COUNT, 250)]
+    dataset = OssMapDataset.from_objects(uris, **kwargs(store, data))
+    dataset[0]  # this process's client exists before the workers start
+    items = load(dataset, 2, multiprocessing_context="spawn")
+    assert [(k, b) for k, _, b in items] == \
+        [(PREFIX + u.split(PREFIX)[1], data["files"][u.split(PREFIX)[1]]) for u in uris]
+
+
 FAULTS = [("status", {"status": 503}), ("reset", {"after_bytes": 100}),
           ("truncate", {"after_bytes": 50}), ("stall", {"seconds": 3.0}),
           ("status", {"status": 500}), ("wrong_content_range", {"shift": 1})]
