@@ -170,7 +170,7 @@ def test_a_tar_replaced_under_its_index_fails_instead_of_serving_other_bytes(
     (src / "3.bin").write_bytes(b"one more member")
     build_tar(str(src), str(tmp_path / "b.tar"))
     s3.upload_file(str(tmp_path / "b.tar"), bucket, PREFIX + "stale/a.tar")
-    with pytest.raises(ossc.ConnectorError):
+    with pytest.raises(ossc.IntegrityError, match="when listed"):
         dataset[1]
 
 
