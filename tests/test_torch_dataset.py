@@ -165,7 +165,8 @@ def test_a_tar_replaced_under_its_index_fails_instead_of_serving_other_bytes(
     s3.upload_file(str(tmp_path / "a.tar"), bucket, PREFIX + "stale/a.tar")
     s3.put_object(Bucket=bucket, Key=PREFIX + "stale/a.tar.idx", Body=index.to_text().encode())
     uri = f"s3://{bucket}/{PREFIX}stale/a.tar"
-    dataset = OssMapDataset.from_tar(uri, uri + ".idx", **kwargs(store, data))
+    dataset = OssMapDataset.from_tar(uri, uri + ".idx",
+                                     **kwargs(store, data, settings={"retries": "1"}))
     assert dataset[1][2] == body(1) + b"x" * 600
     (src / "3.bin").write_bytes(b"one more member")
     build_tar(str(src), str(tmp_path / "b.tar"))
