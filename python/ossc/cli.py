@@ -1,5 +1,5 @@
 """The `ossc` command: ls, stat and get over the fetch engine; config to generate, show and
-validate config.json.
+validate config.json; tar to make a tar and its index for datasets (ossc.tartool).
 
 Every user error ends in one line on stderr and a distinct exit code (ossc.errors); tracebacks
 only with -v.
@@ -18,6 +18,7 @@ from typing import Optional
 
 from ossc import config as config_helper
 from ossc import settings as setting_options
+from ossc import tartool
 from ossc.config import DEFAULT_PATH, to_text
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code, status_exit_code
 from ossc.native import (Client, FetchItem, ObjectInfo, OsscError, lib, reap_session,
@@ -260,6 +261,34 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def cmd_tar_build(args) -> int:
+    return tartool.build(args.source, args.tar, args.index or args.tar + ".idx",
+                         _settings(args))
+
+
+def cmd_tar_index(args) -> int:
+    return tartool.index(args.tar, args.index or args.tar + ".idx", _settings(args))
+
+
+def _add_tar_parsers(sub, common) -> None:
+    tar = sub.add_parser("tar", help="make a tar and its index for datasets (ossc.torch's "
+                         "from_tar)")
+    tar_sub = tar.add_subparsers(dest="tar_command", required=True)
+    where = "a local path or oss://bucket/key, s3://bucket/key (uploaded)"
+    p = tar_sub.add_parser("build", parents=[common], help="a tar of every file under a "
+                           "local directory or every object under a prefix, and its index")
+    p.add_argument("source", help="a local directory, or oss://bucket/prefix/, "
+                   "s3://bucket/prefix/ (names below the prefix)")
+    p.add_argument("tar", help=f"the tar to write: {where}")
+    p.add_argument("index", nargs="?", help="the index to write (default TAR.idx)")
+    p.set_defaults(func=cmd_tar_build)
+    p = tar_sub.add_parser("index", parents=[common], help="the index of an existing tar "
+                           "(in the store: its headers by ranged reads)")
+    p.add_argument("tar", help="the tar: a local path or oss://bucket/key, s3://bucket/key")
+    p.add_argument("index", nargs="?", help=f"the index to write: {where} (default TAR.idx)")
+    p.set_defaults(func=cmd_tar_index)
+
+
 def _add_config_parsers(sub, common) -> None:
     config = sub.add_parser("config", help="generate, show or validate config.json")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -310,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="target directory, e.g. /dev/shm/model")
     p.set_defaults(func=cmd_get)
     _add_config_parsers(sub, common)
+    _add_tar_parsers(sub, common)
     p = sub.add_parser("status", help="this user's sessions on the node: model dir, store, "
                        "owner, users, memory and disk held, progress, errors")
     p.add_argument("model_dir", nargs="?", help="only the session serving this directory")
