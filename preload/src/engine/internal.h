@@ -67,6 +67,8 @@ typedef struct settings {
     char cache_dir[900];        /* data files go to <cache_dir>/ossc-<hash>; "" for /dev/shm */
     char shared_group[64];      /* a group (name or gid) whose members may attach read-only;
                                  * "" keeps sessions private to this uid */
+    uint64_t upload_part_size;  /* bytes per UploadPart; smaller objects go in one PUT */
+    int upload_concurrency;     /* parts in flight per upload */
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 
@@ -196,6 +198,13 @@ bool decode_in_place(char **s);
 void xml_parse_error(const char *xml, size_t len, char *code, size_t code_cap, char *msg,
                      size_t msg_cap);
 
+/* ---- multipart upload XML (upload_xml.c) ---- */
+/* The UploadId of an InitiateMultipartUploadResult, into out (cap bytes). */
+int xml_parse_upload_id(const char *xml, size_t len, char *out, size_t cap, ossc_error *err);
+/* The CompleteMultipartUpload body for parts 1..n_parts with their ETags as the store sent
+ * them. */
+void xml_complete_body(const char *const *etags, size_t n_parts, strbuf *out);
+
 /* ---- HTTP (http.c) ---- */
 /* How a failed attempt should be treated. */
 enum failure_class { FAIL_NONE, FAIL_TRANSIENT, FAIL_THROTTLED, FAIL_PERMANENT };
@@ -229,6 +238,10 @@ long http_backoff_ms(int attempt, int qos_delay_ms);
 void http_reply_error(const reply *rp, const char *what, int code, ossc_error *err);
 /* One request with retries, its body buffered; 0 on 2xx. */
 int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_error *err);
+/* Like http_perform, sending body (PUT, POST; DELETE and others without one); every attempt
+ * sends it from its start. A 400 BadDigest/InvalidDigest is retried like a reset. */
+int http_send(ossc_client *c, request *r, const void *body, size_t body_len, reply *rp,
+              const char *what, ossc_error *err);
 
 /* ---- the client (client.c) ---- */
 struct ossc_client {

@@ -109,6 +109,11 @@ static const setting_def defs[] = {
     ENUM("verifyBeforeRead", "OSSC_VERIFY_BEFORE_READ", NULL, verify_before_read, "no|yes",
          "yes", .group = "session", .help = "readers see an object the store sends a CRC-64 "
          "for only once it verified"),
+    SIZE("upload.partSize", "OSSC_UPLOAD_PART_SIZE", upload_part_size, 5 << 20, 1LL << 30,
+         "16MiB", .group = "tuning", .help = "bytes per part of a multipart upload (objects "
+         "below it go in one PUT)"),
+    INT("upload.concurrency", "OSSC_UPLOAD_CONCURRENCY", NULL, upload_concurrency, 1, 64, "8",
+        .group = "tuning", .help = "parts of one upload sent at once"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
