@@ -19,6 +19,11 @@ the first K matches, times=N is the budget, None = forever):
   wrong_content_range  shift the Content-Range start/end by `shift`, body unchanged
   flip_byte            xor one body byte at `offset` (default: middle), headers unchanged
   status_200_full      answer a ranged GET with 200 and the whole object (needs signer)
+Request-body faults (for uploads: method="PUT" or "POST"):
+  reset_request        read `after_bytes` bytes of the request body, then RST; nothing is
+                       forwarded, so the store never sees the request
+  flip_request_byte    forward the request with one body byte at `offset` (default: middle)
+                       xor-ed, headers unchanged (a Content-MD5 no longer matches)
 
 Counters (thread-safe; reset() zeroes them): request_count(method, key) counts every request;
 bytes_served(key) counts object body bytes of 2xx GETs, each piece just before it is written;
@@ -94,7 +99,7 @@ assert crc64(b"56789", crc64(b"1234", 0)) == 0x995DC9BBDF1939FA
 
 KINDS = frozenset(
     {"status", "reset", "truncate", "stall", "wrong_content_range", "flip_byte",
-     "status_200_full"}
+     "status_200_full", "reset_request", "flip_request_byte"}
 )
 _ERROR_CODES = {
     400: "BadRequest", 403: "AccessDenied", 404: "NoSuchKey", 429: "TooManyRequests",
@@ -409,21 +414,35 @@ class _Handler(BaseHTTPRequestHandler):
 
         if kind == "status":
             return self._send_error(fault.status, fault.headers)
+        if kind == "reset_request":
+            return self._reset_mid_request(fault.after_bytes or 0)
         if kind == "stall" and fault.after_bytes is None:
             self._stall(fault.seconds)
 
         if kind == "status_200_full" and ranged:
             own_conn, resp = self.proxy.signed_get(self.path)
         else:
-            own_conn, resp = None, self._forward()
+            own_conn, resp = None, self._forward(fault if kind == "flip_request_byte" else None)
         try:
             self._relay_response(key, resp, fault)
         finally:
             if own_conn is not None:
                 own_conn.close()
 
-    def _forward(self) -> http.client.HTTPResponse:
-        """Send the request upstream unchanged; one retry on a stale keep-alive connection."""
+    def _reset_mid_request(self, after_bytes: int) -> None:
+        """Takes after_bytes of the request body (at most all of it), then resets."""
+        left = min(after_bytes, int(self.headers.get("Content-Length") or 0))
+        while left > 0:
+            piece = self.rfile.read(min(CHUNK, left))
+            if not piece:
+                break
+            left -= len(piece)
+        self.reset_on_close = True
+        raise _Cut("reset_request")  # finish() closes with RST
+
+    def _forward(self, flip: Fault | None = None) -> http.client.HTTPResponse:
+        """Send the request upstream unchanged (but for a flip_request_byte fault); one retry
+        on a stale keep-alive connection."""
         has_body = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
         for attempt in (1, 2):
             if self.upstream is None:
@@ -439,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.upstream.putheader(name, value)
                 self.upstream.endheaders()
                 if has_body:
-                    self._relay_request_body()
+                    self._relay_request_body(flip)
                 return self.upstream.getresponse()
             except ConnectionError:  # includes http.client.RemoteDisconnected
                 self._drop_upstream()
@@ -447,14 +466,22 @@ class _Handler(BaseHTTPRequestHandler):
                     raise
         raise AssertionError("unreachable")
 
-    def _relay_request_body(self) -> None:
+    def _relay_request_body(self, flip: Fault | None = None) -> None:
         length = self.headers.get("Content-Length")
         if length is not None:
-            left = int(length)
+            left = total = int(length)
+            at = None
+            if flip is not None and total:
+                at = flip.offset if flip.offset is not None else total // 2
             while left > 0:
+                start = total - left
                 piece = self.rfile.read(min(CHUNK, left))
                 if not piece:
                     raise ConnectionError("client closed mid-body")
+                if at is not None and start <= at < start + len(piece):
+                    piece = bytearray(piece)
+                    piece[at - start] ^= 0xFF
+                    piece = bytes(piece)
                 self.upstream.send(piece)
                 left -= len(piece)
             return
