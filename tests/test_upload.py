@@ -5,10 +5,13 @@ proxy resets a part mid-body or corrupts one in flight."""
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 
 import ossc
+from ossc.errors import status_exit_code
 from ossc.native import lib
 
 PART = 5 << 20  # the smallest part S3 allows
@@ -212,3 +215,34 @@ def test_failed_upload_leaves_no_object_and_no_parts(proxied, proxy, store, buck
                 out.write(data[i:i + PART // 2])
     assert absent(store, bucket, key)
     assert unfinished_uploads(store, bucket, key) == []
+
+
+# --- the ossc put command ------------------------------------------------------------------
+
+
+def run_put(store, *args):
+    env = dict(os.environ, **store.env(), OSSC_CONFIG="")
+    return subprocess.run([sys.executable, "-m", "ossc", "put", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_put_command(store, bucket, tmp_path):
+    data = pattern(PART + 4321, 21)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    r = run_put(store, str(path), f"s3://{bucket}/{PREFIX}cli/", "--part-size", str(PART))
+    assert r.returncode == 0, r.stderr
+    assert f"put {len(data)} bytes to s3://{bucket}/{PREFIX}cli/weights.bin" in r.stdout
+    assert sha(stored(store, bucket, f"{PREFIX}cli/weights.bin")) == sha(data)
+    r = run_put(store, str(path), f"s3://{bucket}/{PREFIX}cli/renamed.bin")
+    assert r.returncode == 0, r.stderr
+    assert sha(stored(store, bucket, f"{PREFIX}cli/renamed.bin")) == sha(data)
+
+
+@pytest.mark.parametrize("source,needle", [("dir", "is a directory"),
+                                           ("missing", "is not a file")])
+def test_put_command_bad_source(store, bucket, tmp_path, source, needle):
+    (tmp_path / "dir").mkdir()
+    r = run_put(store, str(tmp_path / source), f"s3://{bucket}/{PREFIX}cli/x")
+    assert r.returncode == status_exit_code(lib.OSSC_E_IO)
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,5 +1,5 @@
-"""The `ossc` command: ls, stat and get over the fetch engine; config to generate, show and
-validate config.json.
+"""The `ossc` command: ls, stat and get over the fetch engine, put to upload a file; config to
+generate, show and validate config.json.
 
 Every user error ends in one line on stderr and a distinct exit code (ossc.errors); tracebacks
 only with -v.
@@ -166,6 +166,27 @@ def cmd_get(args) -> int:
     return 0
 
 
+def cmd_put(args) -> int:
+    """One local file to an object: url names the key, or a prefix ending in '/' that gets
+    the file's name. A multipart upload with parallel parts for a large file; the object
+    appears whole or not at all."""
+    if not os.path.isfile(args.file):
+        what = "is a directory" if os.path.isdir(args.file) else "is not a file"
+        raise UserError(f"{args.file} {what}: ossc put uploads one file", EXIT_LOCAL)
+    scheme, sep, rest = args.url.partition("://")
+    bucket, _, key = rest.partition("/")
+    if key.endswith("/") or not key:
+        key += os.path.basename(args.file)
+    client = Client(f"{scheme}{sep}{bucket}/", _settings(args))
+    size = os.path.getsize(args.file)
+    start = time.monotonic()
+    client.upload_file(bucket, key, args.file)
+    seconds = time.monotonic() - start
+    print(f"put {size} bytes to {scheme}{sep}{bucket}/{key} in {seconds:.2f} s: "
+          f"{size / seconds / 1e9 if seconds else 0:.2f} GB/s")
+    return 0
+
+
 def _config_settings(args, config: Optional[str]) -> dict:
     try:
         return setting_options.resolve(args.url, setting_options.overrides(args), os.environ,
@@ -302,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "names below it), s3://bucket/key (that object, into DIR)")
     p.add_argument("dir", help="target directory, e.g. /dev/shm/model")
     p.set_defaults(func=cmd_get)
+    p = sub.add_parser("put", parents=[common], help="upload one file to an object (parts in "
+                       "parallel; whole or not at all)")
+    p.add_argument("file", help="the local file")
+    p.add_argument("url", help="s3://bucket/key, or s3://bucket/prefix/ (the file's name "
+                   "below it)")
+    p.set_defaults(func=cmd_put)
     _add_config_parsers(sub, common)
     p = sub.add_parser("status", help="this user's sessions on the node: model dir, store, "
                        "owner, users, memory and disk held, progress, errors")
