@@ -246,3 +246,56 @@ def test_put_command_bad_source(store, bucket, tmp_path, source, needle):
     r = run_put(store, str(tmp_path / source), f"s3://{bucket}/{PREFIX}cli/x")
     assert r.returncode == status_exit_code(lib.OSSC_E_IO)
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# --- OSS's CRC-64 on writes (the proxy adds x-oss-hash-crc64ecma as OSS does) ----------------
+
+
+@pytest.fixture
+def crc_proxy(store):
+    from support.faultproxy import FaultProxy
+
+    p = FaultProxy(store.endpoint, signer=store.sign, add_crc64=True).start()
+    yield p
+    p.stop()
+    assert not p.errors, "fault proxy handler crashed:\n" + "\n".join(p.errors)
+
+
+@pytest.fixture
+def crc_client(env, bucket, crc_proxy):
+    def make(**settings):
+        base = {"endpoint": crc_proxy.endpoint, "upload.partSize": str(PART),
+                "upload.concurrency": "2"}
+        base.update({k: str(v) for k, v in settings.items()})
+        return ossc.Client(f"s3://{bucket}/", base)
+    return make
+
+
+def test_crc64_of_parts_and_object_verified(crc_client, crc_proxy, store, bucket, tmp_path):
+    """Every part's CRC-64 matches what was sent and the object's is their combination; a
+    part whose CRC-64 disagrees is sent again."""
+    data = pattern(3 * PART + 99, 31)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    key = f"{PREFIX}crc.bin"
+    fault = crc_proxy.add_fault("wrong_crc64", method="PUT", key=key, after=1)
+    crc_client().upload_file(bucket, key, str(path))
+    assert fault.fired == 1
+    assert crc_proxy.request_count("PUT", f"{bucket}/{key}") == 5  # 4 parts, one sent twice
+    assert sha(stored(store, bucket, key)) == sha(data)
+    crc_client().put_object(bucket, key, data[:1000])  # one PutObject, verified too
+    assert stored(store, bucket, key) == data[:1000]
+
+
+def test_object_crc64_mismatch_removes_the_object(crc_client, crc_proxy, store, bucket,
+                                                  tmp_path):
+    data = pattern(2 * PART + 1, 32)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    key = f"{PREFIX}crc-bad.bin"
+    crc_proxy.add_fault("wrong_crc64", method="POST", key=key, after=1, times=None)
+    with pytest.raises(ossc.OsscError) as e:
+        crc_client().upload_file(bucket, key, str(path))
+    assert e.value.code == lib.OSSC_E_INTEGRITY and "CRC-64" in e.value.message
+    assert absent(store, bucket, key)
+    assert unfinished_uploads(store, bucket, key) == []

@@ -24,6 +24,7 @@ Request-body faults (for uploads: method="PUT" or "POST"):
                        forwarded, so the store never sees the request
   flip_request_byte    forward the request with one body byte at `offset` (default: middle)
                        xor-ed, headers unchanged (a Content-MD5 no longer matches)
+  wrong_crc64          (with add_crc64) the x-oss-hash-crc64ecma sent is off by one bit
 
 Counters (thread-safe; reset() zeroes them): request_count(method, key) counts every request;
 bytes_served(key) counts object body bytes of 2xx GETs, each piece just before it is written;
@@ -31,7 +32,9 @@ served_ranges(key) lists (start, length) of those bodies.
 
 add_crc64=True adds `x-oss-hash-crc64ecma` (CRC-64/XZ of the whole object, as Alibaba OSS
 does) to 200/206 GET and HEAD responses; it fetches the object once with the signer's
-credentials, cached by key and ETag. Those internal fetches are not counted as served.
+credentials, cached by key and ETag. Those internal fetches are not counted as served. Writes
+get it as OSS sends it too: a 200 PUT (an object or a part) the CRC-64 of the body the proxy
+relayed, a 200 CompleteMultipartUpload (POST ?uploadId) that of the whole object.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ assert crc64(b"56789", crc64(b"1234", 0)) == 0x995DC9BBDF1939FA
 
 KINDS = frozenset(
     {"status", "reset", "truncate", "stall", "wrong_content_range", "flip_byte",
-     "status_200_full", "reset_request", "flip_request_byte"}
+     "status_200_full", "reset_request", "flip_request_byte", "wrong_crc64"}
 )
 _ERROR_CODES = {
     400: "BadRequest", 403: "AccessDenied", 404: "NoSuchKey", 429: "TooManyRequests",
@@ -336,6 +339,23 @@ class FaultProxy:
             return crc
 
 
+class _Replayed:
+    """An upstream response whose body was read already, read again from memory."""
+
+    def __init__(self, resp: http.client.HTTPResponse, body: bytes):
+        self._resp, self._body = resp, body
+
+    def __getattr__(self, name):
+        return getattr(self._resp, name)
+
+    def read1(self, n: int = -1) -> bytes:
+        piece, self._body = (self._body, b"") if n < 0 else (self._body[:n], self._body[n:])
+        return piece
+
+    def read(self, n: int = -1) -> bytes:
+        return self.read1(n)
+
+
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -376,6 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.proxy: FaultProxy = self.server.proxy
         self.upstream: http.client.HTTPConnection | None = None
         self.reset_on_close = False
+        self.body_crc64 = 0
         self.proxy._track(self.connection, True)
 
     def finish(self) -> None:
@@ -468,6 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _relay_request_body(self, flip: Fault | None = None) -> None:
         length = self.headers.get("Content-Length")
+        self.body_crc64 = 0  # of the bytes relayed (after a flip), for add_crc64
         if length is not None:
             left = total = int(length)
             at = None
@@ -483,6 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
                     piece[at - start] ^= 0xFF
                     piece = bytes(piece)
                 self.upstream.send(piece)
+                self.body_crc64 = crc64(piece, self.body_crc64)
                 left -= len(piece)
             return
         # Transfer-Encoding: chunked: pass the chunk framing through verbatim.
@@ -507,8 +530,22 @@ class _Handler(BaseHTTPRequestHandler):
         content_range = resp.getheader("Content-Range")
         ok = resp.status in (200, 206)
 
+        crc = None
         if ok and self.proxy.add_crc64 and self.command in ("GET", "HEAD"):
             crc = self.proxy.crc64_of(self.path, key, resp.getheader("ETag"))
+        elif ok and self.proxy.add_crc64 and self.command == "PUT" and \
+                "x-amz-copy-source" not in self.headers:
+            crc = self.body_crc64
+        elif ok and self.proxy.add_crc64 and self.command == "POST" and \
+                "uploadId=" in self.path:
+            resp_body = resp.read()  # the Complete reply is small: keep it for the client
+            resp = _Replayed(resp, resp_body)
+            with self.proxy._lock:  # the key may have held another object before
+                self.proxy._crc_cache.pop((key, None), None)
+            crc = self.proxy.crc64_of(self.path.partition("?")[0], key, None)
+        if crc is not None:
+            if kind == "wrong_crc64":
+                crc ^= 1
             headers.append(("x-oss-hash-crc64ecma", str(crc)))
         if kind == "wrong_content_range" and content_range:
             headers = [
