@@ -16,10 +16,27 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("ossc.torch needs PyTorch: pip install torch (ossc itself, its "
                       "commands and OssModelConnector work without it)") from exc
 
-# Checkpoints (h13w): torch.save/torch.load, safetensors, torch.distributed.checkpoint.
+# Checkpoints: torch.save/torch.load here; safetensors and torch.distributed.checkpoint on
+# first use (importing torch.distributed.checkpoint costs more than a second of CPU, which
+# every DataLoader worker would pay).
 from ossc.torch.checkpoint import OssCheckpoint
-from ossc.torch.dcp import OssDCPFileSystem, OssStorageReader, OssStorageWriter
-from ossc.torch.safetensors import OssSafetensor
+
+_LAZY = {
+    "OssSafetensor": "ossc.torch.safetensors",
+    "OssDCPFileSystem": "ossc.torch.dcp",
+    "OssStorageReader": "ossc.torch.dcp",
+    "OssStorageWriter": "ossc.torch.dcp",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = ["OssCheckpoint", "OssDCPFileSystem", "OssSafetensor", "OssStorageReader",
            "OssStorageWriter"]
