@@ -54,7 +54,8 @@ def test_every_option_has_its_osc_env_variable(option):
     """env_name (used by --print-env) names the variable the engine reads."""
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug",
              "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no", "cacheDir": "/var/cache/ossc",
-             "smallFileSize": "1MiB", "upload.partSize": "8MiB"}.get(option.key, "7")
+             "smallFileSize": "1MiB", "upload.partSize": "8MiB",
+             "upload.checksum": "md5"}.get(option.key, "7")
     resolved = settings.flatten(settings.resolve(None, {}, {**BASE_ENV,
                                                             settings.env_name(option.key): value}))
     default = settings.flatten(settings.resolve(None, {}, BASE_ENV))
@@ -327,7 +328,8 @@ def test_every_setting_of_the_engine_is_an_ossc_run_option_with_its_facts(row, c
 @pytest.mark.parametrize("option", settings.OPTIONS, ids=lambda o: o.key)
 def test_every_option_reaches_the_engine_under_its_key(option):
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug", "chunkSize": "1MiB",
-             "verifyBeforeRead": "no", "smallFileSize": "1MiB", "upload.partSize": "8MiB"}.get(option.key, "7")
+             "verifyBeforeRead": "no", "smallFileSize": "1MiB", "upload.partSize": "8MiB",
+             "upload.checksum": "md5"}.get(option.key, "7")
     argv = [option.flag] if option.is_switch else [option.flag, value]
     plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", *argv, "--", "true"])
     default = settings.flatten(settings.resolve("oss://bkt/p/", {}, BASE_ENV))

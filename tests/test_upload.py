@@ -299,3 +299,22 @@ def test_object_crc64_mismatch_removes_the_object(crc_client, crc_proxy, store, 
     assert e.value.code == lib.OSSC_E_INTEGRITY and "CRC-64" in e.value.message
     assert absent(store, bucket, key)
     assert unfinished_uploads(store, bucket, key) == []
+
+
+def test_crc64_mode_resends_a_part_corrupted_in_flight(crc_client, crc_proxy, store, bucket,
+                                                       tmp_path):
+    """upload.checksum=crc64 (oss://'s default, as oss2 does): no Content-MD5, so the store
+    takes a corrupted part; the CRC-64 it returns gives it away and the part is sent again."""
+    data = pattern(2 * PART + 3, 33)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    key = f"{PREFIX}crc-mode.bin"
+    fault = crc_proxy.add_fault("flip_request_byte", method="PUT", key=key)
+    crc_client(**{"upload.checksum": "crc64"}).upload_file(bucket, key, str(path))
+    assert fault.fired == 1
+    assert crc_proxy.request_count("PUT", f"{bucket}/{key}") == 4  # 3 parts, one sent twice
+    assert sha(stored(store, bucket, key)) == sha(data)
+    # off: nothing is checked, the corrupted bytes stay (what the setting means)
+    crc_proxy.add_fault("flip_request_byte", method="PUT", key=key)
+    crc_client(**{"upload.checksum": "off"}).put_object(bucket, key, data[:5000])
+    assert stored(store, bucket, key) != data[:5000]

@@ -43,6 +43,9 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* ---- settings (settings.c) ---- */
 enum signature { SIG_OSS_V4, SIG_OSS_V1, SIG_AWS_V4 };
 enum scheme { SCHEME_OSS, SCHEME_S3 };
+/* How an upload's bytes are verified: auto is crc64 for oss://, md5 for s3://. */
+enum upload_checksum { UPLOAD_CHECKSUM_AUTO, UPLOAD_CHECKSUM_MD5, UPLOAD_CHECKSUM_CRC64,
+                       UPLOAD_CHECKSUM_OFF };
 
 typedef struct settings {
     char endpoint[512];
@@ -69,6 +72,7 @@ typedef struct settings {
                                  * "" keeps sessions private to this uid */
     uint64_t upload_part_size;  /* bytes per UploadPart; smaller objects go in one PUT */
     int upload_concurrency;     /* parts in flight per upload */
+    int upload_checksum;        /* enum upload_checksum */
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 

@@ -6,11 +6,14 @@
  * in one PutObject and never starts a multipart upload. Buffers are recycled and bounded
  * (concurrency + 1 of them), so a fast writer waits for the store instead of filling memory.
  *
- * Integrity: every body carries Content-MD5 (the store refuses other bytes; BadDigest is
- * retried); an ETag that is a plain MD5 must equal ours, and an x-oss-hash-crc64ecma the
- * CRC-64 of what we sent (per part, and per object, combined, after Complete). A failed part
- * (after every retry) aborts the multipart upload: the store keeps no parts and the key gets
- * nothing. The object appears under its key whole, at PutObject or Complete, or not at all. */
+ * Integrity (upload.checksum): md5 (s3:// by default) sends Content-MD5 with every body (the
+ * store refuses other bytes; BadDigest is retried) and checks an ETag that is a plain MD5;
+ * crc64 (oss:// by default, as oss2 does) checks the x-oss-hash-crc64ecma OSS returns against
+ * the CRC-64 of what was sent, per part and per object (the parts' combined) after Complete;
+ * a mismatching part is sent again. md5 checks a CRC-64 too where the store sends one. A
+ * failed part (after every retry) aborts the multipart upload: the store keeps no parts and
+ * the key gets nothing. The object appears under its key whole, at PutObject or Complete, or
+ * not at all. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +39,7 @@ typedef struct part {
 
 typedef struct part_result {
     char etag[72];
+    bool has_crc64;   /* the store sent it (and it matched) */
     uint64_t crc64;
     uint64_t len;
 } part_result;
@@ -109,14 +113,24 @@ static bool etag_matches(const char *etag, const char *md5_hex)
     return strncasecmp(e, md5_hex, 32) == 0;
 }
 
-/* PUT of body to key with query (a part: partNumber and uploadId), Content-MD5 set, the reply
- * checked against what was sent; an integrity mismatch is sent again. */
+static int checksum_mode(const ossc_client *c)
+{
+    if (c->s.upload_checksum != UPLOAD_CHECKSUM_AUTO)
+        return c->s.upload_checksum;
+    return c->url.scheme == SCHEME_OSS ? UPLOAD_CHECKSUM_CRC64 : UPLOAD_CHECKSUM_MD5;
+}
+
+/* PUT of body to key with query (a part: partNumber and uploadId), verified as
+ * upload.checksum says; an integrity mismatch is sent again (for a PutObject that overwrites
+ * the wrong bytes it reported). */
 static int put_verified(ossc_client *c, const char *key, const kv *query, size_t n_query,
                         const void *body, size_t len, const char *what, part_result *out,
                         ossc_error *err)
 {
+    int mode = checksum_mode(c);
     digest d;
-    digest_of(body, len, &d);
+    if (mode == UPLOAD_CHECKSUM_MD5)
+        digest_of(body, len, &d);
     uint64_t crc = 0;
     bool have_crc = false;
     int rc = 0;
@@ -125,27 +139,30 @@ static int put_verified(ossc_client *c, const char *key, const kv *query, size_t
         request_init(&r, "PUT", key);
         for (size_t i = 0; i < n_query; i++)
             request_add_query(&r, query[i].name, query[i].value);
-        request_add_header(&r, "Content-MD5", d.md5_b64);
+        if (mode == UPLOAD_CHECKSUM_MD5)
+            request_add_header(&r, "Content-MD5", d.md5_b64);
         reply rp;
         memset(&rp, 0, sizeof(rp));
         rc = http_send(c, &r, body, len, &rp, what, err);
         request_free(&r);
+        bool check_crc = rp.has_crc64 && mode != UPLOAD_CHECKSUM_OFF;
         if (rc == 0) {
-            if (rp.has_crc64 && !have_crc) {
+            if (check_crc && !have_crc) {
                 crc = ossc_crc64(0, body, len);
                 have_crc = true;
             }
-            if (!etag_matches(rp.etag, d.md5_hex)) {
+            if (mode == UPLOAD_CHECKSUM_MD5 && !etag_matches(rp.etag, d.md5_hex)) {
                 rc = OSSC_E_INTEGRITY;
                 err_set(err, rc, "%s: the store's ETag %s is not the MD5 of what was sent",
                         what, rp.etag);
-            } else if (rp.has_crc64 && rp.crc64 != crc) {
+            } else if (check_crc && rp.crc64 != crc) {
                 rc = OSSC_E_INTEGRITY;
                 err_set(err, rc, "%s: the store's CRC-64 %llu is not that of what was sent "
                         "(%llu)", what, (unsigned long long)rp.crc64, (unsigned long long)crc);
             } else if (out) {
                 snprintf(out->etag, sizeof(out->etag), "%s", rp.etag);
-                out->crc64 = have_crc ? crc : ossc_crc64(0, body, len);
+                out->has_crc64 = check_crc;
+                out->crc64 = crc;
                 out->len = len;
             }
         }
@@ -503,8 +520,10 @@ static int complete(ossc_upload *u, ossc_error *err)
         return OSSC_E_NOMEM;
     }
     uint64_t crc = 0;
+    bool parts_crc = true; /* every part's CRC-64 is known: the object's can be checked */
     for (size_t i = 0; i < u->n_parts; i++) {
         etags[i] = u->results[i].etag;
+        parts_crc = parts_crc && u->results[i].has_crc64;
         crc = i ? ossc_crc64_combine(crc, u->results[i].crc64, u->results[i].len)
                 : u->results[i].crc64;
     }
@@ -526,7 +545,7 @@ static int complete(ossc_upload *u, ossc_error *err)
     int rc = send_checked(u->c, &r, body.data, body.len, &rp, what, err);
     request_free(&r);
     sb_free(&body);
-    if (rc == 0 && rp.has_crc64 && rp.crc64 != crc) {
+    if (rc == 0 && parts_crc && rp.has_crc64 && rp.crc64 != crc) {
         rc = OSSC_E_INTEGRITY;
         err_set(err, rc, "%s: the object's CRC-64 %llu is not that of its parts (%llu); "
                 "deleting it", what, (unsigned long long)rp.crc64, (unsigned long long)crc);
