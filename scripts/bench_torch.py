@@ -28,9 +28,14 @@ s3torchconnector==1.5.0 tenacity. Both clients use their defaults but path-style
 (the local store needs it); ossc's part size and concurrency are its defaults
 (upload.partSize, upload.concurrency) unless --ossc-setting says otherwise.
 
+--sweep instead measures the engine's upload defaults: `Client.upload_file` of a --size-gib
+file for every upload.partSize x upload.concurrency of --part-sizes and --concurrencies, in
+--rounds interleaved rounds (the order rotating), medians of GB/s and CPU seconds.
+
 Usage
 -----
   python scripts/bench_torch.py                         # 1 GiB, 3 rounds
+  python scripts/bench_torch.py --sweep --size-gib 0.25 --rounds 3
   python scripts/bench_torch.py --size-gib 0.5 --rounds 2 --rows ckpt-save,ckpt-load
 Results: bench-results/torch.json (--out-dir).
 """
@@ -202,6 +207,51 @@ def measure(tool: str, row: str, uri: str, size: int, endpoint: str, env: dict,
     return {"seconds": max(seconds), "cpu": cpu}
 
 
+SWEEP_WORKER = """
+import json, os, resource, sys, time
+from ossc.native import Client
+client = Client(sys.argv[1], {"upload.partSize": sys.argv[3], "upload.concurrency": sys.argv[4]})
+start = time.perf_counter()
+client.upload_file(client.bucket, "sweep/object", sys.argv[2])
+seconds = time.perf_counter() - start
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": seconds, "cpu": r.ru_utime + r.ru_stime}))
+"""
+
+
+def sweep(args, store, env, size: int) -> dict:
+    """upload_file of one file for every part size x concurrency, interleaved rounds."""
+    path = Path(tempfile.mkdtemp(prefix="ossc-bench-sweep-")) / "data.bin"
+    with open(path, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(size >> 20):
+            f.write(block)
+    grid = [(p, c) for p in args.part_sizes.split(",") for c in args.concurrencies.split(",")]
+    runs = {f"{p}x{c}": [] for p, c in grid}
+    try:
+        for rnd in range(args.rounds):
+            shift = rnd % len(grid)
+            for part, conc in grid[shift:] + grid[:shift]:
+                out = subprocess.run([sys.executable, "-c", SWEEP_WORKER, f"s3://{BUCKET}/",
+                                      str(path), part, conc], env=env, capture_output=True,
+                                     text=True, timeout=1800)
+                if out.returncode != 0:
+                    raise RuntimeError(f"sweep {part} x {conc} failed:\n{out.stderr[-3000:]}")
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                runs[f"{part}x{conc}"].append(r)
+                log(f"round {rnd} partSize {part:6s} concurrency {conc:3s} "
+                    f"{size / r['seconds'] / 1e9:5.2f} GB/s  cpu {r['cpu']:5.2f} s")
+    finally:
+        path.unlink()
+        path.parent.rmdir()
+    summary = {k: {"gbps": size / med([r["seconds"] for r in v]) / 1e9,
+                   "cpu": med([r["cpu"] for r in v]), "rounds": v} for k, v in runs.items()}
+    print(f"{'partSize x concurrency':24s} {'GB/s':>6s} {'cpu s':>6s}")
+    for k, v in summary.items():
+        print(f"{k:24s} {v['gbps']:6.3f} {v['cpu']:6.2f}")
+    return summary
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gib", type=float, default=1.0)
@@ -211,6 +261,10 @@ def parse_args(argv=None):
     ap.add_argument("--out-dir", default=str(REPO / "bench-results"))
     ap.add_argument("--ossc-setting", action="append", default=[],
                     help="an engine override for ossc, e.g. upload.partSize=32MiB")
+    ap.add_argument("--sweep", action="store_true",
+                    help="measure upload.partSize x upload.concurrency instead")
+    ap.add_argument("--part-sizes", default="8MiB,16MiB,32MiB")
+    ap.add_argument("--concurrencies", default="4,8,16")
     # worker mode (internal)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tool", help=argparse.SUPPRESS)
@@ -237,6 +291,12 @@ def main(argv=None) -> int:
         env = {**os.environ, **store.env(), "OSSC_CONFIG": "",
                "PYTHONPATH": os.pathsep.join([str(REPO / "python"),
                                               os.environ.get("PYTHONPATH", "")])}
+        if args.sweep:
+            results["sweep"] = sweep(args, store, env, size)
+            out = Path(args.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "torch-sweep.json").write_text(json.dumps(results, indent=2))
+            return 0
         runs = {row: {tool: [] for tool in CONTENDERS} for row in rows}
         for rnd in range(args.rounds):
             order = CONTENDERS if rnd % 2 == 0 else CONTENDERS[::-1]
