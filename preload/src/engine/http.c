@@ -255,6 +255,25 @@ static int seek_body(void *cursor_ptr, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+static bool cancelled(const request *r)
+{
+    return r->cancel && atomic_load(r->cancel);
+}
+
+static int stop_if_cancelled(void *request_ptr, curl_off_t dltotal, curl_off_t dlnow,
+                             curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return cancelled(request_ptr) ? 1 : 0;
+}
+
+/* Sleeps ms in short slices, returning early once r is cancelled. */
+static void backoff_sleep(const request *r, long ms)
+{
+    for (long left = ms; left > 0 && !cancelled(r); left -= 50)
+        usleep((useconds_t)(left < 50 ? left : 50) * 1000);
+}
+
 /* A 400 that a resent body may cure: the store saw other bytes than the digest promised. */
 static bool digest_mismatch(const reply *rp)
 {
@@ -283,6 +302,11 @@ int http_send(ossc_client *c, request *r, const void *body, size_t body_len, rep
     char curl_err[CURL_ERROR_SIZE];
     int rc = 0;
     for (int attempt = 0;; attempt++) {
+        if (cancelled(r)) {
+            rc = OSSC_E_CANCELLED;
+            err_set(err, rc, "%s: cancelled", what);
+            break;
+        }
         if ((rc = request_prepare(c, r, time(NULL), err)))
             break;
         reply_reset(rp);
@@ -313,6 +337,11 @@ int http_send(ossc_client *c, request *r, const void *body, size_t body_len, rep
         } else {
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
         }
+        if (r->cancel) {
+            curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+            curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, stop_if_cancelled);
+            curl_easy_setopt(e, CURLOPT_XFERINFODATA, r);
+        }
         if (writes) {
             /* No 100-continue round trip: the store answers the whole request. Added after
              * signing, so no signer sees it. */
@@ -339,11 +368,16 @@ int http_send(ossc_client *c, request *r, const void *body, size_t body_len, rep
             }
             http_reply_error(rp, what, rc, err);
         }
+        if (cancelled(r)) {
+            rc = OSSC_E_CANCELLED;
+            err_set(err, rc, "%s: cancelled", what);
+            break;
+        }
         if (cls == FAIL_PERMANENT || attempt >= c->s.retries)
             break;
         long delay = http_backoff_ms(attempt + 1, rp->qos_delay_ms);
         LOGW("%s; retrying in %ld ms", err->message, delay);
-        usleep((useconds_t)delay * 1000);
+        backoff_sleep(r, delay);
     }
     curl_easy_cleanup(e);
     return rc;

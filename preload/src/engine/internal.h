@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -141,6 +142,9 @@ typedef struct request {
     size_t n_query;
     kv headers[REQ_MAX_HEADERS];
     size_t n_headers;
+    /* http_send gives up (OSSC_E_CANCELLED) once this turns true: mid-transfer, between
+     * attempts, in a backoff; NULL: never */
+    const _Atomic bool *cancel;
     /* filled by request_prepare */
     char *url;
     struct curl_slist *header_list;

@@ -67,7 +67,8 @@ struct ossc_upload {
     pthread_t threads[MAX_CONCURRENCY];
     int n_threads;
     bool no_more;               /* finish: threads leave once the queue is empty */
-    bool cancelled;
+    _Atomic bool cancelled;     /* a part failed or the upload is abandoned: parts in flight
+                                 * stop mid-transfer */
     int rc;                     /* the first failure */
     ossc_error err;
 };
@@ -124,8 +125,8 @@ static int checksum_mode(const ossc_client *c)
  * upload.checksum says; an integrity mismatch is sent again (for a PutObject that overwrites
  * the wrong bytes it reported). */
 static int put_verified(ossc_client *c, const char *key, const kv *query, size_t n_query,
-                        const void *body, size_t len, const char *what, part_result *out,
-                        ossc_error *err)
+                        const void *body, size_t len, const _Atomic bool *cancel,
+                        const char *what, part_result *out, ossc_error *err)
 {
     int mode = checksum_mode(c);
     digest d;
@@ -137,6 +138,7 @@ static int put_verified(ossc_client *c, const char *key, const kv *query, size_t
     for (int attempt = 0; attempt <= c->s.retries; attempt++) {
         request r;
         request_init(&r, "PUT", key);
+        r.cancel = cancel;
         for (size_t i = 0; i < n_query; i++)
             request_add_query(&r, query[i].name, query[i].value);
         if (mode == UPLOAD_CHECKSUM_MD5)
@@ -180,7 +182,7 @@ OSSC_API int ossc_put_object(ossc_client *c, const char *key, const void *data, 
     err_clear(err);
     char what[1200];
     describe(c, key, "writing", what, sizeof(what));
-    return put_verified(c, key, NULL, 0, data ? data : "", len, what, NULL, err);
+    return put_verified(c, key, NULL, 0, data ? data : "", len, NULL, what, NULL, err);
 }
 
 /* A request whose success reply may still be an <Error> (S3's Complete and Copy answer 200
@@ -281,7 +283,8 @@ static void *sender(void *arg)
         part_result res;
         ossc_error e;
         err_clear(&e);
-        int rc = put_verified(u->c, u->key, query, 2, p->data, p->len, what, &res, &e);
+        int rc = put_verified(u->c, u->key, query, 2, p->data, p->len, &u->cancelled, what,
+                              &res, &e);
 
         pthread_mutex_lock(&u->lock);
         if (rc)
