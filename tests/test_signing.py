@@ -89,9 +89,12 @@ COPY_FROM = "/my-bucket/src%20dir/%E6%A8%A1%E5%9E%8B.bin"
 for i, k in enumerate(["ckpt/model.pt", "模型/权重 1.bin", "a+b/c&d=e.bin"]):
     REQUESTS += [
         (f"put-{i}", "PUT", k, [], [f"Content-MD5: {MD5}"]),
-        (f"initiate-{i}", "POST", k, ["uploads"], ["Content-Type: application/octet-stream"]),
+        (f"initiate-{i}", "POST", k, ["uploads"], ["Content-Type: application/octet-stream",
+                                                   "x-amz-checksum-algorithm: CRC32C"]),
         (f"part-{i}", "PUT", k, ["partNumber=7", f"uploadId={UPLOAD_ID}"],
          [f"Content-MD5: {MD5}"]),
+        (f"part-crc32c-{i}", "PUT", k, ["partNumber=7", f"uploadId={UPLOAD_ID}"],
+         ["x-amz-checksum-crc32c: yZRlqg=="]),
         (f"complete-{i}", "POST", k, [f"uploadId={UPLOAD_ID}"],
          ["Content-Type: application/xml"]),
         (f"abort-{i}", "DELETE", k, [f"uploadId={UPLOAD_ID}"], []),

@@ -318,3 +318,31 @@ def test_crc64_mode_resends_a_part_corrupted_in_flight(crc_client, crc_proxy, st
     crc_proxy.add_fault("flip_request_byte", method="PUT", key=key)
     crc_client(**{"upload.checksum": "off"}).put_object(bucket, key, data[:5000])
     assert stored(store, bucket, key) != data[:5000]
+
+
+def test_s3_default_sends_crc32c_the_store_keeps(client, store, bucket, tmp_path):
+    """s3:// verifies with x-amz-checksum-crc32c by default: the store checked it and keeps
+    the object's (composite, from the parts' CRCs, for a multipart upload)."""
+    data = pattern(2 * PART + 10, 41)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    for key, send in ((f"{PREFIX}crc32c-put.bin", lambda k: client.put_object(bucket, k,
+                                                                                data[:999])),
+                      (f"{PREFIX}crc32c-multi.bin", lambda k: client.upload_file(bucket, k,
+                                                                                  str(path)))):
+        send(key)
+        head = store.s3().head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert head.get("ChecksumCRC32C"), head
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * PART + 5])
+def test_md5_mode_resends_a_body_corrupted_in_flight(proxied, proxy, store, bucket, tmp_path,
+                                                     size):
+    data = pattern(size, 42)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    key = f"{PREFIX}md5-{size}.bin"
+    fault = proxy.add_fault("flip_request_byte", method="PUT", key=key)
+    proxied(**{"upload.checksum": "md5"}).upload_file(bucket, key, str(path))
+    assert fault.fired == 1
+    assert sha(stored(store, bucket, key)) == sha(data)

@@ -159,10 +159,10 @@ char *ossc_sign_request(ossc_client *client, const char *method, const char *key
 
 /* Writes. key is the object's full key (like ossc_head's). An object appears under its key
  * whole or not at all: PutObject, or a multipart upload completed only once every part went
- * through. upload.checksum says how bytes are verified: Content-MD5 on every body and ETags
- * that are MD5s checked (md5, s3:// by default), or OSS's CRC-64 per part and per object
- * checked against what was sent (crc64, oss:// by default); failures retry as reads do (a
- * part is sent again from its start). */
+ * through. upload.checksum says how bytes are verified: x-amz-checksum-crc32c (crc32c, s3://
+ * by default) or Content-MD5 (md5) on every body, which the store checks, or OSS's CRC-64 per
+ * part and per object checked against what was sent (crc64, oss:// by default); failures
+ * retry as reads do (a part is sent again from its start). */
 int ossc_put_object(ossc_client *client, const char *key, const void *data, size_t len,
                     ossc_error *err);
 /* The file at path under key: one PutObject below upload.partSize, else a multipart upload of

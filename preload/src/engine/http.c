@@ -91,6 +91,8 @@ size_t http_header_cb(char *buf, size_t size, size_t n, void *reply_ptr)
         copy_value(rp->request_id, sizeof(rp->request_id), v, end);
     } else if (header_is(buf, len, "ETag", &v)) {
         copy_value(rp->etag, sizeof(rp->etag), v, end);
+    } else if (header_is(buf, len, "x-amz-checksum-crc32c", &v)) {
+        copy_value(rp->checksum_crc32c, sizeof(rp->checksum_crc32c), v, end);
     }
     return len;
 }

@@ -44,9 +44,9 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* ---- settings (settings.c) ---- */
 enum signature { SIG_OSS_V4, SIG_OSS_V1, SIG_AWS_V4 };
 enum scheme { SCHEME_OSS, SCHEME_S3 };
-/* How an upload's bytes are verified: auto is crc64 for oss://, md5 for s3://. */
-enum upload_checksum { UPLOAD_CHECKSUM_AUTO, UPLOAD_CHECKSUM_MD5, UPLOAD_CHECKSUM_CRC64,
-                       UPLOAD_CHECKSUM_OFF };
+/* How an upload's bytes are verified: auto is crc64 for oss://, crc32c for s3://. */
+enum upload_checksum { UPLOAD_CHECKSUM_AUTO, UPLOAD_CHECKSUM_MD5, UPLOAD_CHECKSUM_CRC32C,
+                       UPLOAD_CHECKSUM_CRC64, UPLOAD_CHECKSUM_OFF };
 
 typedef struct settings {
     char endpoint[512];
@@ -206,12 +206,18 @@ bool decode_in_place(char **s);
 void xml_parse_error(const char *xml, size_t len, char *code, size_t code_cap, char *msg,
                      size_t msg_cap);
 
+/* ---- CRC-32C (crc32c.c) ---- */
+/* CRC-32C as S3's x-amz-checksum-crc32c (its value: the 4 bytes big-endian, base64); crc 0
+ * starts a new one. */
+uint32_t crc32c(uint32_t crc, const void *data, size_t len);
+
 /* ---- multipart upload XML (upload_xml.c) ---- */
 /* The UploadId of an InitiateMultipartUploadResult, into out (cap bytes). */
 int xml_parse_upload_id(const char *xml, size_t len, char *out, size_t cap, ossc_error *err);
 /* The CompleteMultipartUpload body for parts 1..n_parts with their ETags as the store sent
- * them. */
-void xml_complete_body(const char *const *etags, size_t n_parts, strbuf *out);
+ * them, and their CRC-32Cs (base64) when crc32cs is not NULL. */
+void xml_complete_body(const char *const *etags, const char *const *crc32cs, size_t n_parts,
+                       strbuf *out);
 
 /* ---- HTTP (http.c) ---- */
 /* How a failed attempt should be treated. */
@@ -228,6 +234,7 @@ typedef struct reply {
     int qos_delay_ms;
     char request_id[80];
     char etag[72];
+    char checksum_crc32c[16]; /* x-amz-checksum-crc32c, "" if none */
     strbuf body;           /* buffered body of a metadata request or an error reply */
 } reply;
 

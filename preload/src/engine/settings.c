@@ -114,10 +114,12 @@ static const setting_def defs[] = {
          "below it go in one PUT)"),
     INT("upload.concurrency", "OSSC_UPLOAD_CONCURRENCY", NULL, upload_concurrency, 1, 64, "8",
         .group = "tuning", .help = "parts of one upload sent at once"),
-    ENUM("upload.checksum", "OSSC_UPLOAD_CHECKSUM", NULL, upload_checksum, "auto|md5|crc64|off",
-         "auto", .group = "tuning", .help = "how uploads are verified: md5 (Content-MD5, the "
-         "store refuses other bytes; ETags checked), crc64 (the CRC-64 OSS returns, checked "
-         "per part and object), off; auto: crc64 for oss://, md5 for s3://"),
+    ENUM("upload.checksum", "OSSC_UPLOAD_CHECKSUM", NULL, upload_checksum,
+         "auto|md5|crc32c|crc64|off", "auto", .group = "tuning", .help = "how uploads are "
+         "verified: md5 (Content-MD5: the store refuses other bytes; ETags checked), crc32c "
+         "(s3:// only: x-amz-checksum-crc32c, refused likewise), crc64 (the CRC-64 OSS "
+         "returns, checked per part and object), off; auto: crc64 for oss://, crc32c for "
+         "s3://"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 

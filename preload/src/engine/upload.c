@@ -6,8 +6,10 @@
  * in one PutObject and never starts a multipart upload. Buffers are recycled and bounded
  * (concurrency + 1 of them), so a fast writer waits for the store instead of filling memory.
  *
- * Integrity (upload.checksum): md5 (s3:// by default) sends Content-MD5 with every body (the
- * store refuses other bytes; BadDigest is retried) and checks an ETag that is a plain MD5;
+ * Integrity (upload.checksum): crc32c (s3:// by default) sends x-amz-checksum-crc32c with every
+ * body (SSE4.2: GB/s per core; the store refuses other bytes, BadDigest is retried, and the
+ * parts' CRCs go into Complete); md5 sends Content-MD5 (refused likewise; an ETag that is a
+ * plain MD5 is checked too);
  * crc64 (oss:// by default, as oss2 does) checks the x-oss-hash-crc64ecma OSS returns against
  * the CRC-64 of what was sent, per part and per object (the parts' combined) after Complete;
  * a mismatching part is sent again. md5 checks a CRC-64 too where the store sends one. A
@@ -39,6 +41,7 @@ typedef struct part {
 
 typedef struct part_result {
     char etag[72];
+    char crc32c[16];  /* base64, as sent (crc32c mode) */
     bool has_crc64;   /* the store sent it (and it matched) */
     uint64_t crc64;
     uint64_t len;
@@ -116,9 +119,24 @@ static bool etag_matches(const char *etag, const char *md5_hex)
 
 static int checksum_mode(const ossc_client *c)
 {
-    if (c->s.upload_checksum != UPLOAD_CHECKSUM_AUTO)
-        return c->s.upload_checksum;
-    return c->url.scheme == SCHEME_OSS ? UPLOAD_CHECKSUM_CRC64 : UPLOAD_CHECKSUM_MD5;
+    int mode = c->s.upload_checksum;
+    if (c->url.scheme == SCHEME_OSS && (mode == UPLOAD_CHECKSUM_AUTO ||
+                                        mode == UPLOAD_CHECKSUM_CRC32C))
+        return UPLOAD_CHECKSUM_CRC64; /* OSS takes no x-amz-checksum-*; it returns CRC-64s */
+    return mode == UPLOAD_CHECKSUM_AUTO ? UPLOAD_CHECKSUM_CRC32C : mode;
+}
+
+/* x-amz-checksum-crc32c's value: the CRC's 4 bytes big-endian, base64. */
+static void crc32c_base64(const void *data, size_t len, char out[16])
+{
+    uint32_t crc = crc32c(0, data, len);
+    unsigned char be[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
+                           (unsigned char)(crc >> 8), (unsigned char)crc};
+    strbuf sb;
+    sb_init(&sb);
+    base64(be, 4, &sb);
+    snprintf(out, 16, "%s", sb.data ? sb.data : "");
+    sb_free(&sb);
 }
 
 /* PUT of body to key with query (a part: partNumber and uploadId), verified as
@@ -130,8 +148,11 @@ static int put_verified(ossc_client *c, const char *key, const kv *query, size_t
 {
     int mode = checksum_mode(c);
     digest d;
+    char crc32c_b64[16] = "";
     if (mode == UPLOAD_CHECKSUM_MD5)
         digest_of(body, len, &d);
+    else if (mode == UPLOAD_CHECKSUM_CRC32C)
+        crc32c_base64(body, len, crc32c_b64);
     uint64_t crc = 0;
     bool have_crc = false;
     int rc = 0;
@@ -143,6 +164,8 @@ static int put_verified(ossc_client *c, const char *key, const kv *query, size_t
             request_add_query(&r, query[i].name, query[i].value);
         if (mode == UPLOAD_CHECKSUM_MD5)
             request_add_header(&r, "Content-MD5", d.md5_b64);
+        else if (mode == UPLOAD_CHECKSUM_CRC32C)
+            request_add_header(&r, "x-amz-checksum-crc32c", crc32c_b64);
         reply rp;
         memset(&rp, 0, sizeof(rp));
         rc = http_send(c, &r, body, len, &rp, what, err);
@@ -157,12 +180,18 @@ static int put_verified(ossc_client *c, const char *key, const kv *query, size_t
                 rc = OSSC_E_INTEGRITY;
                 err_set(err, rc, "%s: the store's ETag %s is not the MD5 of what was sent",
                         what, rp.etag);
+            } else if (mode == UPLOAD_CHECKSUM_CRC32C && *rp.checksum_crc32c &&
+                       strcmp(rp.checksum_crc32c, crc32c_b64) != 0) {
+                rc = OSSC_E_INTEGRITY;
+                err_set(err, rc, "%s: the store's CRC-32C %s is not that of what was sent (%s)",
+                        what, rp.checksum_crc32c, crc32c_b64);
             } else if (check_crc && rp.crc64 != crc) {
                 rc = OSSC_E_INTEGRITY;
                 err_set(err, rc, "%s: the store's CRC-64 %llu is not that of what was sent "
                         "(%llu)", what, (unsigned long long)rp.crc64, (unsigned long long)crc);
             } else if (out) {
                 snprintf(out->etag, sizeof(out->etag), "%s", rp.etag);
+                memcpy(out->crc32c, crc32c_b64, sizeof(out->crc32c));
                 out->has_crc64 = check_crc;
                 out->crc64 = crc;
                 out->len = len;
@@ -307,6 +336,8 @@ static int initiate(ossc_upload *u, ossc_error *err)
     request_init(&r, "POST", u->key);
     request_add_query(&r, "uploads", NULL);
     request_add_header(&r, "Content-Type", "application/octet-stream");
+    if (checksum_mode(u->c) == UPLOAD_CHECKSUM_CRC32C) /* S3 then takes the parts' CRCs */
+        request_add_header(&r, "x-amz-checksum-algorithm", "CRC32C");
     reply rp;
     memset(&rp, 0, sizeof(rp));
     int rc = http_send(u->c, &r, NULL, 0, &rp, what, err);
@@ -518,7 +549,10 @@ static int complete(ossc_upload *u, ossc_error *err)
     char what[1200];
     describe(u->c, u->key, "completing the multipart upload of", what, sizeof(what));
     const char **etags = calloc(u->n_parts, sizeof(*etags));
-    if (!etags) {
+    const char **crc32cs = calloc(u->n_parts, sizeof(*crc32cs));
+    if (!etags || !crc32cs) {
+        free(etags);
+        free(crc32cs);
         err_set(err, OSSC_E_NOMEM, "out of memory");
         return OSSC_E_NOMEM;
     }
@@ -526,14 +560,17 @@ static int complete(ossc_upload *u, ossc_error *err)
     bool parts_crc = true; /* every part's CRC-64 is known: the object's can be checked */
     for (size_t i = 0; i < u->n_parts; i++) {
         etags[i] = u->results[i].etag;
+        crc32cs[i] = u->results[i].crc32c;
         parts_crc = parts_crc && u->results[i].has_crc64;
         crc = i ? ossc_crc64_combine(crc, u->results[i].crc64, u->results[i].len)
                 : u->results[i].crc64;
     }
     strbuf body;
     sb_init(&body);
-    xml_complete_body(etags, u->n_parts, &body);
+    xml_complete_body(etags, checksum_mode(u->c) == UPLOAD_CHECKSUM_CRC32C ? crc32cs : NULL,
+                      u->n_parts, &body);
     free(etags);
+    free(crc32cs);
     if (body.oom) {
         sb_free(&body);
         err_set(err, OSSC_E_NOMEM, "out of memory");

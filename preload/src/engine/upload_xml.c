@@ -67,15 +67,20 @@ out:
     return rc;
 }
 
-void xml_complete_body(const char *const *etags, size_t n_parts, strbuf *out)
+void xml_complete_body(const char *const *etags, const char *const *crc32cs, size_t n_parts,
+                       strbuf *out)
 {
     sb_puts(out, "<CompleteMultipartUpload>");
     for (size_t i = 0; i < n_parts; i++) {
-        /* ETags are quoted hex (or hex-N): nothing in them needs escaping but the quotes. */
+        /* ETags are quoted hex (or hex-N): nothing in them needs escaping but the quotes;
+         * base64 needs none. */
         sb_printf(out, "<Part><PartNumber>%zu</PartNumber><ETag>", i + 1);
         for (const char *e = etags[i]; *e; e++)
             sb_puts(out, *e == '"' ? "&quot;" : (char[]){*e, 0});
-        sb_puts(out, "</ETag></Part>");
+        sb_puts(out, "</ETag>");
+        if (crc32cs)
+            sb_printf(out, "<ChecksumCRC32C>%s</ChecksumCRC32C>", crc32cs[i]);
+        sb_puts(out, "</Part>");
     }
     sb_puts(out, "</CompleteMultipartUpload>");
 }
