@@ -118,16 +118,17 @@ def worker(args) -> int:
     if args.row.endswith("load"):
         target = {k: torch.zeros_like(v) for k, v in sd.items()} if dcp_row else None
 
+    # Each imports only what its row uses (torch.distributed.checkpoint alone costs seconds).
     if args.tool == "ossc":
-        from ossc.torch import OssCheckpoint, OssDCPFileSystem
-
         if dcp_row:
+            from ossc.torch import OssDCPFileSystem
+
             fs = OssDCPFileSystem(endpoint=endpoint, settings=settings)
         else:
+            from ossc.torch import OssCheckpoint
+
             ckpt = OssCheckpoint(endpoint=endpoint, settings=settings)
     else:
-        from s3torchconnector import S3Checkpoint
-
         if dcp_row:
             from s3torchconnector._s3client import S3Client
             from s3torchconnector.dcp import S3StorageReader, S3StorageWriter
@@ -136,6 +137,8 @@ def worker(args) -> int:
             fs = S3FileSystem(REGION, s3_client=S3Client(REGION, endpoint=endpoint,
                                                          s3client_config=s3t_config()))
         else:
+            from s3torchconnector import S3Checkpoint
+
             ckpt = S3Checkpoint(REGION, endpoint=endpoint, s3client_config=s3t_config())
 
     if dcp_row:
