@@ -48,7 +48,7 @@ echo "== engine and shim tests against SeaweedFS with the sanitizer build"
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
 ASAN_OPTIONS=detect_leaks=0 OSSC_LIBRARY="$root/build-asan/libossc.so" OSSC_NO_UNEXPECTED_SKIPS=1 \
     python3 -m pytest -q -p no:cacheprovider -rs tests/test_store.py tests/test_faults.py \
-    tests/test_shim.py tests/test_security.py \
+    tests/test_upload.py tests/test_shim.py tests/test_security.py \
     --deselect "tests/test_security.py::test_planted_session_and_log_paths_are_never_used[ossc-run]"
 
 echo "== the whole Python suite against the installed package, with the real vLLM server"

@@ -12,7 +12,8 @@ Keys are path-style: "bucket/key" (percent-decoded path without the leading "/" 
 
 Fault kinds (for GET unless method= says otherwise; key substring, ranged_only, after=K skips
 the first K matches, times=N is the budget, None = forever):
-  status               answer `status` with an S3-style XML error (+ `headers`); upstream untouched
+  status               answer `status` with an S3-style XML error (+ `headers`) after reading
+                       the request's body; upstream untouched
   reset                send headers and `after_bytes` body bytes, then RST (SO_LINGER 0)
   truncate             full Content-Length, `after_bytes` bytes (default half), then FIN
   stall                sleep `seconds` before the headers (after_bytes=None) or at body offset
@@ -434,6 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else None
 
         if kind == "status":
+            self._drain_request_body()  # else the client may see a broken pipe, not the status
             return self._send_error(fault.status, fault.headers)
         if kind == "reset_request":
             return self._reset_mid_request(fault.after_bytes or 0)
@@ -449,6 +451,14 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if own_conn is not None:
                 own_conn.close()
+
+    def _drain_request_body(self) -> None:
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            piece = self.rfile.read(min(CHUNK, left))
+            if not piece:
+                break
+            left -= len(piece)
 
     def _reset_mid_request(self, after_bytes: int) -> None:
         """Takes after_bytes of the request body (at most all of it), then resets."""
