@@ -156,6 +156,8 @@ RECOVERABLE = [
     ("status", {"method": "POST", "status": 500}),  # initiate, then complete
     ("status", {"method": "POST", "status": 500, "after": 1}),  # complete
     ("reset_request", {"method": "POST", "after_bytes": 10, "after": 1}),  # complete
+    # Complete went through, its reply is lost: the retried Complete finds it done
+    ("reset", {"method": "POST", "after_bytes": 0, "after": 1}),
 ]
 
 
