@@ -174,8 +174,9 @@ int ossc_delete_object(ossc_client *client, const char *key, ossc_error *err);
 int ossc_copy_object(ossc_client *client, const char *src_key, const char *dst_key,
                      ossc_error *err);
 
-/* An upload stream: bytes written fill upload.partSize parts, sent upload.concurrency at once
- * on background threads (memory: concurrency + 1 parts; a write waits for a free one). An
+/* An upload stream: bytes written fill upload.partSize parts, sent on background threads,
+ * at most upload.concurrency at once over all the client's uploads (memory per upload:
+ * concurrency + 1 parts; a write waits for a free one). An
  * object that ends within its first part goes in one PutObject at finish. Nothing is visible
  * under key before ossc_upload_finish returns 0; a failed part fails the next write or the
  * finish, and the multipart upload is aborted. Not for concurrent use by several threads. */

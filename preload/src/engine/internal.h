@@ -265,6 +265,11 @@ struct ossc_client {
     endpoint ep;
     cred_provider creds;
     char product[16];      /* V4 scope product, "oss" */
+    /* Parts being sent by all of the client's uploads (upload.c): at most upload.concurrency,
+     * so concurrent uploads (DCP's writer threads, ranks' files) share the slots. */
+    pthread_mutex_t upload_lock;
+    pthread_cond_t upload_slot_free;
+    int uploads_sending;
 };
 
 uint64_t now_ms(void);

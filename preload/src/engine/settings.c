@@ -113,7 +113,7 @@ static const setting_def defs[] = {
          "16MiB", .group = "tuning", .help = "bytes per part of a multipart upload (objects "
          "below it go in one PUT)"),
     INT("upload.concurrency", "OSSC_UPLOAD_CONCURRENCY", NULL, upload_concurrency, 1, 64, "8",
-        .group = "tuning", .help = "parts of one upload sent at once"),
+        .group = "tuning", .help = "parts a client sends at once, over all its uploads"),
     ENUM("upload.checksum", "OSSC_UPLOAD_CHECKSUM", NULL, upload_checksum,
          "auto|md5|crc32c|crc64|off", "auto", .group = "tuning", .help = "how uploads are "
          "verified: md5 (Content-MD5: the store refuses other bytes; ETags checked), crc32c "

@@ -288,6 +288,36 @@ static void fail_locked(ossc_upload *u, int rc, const ossc_error *e)
     pthread_cond_broadcast(&u->changed);
 }
 
+/* Waits for one of the client's upload.concurrency sending slots (false: cancelled first). */
+static bool take_slot(ossc_upload *u)
+{
+    ossc_client *c = u->c;
+    pthread_mutex_lock(&c->upload_lock);
+    while (c->uploads_sending >= c->s.upload_concurrency && !atomic_load(&u->cancelled)) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L; /* a cancel does not signal this condition */
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->upload_slot_free, &c->upload_lock, &until);
+    }
+    bool got = !atomic_load(&u->cancelled);
+    if (got)
+        c->uploads_sending++;
+    pthread_mutex_unlock(&c->upload_lock);
+    return got;
+}
+
+static void give_slot(ossc_client *c)
+{
+    pthread_mutex_lock(&c->upload_lock);
+    c->uploads_sending--;
+    pthread_cond_signal(&c->upload_slot_free);
+    pthread_mutex_unlock(&c->upload_lock);
+}
+
 static void *sender(void *arg)
 {
     ossc_upload *u = arg;
@@ -312,8 +342,14 @@ static void *sender(void *arg)
         part_result res;
         ossc_error e;
         err_clear(&e);
-        int rc = put_verified(u->c, u->key, query, 2, p->data, p->len, &u->cancelled, what,
+        int rc = OSSC_E_CANCELLED;
+        if (take_slot(u)) {
+            rc = put_verified(u->c, u->key, query, 2, p->data, p->len, &u->cancelled, what,
                               &res, &e);
+            give_slot(u->c);
+        } else {
+            err_set(&e, rc, "%s: cancelled", what);
+        }
 
         pthread_mutex_lock(&u->lock);
         if (rc)

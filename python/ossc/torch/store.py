@@ -32,7 +32,7 @@ def _config_file(config_path: str) -> str:
 def checkpoint_settings(config_path: str) -> Dict[str, str]:
     """Engine settings from config.json's checkpointConfig: prefetchWorker (fetch threads) and
     prefetchConcurrency (transfers in flight over them) become prefetch.vcpus and
-    prefetch.workers, uploadConcurrency (parts in flight) upload.concurrency."""
+    prefetch.workers, uploadConcurrency (parts in flight, over all uploads) upload.concurrency."""
     path = _config_file(config_path)
     if not path or not os.path.isfile(path):
         return {}
