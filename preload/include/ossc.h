@@ -166,7 +166,9 @@ char *ossc_sign_request(ossc_client *client, const char *method, const char *key
 int ossc_put_object(ossc_client *client, const char *key, const void *data, size_t len,
                     ossc_error *err);
 /* The file at path under key: one PutObject below upload.partSize, else a multipart upload of
- * upload.partSize parts, upload.concurrency at once; aborted on failure. */
+ * upload.partSize parts (larger ones for a file of more than 10,000: the stores' limit),
+ * upload.concurrency at once; aborted on failure. A stream of more than 10,000 parts fails
+ * (OSSC_E_CONFIG: raise upload.partSize). */
 int ossc_upload_file(ossc_client *client, const char *key, const char *path, ossc_error *err);
 int ossc_delete_object(ossc_client *client, const char *key, ossc_error *err);
 /* A server-side copy within the client's bucket (one request: objects up to the store's copy

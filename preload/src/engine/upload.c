@@ -31,6 +31,7 @@
 #include "internal.h"
 
 #define MAX_CONCURRENCY 64
+#define MAX_PARTS 10000 /* S3's and OSS's limit */
 
 typedef struct part {
     size_t number; /* 1-based */
@@ -400,6 +401,11 @@ static int initiate(ossc_upload *u, ossc_error *err)
 /* Queues the caller's full buffer as the next part (starting the multipart upload first). */
 static int hand_off(ossc_upload *u, ossc_error *err)
 {
+    if (u->n_parts >= MAX_PARTS) {
+        err_set(err, OSSC_E_CONFIG, "writing %s: more than %d parts of %zu bytes; raise "
+                "upload.partSize", u->key, MAX_PARTS, u->part_size);
+        return OSSC_E_CONFIG;
+    }
     if (!u->initiated) {
         int rc = initiate(u, err);
         if (rc)
@@ -704,6 +710,14 @@ OSSC_API int ossc_upload_file(ossc_client *c, const char *key, const char *path,
     }
     ossc_upload *u = ossc_upload_start(c, key, err);
     int rc = u ? 0 : err->code;
+    struct stat st;
+    if (u && fstat(fd, &st) == 0) {
+        /* A file of more than MAX_PARTS parts gets larger ones (whole MiB). */
+        uint64_t need = ((uint64_t)st.st_size + MAX_PARTS - 1) / MAX_PARTS;
+        need = (need + (1 << 20) - 1) & ~(uint64_t)((1 << 20) - 1);
+        if (need > u->part_size)
+            u->part_size = (size_t)need;
+    }
     for (size_t taken = 1; !rc && taken;)
         rc = feed(u, NULL, fd, (size_t)1 << 62, &taken, err);
     close(fd);
