@@ -45,6 +45,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -283,11 +284,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    from support.localstore import LocalStore
-
     rows = [r for r in args.rows.split(",") if r]
     size = int(args.size_gib * (1 << 30))
     store_dir = args.store_dir or tempfile.mkdtemp(prefix="ossc-bench-torch-")
+    try:
+        return run(args, rows, size, store_dir)
+    finally:
+        if not args.store_dir:  # ours: gigabytes of objects
+            shutil.rmtree(store_dir, ignore_errors=True)
+
+
+def run(args, rows, size: int, store_dir: str) -> int:
+    from support.localstore import LocalStore
+
     results = {"machine": {"cpus": os.cpu_count()}, "args": vars(args), "rows": {}}
     with LocalStore(store_dir) as store:
         store.create_bucket(BUCKET)
