@@ -53,7 +53,7 @@ ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0 PYCRYPTODOME_DISABLE_DEEPBI
 OSSC_LIBRARY="$root/build-asan/libossc.so" OSSC_NO_UNEXPECTED_SKIPS=1 \
     python3 -m pytest -q -p no:cacheprovider -rs tests/test_store.py tests/test_faults.py \
     tests/test_shim.py tests/test_security.py tests/test_connector.py \
-    tests/test_connector_direct.py \
+    tests/test_connector_direct.py tests/test_upload.py \
     --deselect "tests/test_security.py::test_planted_session_and_log_paths_are_never_used[ossc-run]"
 
 echo "== the whole Python suite against the installed package, with the real vLLM server"

@@ -55,7 +55,8 @@ def test_every_option_has_its_osc_env_variable(option):
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug",
              "allowNonEmptyModelDir": "yes", "chunkSize": "1MiB", "verifyBeforeRead": "no",
              "cacheDir": "/var/cache/ossc", "smallFileSize": "1MiB", "prefetch.policy": "lazy",
-             "cacheLimit": "50%", "pinGpu": "yes"}.get(option.key, "7")
+             "cacheLimit": "50%", "pinGpu": "yes", "upload.partSize": "8MiB",
+             "upload.checksum": "md5"}.get(option.key, "7")
     resolved = settings.flatten(settings.resolve(None, {}, {**BASE_ENV,
                                                             settings.env_name(option.key): value}))
     default = settings.flatten(settings.resolve(None, {}, BASE_ENV))
@@ -342,7 +343,8 @@ def test_every_setting_of_the_engine_is_an_ossc_run_option_with_its_facts(row, c
 def test_every_option_reaches_the_engine_under_its_key(option):
     value = {"signature": "v1", "addressing": "path", "logLevel": "debug", "chunkSize": "1MiB",
              "verifyBeforeRead": "no", "smallFileSize": "1MiB", "prefetch.policy": "lazy",
-             "pinGpu": "yes"}.get(option.key, "7")
+             "pinGpu": "yes", "upload.partSize": "8MiB", "upload.checksum": "md5"
+             }.get(option.key, "7")
     argv = [option.flag] if option.is_switch else [option.flag, value]
     plan = plan_for(["--oss-path", "oss://bkt/p/", "--model-dir", "/m", *argv, "--", "true"])
     default = settings.flatten(settings.resolve("oss://bkt/p/", {}, BASE_ENV))

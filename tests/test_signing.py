@@ -1,7 +1,8 @@
 """The engine's request signing against the official SDKs, with the SDK clocks pinned.
 
 For every request in the table (object GET, ranged GET, HEAD, ListObjectsV2 with and without a
-continuation token, over keys with awkward characters), with and without an STS token, the
+continuation token; the writes: PutObject, multipart initiate/part/complete/abort, DeleteObject,
+CopyObject; over keys with awkward characters), with and without an STS token, the
 Authorization header that libossc computes (ossc.Client.sign) must equal:
   - oss://, signature v1: oss2.ProviderAuth (HMAC-SHA1)
   - oss://, signature v4: oss2.ProviderAuthV4 (OSS4-HMAC-SHA256)
@@ -32,6 +33,7 @@ import oss2.api
 import oss2.auth
 import oss2.credentials
 import oss2.http
+import oss2.models
 import oss2.utils
 import pytest
 import requests
@@ -78,6 +80,29 @@ REQUESTS += [
      ["list-type=2", "prefix=k=v&a+b~c%d", "max-keys=1000", "encoding-type=url",
       "continuation-token=xyz"], []),
 ]
+
+# Writes (upload.c): PutObject and UploadPart with Content-MD5, initiate/complete/abort of a
+# multipart upload (sub-resources uploads, uploadId, partNumber), DeleteObject, CopyObject.
+UPLOAD_ID = "0004B9895DBBB6EC98E/+=~%id"
+MD5 = "XrY7u+Ae7tCTyyK7j1rNww=="
+COPY_FROM = "/my-bucket/src%20dir/%E6%A8%A1%E5%9E%8B.bin"
+for i, k in enumerate(["ckpt/model.pt", "模型/权重 1.bin", "a+b/c&d=e.bin"]):
+    REQUESTS += [
+        (f"put-{i}", "PUT", k, [], [f"Content-MD5: {MD5}"]),
+        (f"initiate-{i}", "POST", k, ["uploads"], ["Content-Type: application/octet-stream",
+                                                   "x-amz-checksum-algorithm: CRC32C"]),
+        (f"part-{i}", "PUT", k, ["partNumber=7", f"uploadId={UPLOAD_ID}"],
+         [f"Content-MD5: {MD5}"]),
+        (f"part-crc32c-{i}", "PUT", k, ["partNumber=7", f"uploadId={UPLOAD_ID}"],
+         ["x-amz-checksum-crc32c: yZRlqg=="]),
+        (f"complete-{i}", "POST", k, [f"uploadId={UPLOAD_ID}"],
+         ["Content-Type: application/xml"]),
+        (f"abort-{i}", "DELETE", k, [f"uploadId={UPLOAD_ID}"], []),
+        (f"delete-{i}", "DELETE", k, [], []),
+        (f"copy-{i}", "PUT", k, [], [f"x-oss-copy-source: {COPY_FROM}",
+                                     f"x-amz-copy-source: {COPY_FROM}"]),
+    ]
+REQUESTS.append(("list-uploads", "GET", None, ["uploads", "prefix=ckpt/"], []))
 
 # Settings flavours: (id, url, settings, scheme)
 FLAVOURS = [
@@ -182,7 +207,8 @@ def scheme_of(url: str) -> str:
 
 
 def table_headers(scheme, headers):
-    return [h for h in headers if scheme == "oss" or not h.lower().startswith("x-oss-")]
+    foreign = "x-amz-" if scheme == "oss" else "x-oss-"
+    return [h for h in headers if not h.lower().startswith(foreign)]
 
 
 def engine_sign(url, settings, method, key, query, headers, when=WHEN):
@@ -354,6 +380,16 @@ OSS2_CALLS = [
     ("list", "GET", None, lambda b: b.list_objects_v2(prefix="a b/模型/", max_keys=1000)),
     ("list-cont", "GET", None,
      lambda b: b.list_objects_v2(prefix="a b/", continuation_token=CONT_TOKEN, max_keys=1000)),
+    ("put", "PUT", KEYS[2],
+     lambda b: b.put_object(KEYS[2], b"body", headers={"Content-MD5": MD5})),
+    ("initiate", "POST", KEYS[3], lambda b: b.init_multipart_upload(KEYS[3])),
+    ("part", "PUT", KEYS[3], lambda b: b.upload_part(KEYS[3], UPLOAD_ID, 7, b"body")),
+    ("complete", "POST", KEYS[3],
+     lambda b: b.complete_multipart_upload(KEYS[3], UPLOAD_ID,
+                                           [oss2.models.PartInfo(1, '"ABC"')])),
+    ("abort", "DELETE", KEYS[3], lambda b: b.abort_multipart_upload(KEYS[3], UPLOAD_ID)),
+    ("delete", "DELETE", KEYS[6], lambda b: b.delete_object(KEYS[6])),
+    ("copy", "PUT", KEYS[1], lambda b: b.copy_object(BUCKET, KEYS[2], KEYS[1])),
 ]
 
 
@@ -411,6 +447,12 @@ BOTO3_CALLS = [
     ("list-cont", "GET", None, LIST_QUERY + [f"continuation-token={CONT_TOKEN}"],
      "list_objects_v2", {"Prefix": "a b/模型/", "MaxKeys": 1000, "EncodingType": "url",
                          "ContinuationToken": CONT_TOKEN}),
+    ("initiate", "POST", KEYS[3], ["uploads"], "create_multipart_upload", {"Key": KEYS[3]}),
+    ("abort", "DELETE", KEYS[3], [f"uploadId={UPLOAD_ID}"], "abort_multipart_upload",
+     {"Key": KEYS[3], "UploadId": UPLOAD_ID}),
+    ("delete", "DELETE", KEYS[6], [], "delete_object", {"Key": KEYS[6]}),
+    ("copy", "PUT", KEYS[1], [], "copy_object",
+     {"Key": KEYS[1], "CopySource": {"Bucket": BUCKET, "Key": KEYS[2]}}),
 ]
 
 
@@ -429,10 +471,10 @@ def test_boto3_client_end_to_end(env, pinned_clock, endpoint, region, sdk_endpoi
     req = boto3_capture(sdk_endpoint, region, token, op, Bucket=BUCKET, **kwargs)
     settings = {"endpoint": endpoint, "region": region}
     # The engine gets the request as boto3 built it: its query, and the headers botocore signs
-    # (all but User-Agent, the retry headers botocore adds after signing, and those the signer
-    # itself adds).
+    # (all but User-Agent, the retry headers and Content-Length botocore adds after signing,
+    # and those the signer itself adds).
     skip = {"user-agent", "amz-sdk-invocation-id", "amz-sdk-request", "authorization",
-            "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"}
+            "x-amz-date", "x-amz-content-sha256", "x-amz-security-token", "content-length"}
     headers = [f"{k}: {_text(v)}" for k, v in req.headers.items() if k.lower() not in skip]
     b_query = parse_qsl(urlsplit(req.url).query, keep_blank_values=True)
     assert sorted(b_query) == sorted(split_query(query))  # the table is what boto3 sends

@@ -158,6 +158,41 @@ char *ossc_sign_request(ossc_client *client, const char *method, const char *key
                         const char *const *query, size_t n_query, const char *const *headers,
                         size_t n_headers, int64_t unix_time, ossc_error *err);
 
+/* Writes. key is the object's full key (like ossc_head's). An object appears under its key
+ * whole or not at all: PutObject, or a multipart upload completed only once every part went
+ * through. upload.checksum says how bytes are verified: x-amz-checksum-crc32c (crc32c, s3://
+ * by default) or Content-MD5 (md5) on every body, which the store checks, or OSS's CRC-64 per
+ * part and per object checked against what was sent (crc64, oss:// by default); failures
+ * retry as reads do (a part is sent again from its start). */
+int ossc_put_object(ossc_client *client, const char *key, const void *data, size_t len,
+                    ossc_error *err);
+/* The file at path under key: one PutObject below upload.partSize, else a multipart upload of
+ * upload.partSize parts (larger ones for a file of more than 10,000: the stores' limit),
+ * upload.concurrency at once; aborted on failure. A stream of more than 10,000 parts fails
+ * (OSSC_E_CONFIG: raise upload.partSize). */
+int ossc_upload_file(ossc_client *client, const char *key, const char *path, ossc_error *err);
+int ossc_delete_object(ossc_client *client, const char *key, ossc_error *err);
+/* A server-side copy within the client's bucket (one request: objects up to the store's copy
+ * limit, 1 GB on OSS and 5 GB on S3). */
+int ossc_copy_object(ossc_client *client, const char *src_key, const char *dst_key,
+                     ossc_error *err);
+
+/* An upload stream: bytes written fill upload.partSize parts, sent on background threads,
+ * at most upload.concurrency at once over all the client's uploads (memory per upload:
+ * concurrency + 1 parts; a write waits for a free one). An
+ * object that ends within its first part goes in one PutObject at finish. Nothing is visible
+ * under key before ossc_upload_finish returns 0; a failed part fails the next write or the
+ * finish, and the multipart upload is aborted. Not for concurrent use by several threads. */
+typedef struct ossc_upload ossc_upload;
+ossc_upload *ossc_upload_start(ossc_client *client, const char *key, ossc_error *err);
+int ossc_upload_write(ossc_upload *upload, const void *data, size_t len, ossc_error *err);
+/* Sends what is left and completes (or aborts on failure): 0 once the object is under key. */
+int ossc_upload_finish(ossc_upload *upload, ossc_error *err);
+/* Abandons the upload: nothing appears under key, the store keeps no parts. */
+void ossc_upload_abort(ossc_upload *upload);
+/* Aborts unless finished, frees. */
+void ossc_upload_free(ossc_upload *upload);
+
 /* A session makes model_dir look local to every process with the shim. Its owner (the
  * ossc-owner program; never the application) calls ossc_session_start: it lists url,
  * materializes model_dir (directories, small files fetched whole, size-correct placeholders

@@ -1,5 +1,6 @@
-"""The `ossc` command: ls, stat and get over the fetch engine; config to generate, show and
-validate config.json; tar to make a tar and its index for datasets (ossc.tartool).
+"""The `ossc` command: ls, stat and get over the fetch engine, put to upload a file; config to
+generate, show and validate config.json; tar to make a tar and its index for datasets
+(ossc.tartool).
 
 Every user error ends in one line on stderr and a distinct exit code (ossc.errors); tracebacks
 only with -v.
@@ -167,6 +168,27 @@ def cmd_get(args) -> int:
     seconds = time.monotonic() - start
     print(f"fetched {len(plan)} objects, {total} bytes in {seconds:.2f} s: "
           f"{total / seconds / 1e9 if seconds else 0:.2f} GB/s")
+    return 0
+
+
+def cmd_put(args) -> int:
+    """One local file to an object: url names the key, or a prefix ending in '/' that gets
+    the file's name. A multipart upload with parallel parts for a large file; the object
+    appears whole or not at all."""
+    if not os.path.isfile(args.file):
+        what = "is a directory" if os.path.isdir(args.file) else "is not a file"
+        raise UserError(f"{args.file} {what}: ossc put uploads one file", EXIT_LOCAL)
+    scheme, sep, rest = args.url.partition("://")
+    bucket, _, key = rest.partition("/")
+    if key.endswith("/") or not key:
+        key += os.path.basename(args.file)
+    client = Client(f"{scheme}{sep}{bucket}/", _settings(args))
+    size = os.path.getsize(args.file)
+    start = time.monotonic()
+    client.upload_file(bucket, key, args.file)
+    seconds = time.monotonic() - start
+    print(f"put {size} bytes to {scheme}{sep}{bucket}/{key} in {seconds:.2f} s: "
+          f"{size / seconds / 1e9 if seconds else 0:.2f} GB/s")
     return 0
 
 
@@ -338,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "names below it), s3://bucket/key (that object, into DIR)")
     p.add_argument("dir", help="target directory, e.g. /dev/shm/model")
     p.set_defaults(func=cmd_get)
+    p = sub.add_parser("put", parents=[common], help="upload one file to an object (parts in "
+                       "parallel; whole or not at all)")
+    p.add_argument("file", help="the local file")
+    p.add_argument("url", help="s3://bucket/key, or s3://bucket/prefix/ (the file's name "
+                   "below it)")
+    p.set_defaults(func=cmd_put)
     _add_config_parsers(sub, common)
     _add_tar_parsers(sub, common)
     p = sub.add_parser("status", help="this user's sessions on the node: model dir, store, "

@@ -6,6 +6,7 @@ binding cannot drift from the library.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass
@@ -208,6 +209,8 @@ class Client:
     environment, resolved by the engine."""
 
     def __init__(self, url: str, settings: Optional[dict] = None):
+        self._settings = dict(settings or {})
+        self._siblings: dict = {}
         overrides = [f"{k}={v}" for k, v in (settings or {}).items() if v is not None]
         arr, n, keep = _c_strings(overrides)
         err = ffi.new("ossc_error *")
@@ -276,6 +279,51 @@ class Client:
     def fetch(self, items: Sequence[FetchItem]) -> "Fetch":
         return Fetch(self, items)
 
+    # ---- writes: bucket names the client's bucket (or another one of the same store, reached
+    # through a client with the same settings)
+
+    @property
+    def bucket(self) -> str:
+        return self.url.partition("://")[2].partition("/")[0]
+
+    def _in(self, bucket: str) -> "Client":
+        if not bucket or bucket == self.bucket:
+            return self
+        sibling = self._siblings.get(bucket)
+        if sibling is None:
+            scheme = self.url.partition("://")[0]
+            sibling = self._siblings[bucket] = Client(f"{scheme}://{bucket}/", self._settings)
+        return sibling
+
+    def put_object(self, bucket: str, key: str, data) -> None:
+        """data (bytes or any buffer) as the object bucket/key, in one verified PutObject."""
+        view = ffi.from_buffer(data)
+        err = ffi.new("ossc_error *")
+        _check(lib.ossc_put_object(self._in(bucket)._handle, _key(key), view, len(view), err),
+               err)
+
+    def upload_file(self, bucket: str, key: str, path: str) -> None:
+        """The local file at path as bucket/key: one PutObject below upload.partSize, else a
+        multipart upload with parallel parts (aborted if any part fails)."""
+        err = ffi.new("ossc_error *")
+        _check(lib.ossc_upload_file(self._in(bucket)._handle, _key(key), os.fsencode(path),
+                                    err), err)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        err = ffi.new("ossc_error *")
+        _check(lib.ossc_delete_object(self._in(bucket)._handle, _key(key), err), err)
+
+    def copy_object(self, bucket: str, src_key: str, dst_key: str) -> None:
+        """Server-side copy of bucket/src_key to bucket/dst_key (up to the store's copy limit:
+        1 GB on OSS, 5 GB on S3)."""
+        err = ffi.new("ossc_error *")
+        _check(lib.ossc_copy_object(self._in(bucket)._handle, _key(src_key), _key(dst_key),
+                                    err), err)
+
+    def open_upload(self, bucket: str, key: str) -> "UploadStream":
+        """A write-only stream to bucket/key; see UploadStream."""
+        return UploadStream(self._in(bucket), key)
+
 
 class Fetch:
     """Background download of many ranges; poll stats(), then wait()."""
@@ -342,3 +390,77 @@ class Fetch:
 
     def __del__(self):
         self.close()
+
+
+def _key(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+class UploadStream(io.RawIOBase):
+    """A write-only stream that becomes one object: bytes fill upload.partSize parts, sent
+    upload.concurrency at once in the background (a multipart upload; one PutObject for an
+    object smaller than a part). close() completes it: the object appears whole, or not at
+    all. abort() (and leaving a `with` block on an exception, or dropping the stream unclosed)
+    abandons it: nothing appears and the store keeps no parts."""
+
+    def __init__(self, client: Client, key: str):
+        super().__init__()
+        err = ffi.new("ossc_error *")
+        handle = lib.ossc_upload_start(client._handle, _key(key), err)
+        if handle == ffi.NULL:
+            raise OsscError.from_c(err)
+        self._client = client  # the engine uses it until the upload is freed
+        self._handle = handle
+        self._pos = 0
+        self.key = key
+        self.name = f"{client.url.partition('://')[0]}://{client.bucket}/{key}"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self._handle is None:
+            raise ValueError("write to a closed upload")
+        view = ffi.from_buffer(data)
+        err = ffi.new("ossc_error *")
+        rc = lib.ossc_upload_write(self._handle, view, len(view), err)
+        if rc:
+            self.abort()
+            raise OsscError.from_c(err)
+        self._pos += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def abort(self) -> None:
+        """Abandons the upload: nothing appears under the key."""
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            lib.ossc_upload_abort(handle)
+            lib.ossc_upload_free(handle)
+        super().close()
+
+    def close(self) -> None:
+        """Sends what is left and completes the object (raises OsscError if it could not:
+        then nothing is under the key)."""
+        if self._handle is None:
+            super().close()
+            return
+        handle, self._handle = self._handle, None
+        err = ffi.new("ossc_error *")
+        try:
+            rc = lib.ossc_upload_finish(handle, err)
+        finally:
+            lib.ossc_upload_free(handle)
+            super().close()
+        _check(rc, err)
+
+    def __exit__(self, typ, exc, tb):
+        if typ is not None:
+            self.abort()
+        else:
+            self.close()
+
+    def __del__(self):
+        self.abort()  # never complete a stream nobody closed: it may be partial

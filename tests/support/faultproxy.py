@@ -12,13 +12,20 @@ Keys are path-style: "bucket/key" (percent-decoded path without the leading "/" 
 
 Fault kinds (for GET unless method= says otherwise; key substring, ranged_only, after=K skips
 the first K matches, times=N is the budget, None = forever):
-  status               answer `status` with an S3-style XML error (+ `headers`); upstream untouched
+  status               answer `status` with an S3-style XML error (+ `headers`) after reading
+                       the request's body; upstream untouched
   reset                send headers and `after_bytes` body bytes, then RST (SO_LINGER 0)
   truncate             full Content-Length, `after_bytes` bytes (default half), then FIN
   stall                sleep `seconds` before the headers (after_bytes=None) or at body offset
   wrong_content_range  shift the Content-Range start/end by `shift`, body unchanged
   flip_byte            xor one body byte at `offset` (default: middle), headers unchanged
   status_200_full      answer a ranged GET with 200 and the whole object (needs signer)
+Request-body faults (for uploads: method="PUT" or "POST"):
+  reset_request        read `after_bytes` bytes of the request body, then RST; nothing is
+                       forwarded, so the store never sees the request
+  flip_request_byte    forward the request with one body byte at `offset` (default: middle)
+                       xor-ed, headers unchanged (a Content-MD5 no longer matches)
+  wrong_crc64          (with add_crc64) the x-oss-hash-crc64ecma sent is off by one bit
 
 Counters (thread-safe; reset() zeroes them): request_count(method, key) counts every request;
 bytes_served(key) counts object body bytes of 2xx GETs, each piece just before it is written;
@@ -26,7 +33,9 @@ served_ranges(key) lists (start, length) of those bodies.
 
 add_crc64=True adds `x-oss-hash-crc64ecma` (CRC-64/XZ of the whole object, as Alibaba OSS
 does) to 200/206 GET and HEAD responses; it fetches the object once with the signer's
-credentials, cached by key and ETag. Those internal fetches are not counted as served.
+credentials, cached by key and ETag. Those internal fetches are not counted as served. Writes
+get it as OSS sends it too: a 200 PUT (an object or a part) the CRC-64 of the body the proxy
+relayed, a 200 CompleteMultipartUpload (POST ?uploadId) that of the whole object.
 """
 
 from __future__ import annotations
@@ -94,7 +103,7 @@ assert crc64(b"56789", crc64(b"1234", 0)) == 0x995DC9BBDF1939FA
 
 KINDS = frozenset(
     {"status", "reset", "truncate", "stall", "wrong_content_range", "flip_byte",
-     "status_200_full"}
+     "status_200_full", "reset_request", "flip_request_byte", "wrong_crc64"}
 )
 _ERROR_CODES = {
     400: "BadRequest", 403: "AccessDenied", 404: "NoSuchKey", 429: "TooManyRequests",
@@ -339,6 +348,23 @@ class FaultProxy:
             return crc
 
 
+class _Replayed:
+    """An upstream response whose body was read already, read again from memory."""
+
+    def __init__(self, resp: http.client.HTTPResponse, body: bytes):
+        self._resp, self._body = resp, body
+
+    def __getattr__(self, name):
+        return getattr(self._resp, name)
+
+    def read1(self, n: int = -1) -> bytes:
+        piece, self._body = (self._body, b"") if n < 0 else (self._body[:n], self._body[n:])
+        return piece
+
+    def read(self, n: int = -1) -> bytes:
+        return self.read1(n)
+
+
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -379,6 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.proxy: FaultProxy = self.server.proxy
         self.upstream: http.client.HTTPConnection | None = None
         self.reset_on_close = False
+        self.body_crc64 = 0
         self.proxy._track(self.connection, True)
 
     def finish(self) -> None:
@@ -416,22 +443,45 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else None
 
         if kind == "status":
+            self._drain_request_body()  # else the client may see a broken pipe, not the status
             return self._send_error(fault.status, fault.headers)
+        if kind == "reset_request":
+            return self._reset_mid_request(fault.after_bytes or 0)
         if kind == "stall" and fault.after_bytes is None:
             self._stall(fault.seconds)
 
         if kind == "status_200_full" and ranged:
             own_conn, resp = self.proxy.signed_get(self.path)
         else:
-            own_conn, resp = None, self._forward()
+            own_conn, resp = None, self._forward(fault if kind == "flip_request_byte" else None)
         try:
             self._relay_response(key, resp, fault)
         finally:
             if own_conn is not None:
                 own_conn.close()
 
-    def _forward(self) -> http.client.HTTPResponse:
-        """Send the request upstream unchanged; one retry on a stale keep-alive connection."""
+    def _drain_request_body(self) -> None:
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            piece = self.rfile.read(min(CHUNK, left))
+            if not piece:
+                break
+            left -= len(piece)
+
+    def _reset_mid_request(self, after_bytes: int) -> None:
+        """Takes after_bytes of the request body (at most all of it), then resets."""
+        left = min(after_bytes, int(self.headers.get("Content-Length") or 0))
+        while left > 0:
+            piece = self.rfile.read(min(CHUNK, left))
+            if not piece:
+                break
+            left -= len(piece)
+        self.reset_on_close = True
+        raise _Cut("reset_request")  # finish() closes with RST
+
+    def _forward(self, flip: Fault | None = None) -> http.client.HTTPResponse:
+        """Send the request upstream unchanged (but for a flip_request_byte fault); one retry
+        on a stale keep-alive connection."""
         has_body = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
         for attempt in (1, 2):
             if self.upstream is None:
@@ -447,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.upstream.putheader(name, value)
                 self.upstream.endheaders()
                 if has_body:
-                    self._relay_request_body()
+                    self._relay_request_body(flip)
                 return self.upstream.getresponse()
             except ConnectionError:  # includes http.client.RemoteDisconnected
                 self._drop_upstream()
@@ -455,15 +505,25 @@ class _Handler(BaseHTTPRequestHandler):
                     raise
         raise AssertionError("unreachable")
 
-    def _relay_request_body(self) -> None:
+    def _relay_request_body(self, flip: Fault | None = None) -> None:
         length = self.headers.get("Content-Length")
+        self.body_crc64 = 0  # of the bytes relayed (after a flip), for add_crc64
         if length is not None:
-            left = int(length)
+            left = total = int(length)
+            at = None
+            if flip is not None and total:
+                at = flip.offset if flip.offset is not None else total // 2
             while left > 0:
+                start = total - left
                 piece = self.rfile.read(min(CHUNK, left))
                 if not piece:
                     raise ConnectionError("client closed mid-body")
+                if at is not None and start <= at < start + len(piece):
+                    piece = bytearray(piece)
+                    piece[at - start] ^= 0xFF
+                    piece = bytes(piece)
                 self.upstream.send(piece)
+                self.body_crc64 = crc64(piece, self.body_crc64)
                 left -= len(piece)
             return
         # Transfer-Encoding: chunked: pass the chunk framing through verbatim.
@@ -488,8 +548,22 @@ class _Handler(BaseHTTPRequestHandler):
         content_range = resp.getheader("Content-Range")
         ok = resp.status in (200, 206)
 
+        crc = None
         if ok and self.proxy.add_crc64 and self.command in ("GET", "HEAD"):
             crc = self.proxy.crc64_of(self.path, key, resp.getheader("ETag"))
+        elif ok and self.proxy.add_crc64 and self.command == "PUT" and \
+                "x-amz-copy-source" not in self.headers:
+            crc = self.body_crc64
+        elif ok and self.proxy.add_crc64 and self.command == "POST" and \
+                "uploadId=" in self.path:
+            resp_body = resp.read()  # the Complete reply is small: keep it for the client
+            resp = _Replayed(resp, resp_body)
+            with self.proxy._lock:  # the key may have held another object before
+                self.proxy._crc_cache.pop((key, None), None)
+            crc = self.proxy.crc64_of(self.path.partition("?")[0], key, None)
+        if crc is not None:
+            if kind == "wrong_crc64":
+                crc ^= 1
             headers.append(("x-oss-hash-crc64ecma", str(crc)))
         if kind == "wrong_content_range" and content_range:
             headers = [

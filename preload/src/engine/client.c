@@ -22,6 +22,8 @@ OSSC_API ossc_client *ossc_client_new(const char *url, const char *const *overri
         return NULL;
     }
     strcpy(c->product, "oss");
+    pthread_mutex_init(&c->upload_lock, NULL);
+    pthread_cond_init(&c->upload_slot_free, NULL);
     if (url_parse_store(url, &c->url, err) ||
         settings_resolve(&c->s, c->url.scheme, overrides, n_overrides, NULL, err))
         goto fail;
@@ -46,6 +48,8 @@ OSSC_API ossc_client *ossc_client_new(const char *url, const char *const *overri
     }
     return c;
 fail:
+    pthread_cond_destroy(&c->upload_slot_free);
+    pthread_mutex_destroy(&c->upload_lock);
     free(c->url.prefix);
     free(c);
     return NULL;
@@ -56,6 +60,8 @@ OSSC_API void ossc_client_free(ossc_client *c)
     if (!c)
         return;
     creds_destroy(&c->creds);
+    pthread_cond_destroy(&c->upload_slot_free);
+    pthread_mutex_destroy(&c->upload_lock);
     free(c->url.prefix);
     free(c);
 }

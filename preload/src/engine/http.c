@@ -1,5 +1,5 @@
 /* http.c: what every transfer shares: curl options, reply-header parsing, failure classes,
- * backoff, and the synchronous request-with-retries used for listings and HEADs. */
+ * backoff, and the synchronous request-with-retries used for listings, HEADs and writes. */
 #include <curl/curl.h>
 #include <ctype.h>
 #include <errno.h>
@@ -91,6 +91,8 @@ size_t http_header_cb(char *buf, size_t size, size_t n, void *reply_ptr)
         copy_value(rp->request_id, sizeof(rp->request_id), v, end);
     } else if (header_is(buf, len, "ETag", &v)) {
         copy_value(rp->etag, sizeof(rp->etag), v, end);
+    } else if (header_is(buf, len, "x-amz-checksum-crc32c", &v)) {
+        copy_value(rp->checksum_crc32c, sizeof(rp->checksum_crc32c), v, end);
     }
     return len;
 }
@@ -229,8 +231,71 @@ static size_t buffer_body(char *data, size_t size, size_t n, void *reply_ptr)
     return rp->body.oom ? 0 : len;
 }
 
+/* A request body sent from memory: rewound for every attempt, so a retry re-sends it whole. */
+typedef struct body_cursor {
+    const unsigned char *data;
+    size_t len, pos;
+} body_cursor;
+
+static size_t read_body(char *out, size_t size, size_t n, void *cursor_ptr)
+{
+    body_cursor *b = cursor_ptr;
+    size_t want = size * n, left = b->len - b->pos;
+    if (want > left)
+        want = left;
+    memcpy(out, b->data + b->pos, want);
+    b->pos += want;
+    return want;
+}
+
+static int seek_body(void *cursor_ptr, curl_off_t offset, int origin)
+{
+    body_cursor *b = cursor_ptr;
+    if (origin != SEEK_SET || offset < 0 || (size_t)offset > b->len)
+        return CURL_SEEKFUNC_FAIL;
+    b->pos = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static bool cancelled(const request *r)
+{
+    return r->cancel && atomic_load(r->cancel);
+}
+
+static int stop_if_cancelled(void *request_ptr, curl_off_t dltotal, curl_off_t dlnow,
+                             curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return cancelled(request_ptr) ? 1 : 0;
+}
+
+/* Sleeps ms in short slices, returning early once r is cancelled. */
+static void backoff_sleep(const request *r, long ms)
+{
+    for (long left = ms; left > 0 && !cancelled(r); left -= 50)
+        usleep((useconds_t)(left < 50 ? left : 50) * 1000);
+}
+
+/* A 400 that a resent body may cure: the store saw other bytes than the digest promised. */
+static bool digest_mismatch(const reply *rp)
+{
+    char code[64], msg[8];
+    if (rp->status != 400)
+        return false;
+    xml_parse_error(rp->body.data, rp->body.len, code, sizeof(code), msg, sizeof(msg));
+    return strcmp(code, "BadDigest") == 0 || strcmp(code, "InvalidDigest") == 0;
+}
+
 int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_error *err)
 {
+    return http_send(c, r, NULL, 0, rp, what, err);
+}
+
+int http_send(ossc_client *c, request *r, const void *body, size_t body_len, reply *rp,
+              const char *what, ossc_error *err)
+{
+    body_cursor cursor = {body, body_len, 0};
+    bool writes = strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0;
     CURL *e = curl_easy_init();
     if (!e) {
         err_set(err, OSSC_E_NOMEM, "%s: cannot create a curl handle", what);
@@ -239,6 +304,11 @@ int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_e
     char curl_err[CURL_ERROR_SIZE];
     int rc = 0;
     for (int attempt = 0;; attempt++) {
+        if (cancelled(r)) {
+            rc = OSSC_E_CANCELLED;
+            err_set(err, rc, "%s: cancelled", what);
+            break;
+        }
         if ((rc = request_prepare(c, r, time(NULL), err)))
             break;
         reply_reset(rp);
@@ -250,9 +320,38 @@ int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_e
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, buffer_body);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, rp);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_err);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)(c->s.stall_timeout_sec * 4));
         if (strcmp(r->method, "HEAD") == 0)
             curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        if (!writes) {
+            curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)(c->s.stall_timeout_sec * 4));
+        } else if (strcmp(r->method, "PUT") == 0) {
+            /* A body of any size streams at the link's pace: only a stall ends it. */
+            cursor.pos = 0;
+            curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(e, CURLOPT_READFUNCTION, read_body);
+            curl_easy_setopt(e, CURLOPT_READDATA, &cursor);
+            curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body);
+            curl_easy_setopt(e, CURLOPT_SEEKDATA, &cursor);
+            curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)body_len);
+        } else if (strcmp(r->method, "POST") == 0) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? (const char *)body : "");
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        } else {
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+        }
+        if (r->cancel) {
+            curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+            curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, stop_if_cancelled);
+            curl_easy_setopt(e, CURLOPT_XFERINFODATA, r);
+        }
+        if (writes) {
+            /* No 100-continue round trip: the store answers the whole request. Added after
+             * signing, so no signer sees it. */
+            struct curl_slist *next = curl_slist_append(r->header_list, "Expect:");
+            if (next)
+                r->header_list = next;
+            curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->header_list);
+        }
         curl_err[0] = '\0';
         CURLcode res = curl_easy_perform(e);
         enum failure_class cls;
@@ -265,13 +364,22 @@ int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_e
             cls = http_classify_status(rp->status, &rc);
             if (cls == FAIL_NONE)
                 break;
+            if (digest_mismatch(rp)) {
+                cls = FAIL_TRANSIENT;
+                rc = OSSC_E_INTEGRITY;
+            }
             http_reply_error(rp, what, rc, err);
+        }
+        if (cancelled(r)) {
+            rc = OSSC_E_CANCELLED;
+            err_set(err, rc, "%s: cancelled", what);
+            break;
         }
         if (cls == FAIL_PERMANENT || attempt >= c->s.retries)
             break;
         long delay = http_backoff_ms(attempt + 1, rp->qos_delay_ms);
         LOGW("%s; retrying in %ld ms", err->message, delay);
-        usleep((useconds_t)delay * 1000);
+        backoff_sleep(r, delay);
     }
     curl_easy_cleanup(e);
     return rc;

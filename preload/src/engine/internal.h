@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +44,9 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* ---- settings (settings.c) ---- */
 enum signature { SIG_OSS_V4, SIG_OSS_V1, SIG_AWS_V4 };
 enum scheme { SCHEME_OSS, SCHEME_S3 };
+/* How an upload's bytes are verified: auto is crc64 for oss://, crc32c for s3://. */
+enum upload_checksum { UPLOAD_CHECKSUM_AUTO, UPLOAD_CHECKSUM_MD5, UPLOAD_CHECKSUM_CRC32C,
+                       UPLOAD_CHECKSUM_CRC64, UPLOAD_CHECKSUM_OFF };
 
 typedef struct settings {
     char endpoint[512];
@@ -71,6 +75,9 @@ typedef struct settings {
     char cache_limit[32];       /* "" none, a size, or a percentage of the cache filesystem */
     char shared_group[64];      /* a group (name or gid) whose members may attach read-only;
                                  * "" keeps sessions private to this uid */
+    uint64_t upload_part_size;  /* bytes per UploadPart; smaller objects go in one PUT */
+    int upload_concurrency;     /* parts in flight per upload */
+    int upload_checksum;        /* enum upload_checksum */
     char config_path[1024]; /* the file that was read, "" if none */
 } settings;
 
@@ -168,6 +175,9 @@ typedef struct request {
     size_t n_query;
     kv headers[REQ_MAX_HEADERS];
     size_t n_headers;
+    /* http_send gives up (OSSC_E_CANCELLED) once this turns true: mid-transfer, between
+     * attempts, in a backoff; NULL: never */
+    const _Atomic bool *cancel;
     /* filled by request_prepare */
     char *url;
     struct curl_slist *header_list;
@@ -229,6 +239,19 @@ bool decode_in_place(char **s);
 void xml_parse_error(const char *xml, size_t len, char *code, size_t code_cap, char *msg,
                      size_t msg_cap);
 
+/* ---- CRC-32C (crc32c.c) ---- */
+/* CRC-32C as S3's x-amz-checksum-crc32c (its value: the 4 bytes big-endian, base64); crc 0
+ * starts a new one. */
+uint32_t crc32c(uint32_t crc, const void *data, size_t len);
+
+/* ---- multipart upload XML (upload_xml.c) ---- */
+/* The UploadId of an InitiateMultipartUploadResult, into out (cap bytes). */
+int xml_parse_upload_id(const char *xml, size_t len, char *out, size_t cap, ossc_error *err);
+/* The CompleteMultipartUpload body for parts 1..n_parts with their ETags as the store sent
+ * them, and their CRC-32Cs (base64) when crc32cs is not NULL. */
+void xml_complete_body(const char *const *etags, const char *const *crc32cs, size_t n_parts,
+                       strbuf *out);
+
 /* ---- HTTP (http.c) ---- */
 /* How a failed attempt should be treated. */
 enum failure_class { FAIL_NONE, FAIL_TRANSIENT, FAIL_THROTTLED, FAIL_PERMANENT };
@@ -244,6 +267,7 @@ typedef struct reply {
     int qos_delay_ms;
     char request_id[80];
     char etag[72];
+    char checksum_crc32c[16]; /* x-amz-checksum-crc32c, "" if none */
     strbuf body;           /* buffered body of a metadata request or an error reply */
 } reply;
 
@@ -262,6 +286,10 @@ long http_backoff_ms(int attempt, int qos_delay_ms);
 void http_reply_error(const reply *rp, const char *what, int code, ossc_error *err);
 /* One request with retries, its body buffered; 0 on 2xx. */
 int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_error *err);
+/* Like http_perform, sending body (PUT, POST; DELETE and others without one); every attempt
+ * sends it from its start. A 400 BadDigest/InvalidDigest is retried like a reset. */
+int http_send(ossc_client *c, request *r, const void *body, size_t body_len, reply *rp,
+              const char *what, ossc_error *err);
 
 /* ---- the client (client.c) ---- */
 struct ossc_client {
@@ -270,6 +298,11 @@ struct ossc_client {
     endpoint ep;
     cred_provider creds;
     char product[16];      /* V4 scope product, "oss" */
+    /* Parts being sent by all of the client's uploads (upload.c): at most upload.concurrency,
+     * so concurrent uploads (DCP's writer threads, ranks' files) share the slots. */
+    pthread_mutex_t upload_lock;
+    pthread_cond_t upload_slot_free;
+    int uploads_sending;
 };
 
 uint64_t now_ms(void);

@@ -122,6 +122,17 @@ static const setting_def defs[] = {
          .cli_switch = true, .help = "register shared mappings of model files with CUDA in "
          "processes that have a CUDA context already, so copies from them to the GPU run at "
          "pinned speed (private mappings, safetensors' among them, are left alone)"),
+    SIZE("upload.partSize", "OSSC_UPLOAD_PART_SIZE", upload_part_size, 5 << 20, 1LL << 30,
+         "16MiB", .group = "tuning", .help = "bytes per part of a multipart upload (objects "
+         "below it go in one PUT)"),
+    INT("upload.concurrency", "OSSC_UPLOAD_CONCURRENCY", NULL, upload_concurrency, 1, 64, "8",
+        .group = "tuning", .help = "parts a client sends at once, over all its uploads"),
+    ENUM("upload.checksum", "OSSC_UPLOAD_CHECKSUM", NULL, upload_checksum,
+         "auto|md5|crc32c|crc64|off", "auto", .group = "tuning", .help = "how uploads are "
+         "verified: md5 (Content-MD5: the store refuses other bytes; ETags checked), crc32c "
+         "(s3:// only: x-amz-checksum-crc32c, refused likewise), crc64 (the CRC-64 OSS "
+         "returns, checked per part and object), off; auto: crc64 for oss://, crc32c for "
+         "s3://"),
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
