@@ -1,4 +1,4 @@
-"""ossc.torch's checkpoint classes against SeaweedFS: a model-sized state_dict (~100 MB, many
+"""ossc.torch's checkpoint classes against SeaweedFS: a model-sized state_dict (~300 MB, many
 tensors of several dtypes) saved and loaded gives equal tensors through OssCheckpoint
 (torch.save/torch.load), OssSafetensor (and the safetensors library agrees on the bytes) and
 torch.distributed.checkpoint with 2 processes (gloo on 127.0.0.1)."""
@@ -24,8 +24,8 @@ PREFIX = "torch-ckpt/"
 SETTINGS = {"upload.partSize": "8MiB", "upload.concurrency": "4"}
 
 
-def state_dict(seed: int = 0, layers: int = 24) -> dict:
-    """~100 MB: per layer a 1024x1024 float32, a bf16 and an int64 tensor, plus odd shapes."""
+def state_dict(seed: int = 0, layers: int = 72) -> dict:
+    """~300 MB: per layer a 1024x1024 float32, a bf16 and an int64 tensor, plus odd shapes."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for i in range(layers):
