@@ -151,6 +151,22 @@ class _translated:
         return False
 
 
+def seek_position(pos: int, size: int, offset: int, whence: int) -> int:
+    """Where seek(offset, whence) moves a reader at pos of size bytes (past the end is
+    allowed, as in a file); ValueError for a bad whence or a negative position, as io's."""
+    if whence == io.SEEK_SET:
+        new = offset
+    elif whence == io.SEEK_CUR:
+        new = pos + offset
+    elif whence == io.SEEK_END:
+        new = size + offset
+    else:
+        raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+    if new < 0:
+        raise ValueError(f"negative seek position {new}")
+    return new
+
+
 @dataclass(frozen=True)
 class OssObject:
     """A listed object, as Aliyun's connector returns them."""
@@ -686,18 +702,8 @@ class ObjectStream(io.BufferedIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+        self._pos = seek_position(self._pos, self._size, offset, whence)
+        return self._pos
 
     def read(self, size: Optional[int] = -1) -> bytes:
         self._check_open()
