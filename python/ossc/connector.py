@@ -12,8 +12,8 @@ order (PREFETCH_STREAMS at a time, the rest queued); a read waits only for the c
 which go to the front of the queue, and copies once, into the caller's buffer. A readinto of a
 large buffer (DIRECT_READ_MIN) whose range the prefetch has not reached is fetched straight
 into that buffer instead (direct_read.py; over plain HTTP unless direct_reads says): one copy
-from the socket, as `ossc get` makes into its files. Errors are ConnectorError subclasses of OsscError with the engine's class (kind) in
-the message.
+from the socket, as `ossc get` makes into its files. Errors are ConnectorError subclasses of
+OsscError with the engine's class (kind) in the message.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@
  * took its registrations with it, and pushing it would be undefined), and a forked child
  * forgets the table (CUDA is unusable there). Every munmap passes here, Python's arena frees
  * among them: a range outside [lowest, highest) of the registered addresses, read without a
- * lock, costs two loads. */
+ * lock, costs a few loads. */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
