@@ -195,7 +195,9 @@ def test_two_launchers_share_one_session(store, remote, model_dir, tmp_path):
     # The first server stays up until told; the second starts while it runs.
     holder = run_launcher(store, remote, model_dir, [sys.executable, "-c", wait_go + READER])
     deadline = time.monotonic() + 30
-    while not sessions(str(model_dir)) and time.monotonic() < deadline:
+    # Until its control file is published a session is "creating", without an owner pid.
+    while "ownerPid" not in (sessions(str(model_dir)) or [{}])[0] and \
+            time.monotonic() < deadline:
         time.sleep(0.05)
     owner = session_info(model_dir)["ownerPid"]
     # Its prefix without the '/' names the same directory of the store, so the same session.
