@@ -41,9 +41,24 @@ def test_generate_is_what_ossc_config_generate_prints(capsys, monkeypatch):
 def test_generate_aliyun_has_only_aliyuns_keys_and_numbers():
     out = ossc.config.generate(aliyun=True, vcpus=8, logLevel="warn", chunkSize="4MiB")
     assert out == {"logLevel": 2, "logPath": "", "auditPath": "", "expireTimeSec": 120,
-                   "prefetch": {"vcpus": 8, "workers": out["prefetch"]["workers"]}}
-    assert isinstance(out["prefetch"]["workers"], int)
+                   "prefetch": {"vcpus": 8}}    # workers left auto: Aliyun's has no "auto"
     ossc.config.validate(out)
+    assert ossc.config.generate(aliyun=True, workers=3)["prefetch"] == {"workers": 3}
+
+
+def test_generate_never_writes_this_machines_numbers(tmp_path, capsys):
+    """Threads, transfers and chunk size left alone stay "auto" in a generated file, so one
+    made on a build machine does not pin its core count on the machines that read it."""
+    derived = {"prefetch": {"vcpus": "auto", "workers": "auto"}, "chunkSize": "auto"}
+    out = ossc.config.generate({})
+    assert {"prefetch": {k: out["prefetch"][k] for k in ("vcpus", "workers")},
+            "chunkSize": out["chunkSize"]} == derived
+    path = tmp_path / "config.json"
+    assert cli.main(["config", "generate", "--write", str(path)]) == 0
+    written = json.loads(path.read_text())
+    assert written["chunkSize"] == "auto" and written["prefetch"]["vcpus"] == "auto"
+    assert ossc.config.validate(str(path))["prefetch"]["workers"] == "auto"
+    assert ossc.config.generate(vcpus=8)["prefetch"]["vcpus"] == 8   # a number given stays
 
 
 @pytest.mark.parametrize("content,words", [

@@ -55,9 +55,9 @@ def objects(store, bucket):
     return data
 
 
-def make(store, endpoint, **settings):
+def make(store, endpoint, direct_reads=None, **settings):
     provider = oss2.credentials.StaticCredentialsProvider(store.access_key, store.secret_key)
-    return ossc.OssModelConnector(endpoint, cred_provider=provider,
+    return ossc.OssModelConnector(endpoint, cred_provider=provider, direct_reads=direct_reads,
                                   settings={"chunkSize": "64KiB", **settings})
 
 
@@ -178,6 +178,26 @@ def test_verify_before_read_keeps_reads_on_the_verified_prefetch(store, bucket, 
         assert fault.fired == 1 and not direct_calls
     finally:
         proxy.stop()
+
+
+def test_direct_reads_default_to_plain_http_and_can_be_turned_off(store, bucket, objects,
+                                                                   monkeypatch, direct_calls):
+    """Direct reads are on for an http:// endpoint (or one without a scheme), off for https://
+    (a fetch per read would pay TLS handshakes); direct_reads=False keeps every read on the
+    prefetch, with the same bytes."""
+    provider = oss2.credentials.StaticCredentialsProvider(store.access_key, store.secret_key)
+    for endpoint, on in (("https://oss-cn-hangzhou.aliyuncs.com", False),
+                         ("HTTPS://s3.example.com:9000", False),
+                         ("oss-cn-hangzhou-internal.aliyuncs.com", True),
+                         (store.endpoint, True)):
+        assert ossc.OssModelConnector(endpoint, cred_provider=provider).direct_reads is on
+    monkeypatch.setattr(conn, "GIVE_WAY_MAX", 1 << 40)
+    with make(store, store.endpoint, direct_reads=False) as c:
+        assert not c.direct_reads
+        with c.open(uri(bucket, "obj1.bin")) as f:
+            buf = bytearray(SIZE)
+            assert f.readinto(buf) == SIZE and buf == objects["obj1.bin"]
+    assert not direct_calls
 
 
 def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_calls):

@@ -167,17 +167,22 @@ def test_chunks_go_out_in_item_order_and_a_wait_jumps_the_queue(objects, client_
 
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):
     """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8; chunkSize auto
-    (32 MiB until a fetch sizes it). Numbers, "auto" and Aliyun's config.json keys still set
-    them."""
+    (32 MiB until a fetch sizes it). Resolved settings keep "auto" (a config file or the
+    owner's options never pin this machine's numbers); a client runs with the numbers.
+    Numbers, "auto" and Aliyun's config.json keys still set them."""
     monkeypatch.setenv("OSSC_CONFIG", "")
     for k in ("OSSC_PREFETCH_VCPUS", "OSSC_PREFETCH_WORKERS", "OSSC_CHUNK_SIZE"):
         monkeypatch.delenv(k, raising=False)
     cores = len(os.sched_getaffinity(0))
     s = resolve("s3://bucket/p/", {}, os.environ)
+    assert (s["prefetch"]["vcpus"], s["prefetch"]["workers"], s["chunkSize"]) == ("auto",) * 3
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    s = ossc.Client("s3://bucket/p/", {"endpoint": "http://127.0.0.1:9"}).settings()
     assert s["prefetch"]["vcpus"] == min(64, max(2, cores))
     assert s["prefetch"]["workers"] == 8 and s["chunkSize"] == 32 << 20
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "5", "chunkSize": "4MiB"}, os.environ)
     assert s["prefetch"]["vcpus"] == 5 and s["chunkSize"] == 4 << 20
     monkeypatch.setenv("OSSC_PREFETCH_WORKERS", "3")
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "auto"}, os.environ)
-    assert s["prefetch"]["vcpus"] == min(64, max(2, cores)) and s["prefetch"]["workers"] == 3
+    assert s["prefetch"]["vcpus"] == "auto" and s["prefetch"]["workers"] == 3

@@ -9,7 +9,7 @@ import pytest
 from ossc import cli, settings
 from ossc.config import ALIYUN_LOG_LEVELS, ConfigFile
 from ossc.errors import UserError
-from ossc.launcher import _write_config, build_plan, env_exports, parse_args
+from ossc.launcher import _write_config, build_plan, env_exports, owner_argv, parse_args
 
 SHIM = "/opt/ossc/libossc_preload.so"
 BASE_ENV = {"PATH": "/usr/bin:/bin", "OSSC_CONFIG": ""}
@@ -38,7 +38,7 @@ def test_settings_resolve_cli_over_env_over_file_over_default(tmp_path):
     assert plan.settings["chunkSize"] == 16 << 20          # option
     assert plan.settings["retries"] == 4                   # env over file
     assert plan.settings["logLevel"] == "debug"            # file over default
-    assert plan.settings["prefetch"] == {"vcpus": 2, "workers": 5, "policy": "eager"}
+    assert plan.settings["prefetch"] == {"vcpus": "auto", "workers": 5, "policy": "eager"}
     assert plan.settings["expireTimeSec"] == 120           # default
     assert plan.config_path == str(config)
 
@@ -46,7 +46,7 @@ def test_settings_resolve_cli_over_env_over_file_over_default(tmp_path):
 def test_config_to_write_need_not_exist_yet(tmp_path):
     plan = plan_for(["--oss-path", "s3://bkt/p/", "--model-dir", "/m", "--config",
                      str(tmp_path / "new" / "config.json"), "--", "true"])
-    assert plan.config_explicit and plan.settings["chunkSize"] == 32 << 20
+    assert plan.config_explicit and plan.settings["chunkSize"] == "auto"
 
 
 @pytest.mark.parametrize("option", settings.OPTIONS, ids=lambda o: o.key)
@@ -138,7 +138,8 @@ def test_config_file_is_an_input_a_different_run_starts(tmp_path):
     _write_config(first)
     written = json.loads(path.read_text())
     assert path.read_text() == json.dumps(written, indent=2, sort_keys=True) + "\n"
-    assert written["prefetch"]["vcpus"] == 2 and written["retries"] == 8  # defaults only
+    assert written["retries"] == 8                          # defaults only, and derived
+    assert written["prefetch"]["vcpus"] == written["chunkSize"] == "auto"  # ones stay auto
     assert written["logLevel"] == "info"
     before = path.read_bytes()
 
@@ -151,7 +152,7 @@ def test_config_file_is_an_input_a_different_run_starts(tmp_path):
     assert second.child_env["OSSC_PREFETCH_VCPUS"] == "8"    # options reach COMMAND as env
 
     third = plan_for([*RUN, "--config", str(path), "--", "true"])
-    assert third.settings["prefetch"]["vcpus"] == 2 and third.settings["retries"] == 8
+    assert third.settings["prefetch"]["vcpus"] == "auto" and third.settings["retries"] == 8
     assert third.settings["logLevel"] == "info"
     path.write_text('{"chunkSize": "1MiB"}')                 # edited by hand: read as it is
     fourth = plan_for([*RUN, "--config", str(path), "--chunk-size", "2MiB", "--", "true"])
@@ -159,6 +160,21 @@ def test_config_file_is_an_input_a_different_run_starts(tmp_path):
     assert fourth.settings["chunkSize"] == 2 << 20
     assert path.read_text() == '{"chunkSize": "1MiB"}'
     assert plan_for([*RUN, "--config", str(path), "--", "true"]).settings["chunkSize"] == 1 << 20
+
+
+def test_owner_derives_what_was_left_auto(tmp_path):
+    """ossc-run passes "auto" on to the owner, so it derives threads and transfers on its
+    machine and sizes chunks over all its large objects; a number given is passed as given."""
+    def sets(plan):
+        argv = owner_argv("ossc-owner", plan.mounts[0])
+        return dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--set")
+
+    given = sets(plan_for([*RUN, "--workers", "4", "--", "true"]))
+    assert given["prefetch.vcpus"] == given["chunkSize"] == "auto"
+    assert given["prefetch.workers"] == "4" and given["config"] == ""
+    path = tmp_path / "config.json"
+    path.write_text('{"chunkSize": "8MiB"}')
+    assert sets(plan_for([*RUN, "--config", str(path), "--", "true"]))["chunkSize"] == str(8 << 20)
 
 
 def test_force_is_accepted_and_changes_nothing(tmp_path):

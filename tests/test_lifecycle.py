@@ -195,7 +195,9 @@ def test_two_launchers_share_one_session(store, remote, model_dir, tmp_path):
     # The first server stays up until told; the second starts while it runs.
     holder = run_launcher(store, remote, model_dir, [sys.executable, "-c", wait_go + READER])
     deadline = time.monotonic() + 30
-    while not sessions(str(model_dir)) and time.monotonic() < deadline:
+    # Until its control file is published a session is "creating", without an owner pid.
+    while "ownerPid" not in (sessions(str(model_dir)) or [{}])[0] and \
+            time.monotonic() < deadline:
         time.sleep(0.05)
     owner = session_info(model_dir)["ownerPid"]
     # Its prefix without the '/' names the same directory of the store, so the same session.
@@ -216,6 +218,22 @@ def test_two_launchers_share_one_session(store, remote, model_dir, tmp_path):
     assert f"owner pid {owner}" in err2  # the same session, not a second download
     assert wait_session_gone(model_dir)
     assert not model_dir.exists()
+
+
+def test_owner_under_ossc_run_sizes_chunks_over_its_objects(store, remote, model_dir):
+    """chunkSize left auto reaches the owner as auto: it cuts the 9 MiB of large objects into
+    4 MiB chunks (the smallest auto size), not the 32 MiB a fetch of unknown size would get
+    (what ossc-run passed on before, as a number)."""
+    code = ("import os, struct\n"
+            "from ossc.native import session_dir\n"
+            "with open(os.path.join(session_dir(os.environ['MODEL_DIR']), 'control'), 'rb') as f:"
+            "\n    print(struct.unpack_from('<Q', f.read(32), 24)[0])\n")
+    proc = run_launcher(store, remote, model_dir, [sys.executable, "-c", code],
+                        "--chunk-size", "auto")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert int(out.strip().splitlines()[-1]) == 4 << 20, out
+    assert wait_session_gone(model_dir)
 
 
 def test_status_shows_the_session(store, remote, model_dir, proxy, tmp_path):

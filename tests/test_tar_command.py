@@ -3,14 +3,16 @@ member's bytes (GNU tar's long names included), a tar in the store is indexed fr
 by ranged reads, and bad input is one line with its exit code."""
 
 import os
+import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ossc.errors import status_exit_code
+from ossc.errors import UserError, status_exit_code
 from ossc.native import lib
 from ossc.tarindex import TarIndex, index_local_tar
 
@@ -62,6 +64,30 @@ def test_build_writes_a_tar_and_its_index(source, tmp_path):
     with tarfile.open(tmp_path / "out.tar") as tar:
         assert {m.name: tar.extractfile(m).read() for m in tar if m.isreg()} == data
     assert sorted(os.listdir(tmp_path)) == ["out.tar", "out.tar.idx"]
+
+
+def test_local_outputs_are_written_beside_their_target(source, tmp_path, monkeypatch):
+    """A local tar and index are made under temporary names in their own directory and renamed
+    over the target when whole: no room is needed in the temporary directory (here one that
+    does not exist), an old tar is replaced, never half-written, and nothing is left
+    behind."""
+    from ossc import tartool
+
+    root, data = source
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    (tmp_path / "out.tar").write_bytes(b"an older tar")
+    old = open(tmp_path / "out.tar", "rb")  # a reader of the old one keeps its bytes
+    assert tartool.build(str(root), str(tmp_path / "out.tar"), str(tmp_path / "out.idx"),
+                         {}) == 0
+    assert old.read() == b"an older tar"
+    old.close()
+    check_index(tmp_path / "out.tar", TarIndex.parse((tmp_path / "out.idx").read_bytes()), data)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "out.tar").st_mode) == 0o666 & ~umask
+    with pytest.raises(UserError, match="is not a directory"):
+        tartool.build(str(root), str(tmp_path / "out.tar"), str(tmp_path / "gone" / "i"), {})
+    assert sorted(os.listdir(tmp_path)) == ["out.idx", "out.tar"]
 
 
 def test_index_of_a_gnu_tar(source, tmp_path):

@@ -229,6 +229,11 @@ def test_data_object_reads_like_osstorchconnector(store, data):
         buf = bytearray(100)
         assert item.readinto(buf) == 5 and bytes(buf[:5]) == blob[-5:]
         assert item.read() == b""
+        assert item.seek(-3, os.SEEK_CUR) == len(blob) - 3 and item.read() == blob[-3:]
+        with pytest.raises(ValueError, match="negative seek position"):
+            item.seek(-1)
+        with pytest.raises(ValueError, match="invalid whence"):
+            item.seek(0, 3)
         item.seek(0)
         assert item.copy().read() == blob
     assert item.closed

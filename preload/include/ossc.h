@@ -100,12 +100,15 @@ void ossc_client_free(ossc_client *client);
 int ossc_client_set_credentials(ossc_client *client, const char *access_key_id,
                                 const char *access_key_secret, const char *security_token,
                                 ossc_error *err);
-/* The resolved settings as a JSON object (no secrets); the caller frees with ossc_free. */
+/* The resolved settings as a JSON object (no secrets), the numbers this client runs with
+ * (prefetch.vcpus and prefetch.workers derived from this machine when left "auto"); the
+ * caller frees with ossc_free. */
 char *ossc_client_settings_json(const ossc_client *client);
 /* The settings a client for url (NULL: an oss:// one) would use, resolved from overrides,
  * envp ("NAME=value" items, NULL-terminated; NULL: this process's environment) and the
- * config file, as a JSON object in config-file form; nothing is contacted. The caller frees
- * with ossc_free. */
+ * config file, as a JSON object in config-file form: a setting left "auto" (prefetch.vcpus,
+ * prefetch.workers, chunkSize) stays "auto", never this machine's number. Nothing is
+ * contacted. The caller frees with ossc_free. */
 char *ossc_settings_json(const char *url, const char *const *overrides, size_t n_overrides,
                          const char *const *envp, ossc_error *err);
 /* Every setting of the table, as a JSON array of objects: key (config.json's; a dot is a

@@ -206,9 +206,24 @@ static void test_settings(void)
     CHECK(s.retries == 8 && strcmp(s.endpoint, "http://e:1") == 0);
     CHECK(settings_resolve(&s, SCHEME_OSS, workers, 1, envp, &e) == 0 && s.workers == 11);
     unsetenv("OSSC_RETRIES");
-    char *out = settings_to_json(&s);
+    char *out = settings_to_json(&s, true);
     CHECK(out && strstr(out, "\"workers\":11") && strstr(out, "\"retries\":8"));
     free(out);
+
+    /* A derived setting stays "auto" in config-file form; a given one is its number. */
+    const char *chunk[] = {"config=", "chunkSize=8MiB"};
+    CHECK(settings_resolve(&s, SCHEME_OSS, chunk, 2, envp + 1, &e) == 0);
+    CHECK(s.derived == DERIVED_VCPUS && s.vcpus >= 2);
+    out = settings_to_json(&s, true);
+    CHECK(out && strstr(out, "\"vcpus\":\"auto\"") && strstr(out, "\"workers\":9"));
+    CHECK(strstr(out, "\"chunkSize\":8388608"));
+    free(out);
+    out = settings_to_json(&s, false);
+    CHECK(out && !strstr(out, "auto\"") && strstr(out, "\"vcpus\":"));
+    free(out);
+    const char *again[] = {"config=", "chunkSize=8MiB", "chunkSize=auto"};
+    CHECK(settings_resolve(&s, SCHEME_OSS, again, 3, envp + 1, &e) == 0);
+    CHECK(s.derived == (DERIVED_VCPUS | DERIVED_CHUNK_SIZE));
 }
 
 static void test_listing(void)

@@ -185,8 +185,10 @@ def generate(settings: Optional[Mapping] = None, *, env: Optional[Mapping[str, s
     mapping with nested or dotted keys; env: OSSC_ variables too, as `ossc config generate`
     reads them), checked by the engine, without per-run values (endpoint, region,
     credentialsFile). base: a config file read below them. url: the store URL they are for
-    (s3:// changes defaults). aliyun: only the keys Aliyun's
-    connector reads, logLevel as its number. Raises InvalidConfig with the command's message.
+    (s3:// changes defaults). A setting left "auto" (prefetch.vcpus, prefetch.workers,
+    chunkSize) stays "auto": the file never holds this machine's numbers. aliyun: only the keys
+    Aliyun's connector reads, logLevel as its number, "auto" ones left out (it has no "auto").
+    Raises InvalidConfig with the command's message.
 
         ossc.config.generate(chunkSize="16MiB", prefetch={"vcpus": 8})
     """
@@ -203,6 +205,8 @@ def generate(settings: Optional[Mapping] = None, *, env: Optional[Mapping[str, s
         out = {}
         for key in ALIYUN_KEYS:
             value = flat[key]
+            if value == "auto":
+                continue
             if key == "logLevel" and value in ALIYUN_LOG_LEVELS:
                 value = ALIYUN_LOG_LEVELS.index(value)
             elif setting(key).type == "int":

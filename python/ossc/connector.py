@@ -11,9 +11,9 @@ Each open starts a background prefetch of the whole object into anonymous memory
 order (PREFETCH_STREAMS at a time, the rest queued); a read waits only for the chunks it needs,
 which go to the front of the queue, and copies once, into the caller's buffer. A readinto of a
 large buffer (DIRECT_READ_MIN) whose range the prefetch has not reached is fetched straight
-into that buffer instead (direct_read.py): one copy from the socket, as `ossc get` makes into
-its files. Errors are ConnectorError subclasses of OsscError with the engine's class (kind) in
-the message.
+into that buffer instead (direct_read.py; over plain HTTP unless direct_reads says): one copy
+from the socket, as `ossc get` makes into its files. Errors are ConnectorError subclasses of
+OsscError with the engine's class (kind) in the message.
 """
 
 from __future__ import annotations
@@ -151,6 +151,22 @@ class _translated:
         return False
 
 
+def seek_position(pos: int, size: int, offset: int, whence: int) -> int:
+    """Where seek(offset, whence) moves a reader at pos of size bytes (past the end is
+    allowed, as in a file); ValueError for a bad whence or a negative position, as io's."""
+    if whence == io.SEEK_SET:
+        new = offset
+    elif whence == io.SEEK_CUR:
+        new = pos + offset
+    elif whence == io.SEEK_END:
+        new = size + offset
+    else:
+        raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+    if new < 0:
+        raise ValueError(f"negative seek position {new}")
+    return new
+
+
 @dataclass(frozen=True)
 class OssObject:
     """A listed object, as Aliyun's connector returns them."""
@@ -285,10 +301,13 @@ class OssModelConnector:
     second; new credentials apply to requests in flight). One of the two is required.
     config_path: a config.json (ossc's or Aliyun's); "" for the usual lookup (OSSC_CONFIG,
     then /etc/oss-connector/config.json). settings: more overrides by config key
-    ({"chunkSize": "4MiB"}), above the config file and the environment."""
+    ({"chunkSize": "4MiB"}), above the config file and the environment. direct_reads: a large
+    readinto may fetch straight into the caller's buffer (direct_read.py); None: only over
+    plain HTTP, where a fetch per read costs no TLS handshakes."""
 
     def __init__(self, endpoint: str, cred_path: str = "", config_path: str = "",
-                 cred_provider: Any = None, settings: Optional[Dict[str, Any]] = None):
+                 cred_provider: Any = None, settings: Optional[Dict[str, Any]] = None,
+                 direct_reads: Optional[bool] = None):
         if not endpoint:
             raise _error(lib.OSSC_E_CONFIG, "OssModelConnector: endpoint is required (e.g. "
                          "http://oss-cn-hangzhou-internal.aliyuncs.com)")
@@ -301,6 +320,8 @@ class OssModelConnector:
         if cred_path and not os.path.isfile(cred_path):
             raise _error(lib.OSSC_E_CREDENTIALS, f"credentials file {cred_path} does not exist")
         self.endpoint = endpoint
+        self.direct_reads = direct_read.default_for(endpoint) if direct_reads is None \
+            else bool(direct_reads)
         self.cred_path = cred_path
         self.config_path = config_path
         self._overrides: Dict[str, str] = {"endpoint": endpoint}
@@ -541,7 +562,8 @@ class ObjectStream(io.BufferedIOBase):
         verify_before_read, self._transfers = connector._facts(client)
         # Direct reads hand out bytes before the object's CRC-64 could be checked, which
         # verifyBeforeRead forbids where the store sends one.
-        self._direct_ok = size > 0 and (crc is None or not verify_before_read)
+        self._direct_ok = size > 0 and connector.direct_reads and \
+            (crc is None or not verify_before_read)
         self._crc = None if crc is None else direct_read.SequentialCrc(key, size, crc)
         self._gave_way = False  # the prefetch was cancelled for direct reads
         self._bucket = parse_uri(uri)[:2]  # (scheme, bucket): the client of direct reads
@@ -686,18 +708,8 @@ class ObjectStream(io.BufferedIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+        self._pos = seek_position(self._pos, self._size, offset, whence)
+        return self._pos
 
     def read(self, size: Optional[int] = -1) -> bytes:
         self._check_open()

@@ -17,6 +17,15 @@ from typing import Callable, Optional
 
 from ossc.native import Client, FetchItem, OsscError, ffi, lib
 
+def default_for(endpoint: str) -> bool:
+    """Whether a connector for endpoint reads directly unless told: over plain HTTP (the
+    scheme an endpoint without one gets), not HTTPS. Each direct read is a fetch of its own
+    whose pieces open new connections (the engine keeps no connections between fetches), so
+    over TLS every large readinto would pay up to prefetch.vcpus x prefetch.workers
+    handshakes; it was measured only against a plain-HTTP store."""
+    return not endpoint.strip().lower().startswith("https://")
+
+
 # Each piece of a direct read is at least this long (smaller ranged GETs cost the store more
 # per byte than they gain in parallelism: 1 MiB pieces took twice the time of 4 MiB ones
 # against the local store), and there are at most as many as the client has transfers.

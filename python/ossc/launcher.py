@@ -290,18 +290,24 @@ def _owner_env(plan: LaunchPlan, env: Mapping[str, str]) -> dict:
     return owner_env
 
 
+def owner_argv(owner: str, mount: Mount) -> list:
+    """ossc-owner's command line for a mount: its resolved settings, each one set, and no
+    config file. A setting left "auto" goes as "auto": the owner derives it (and sizes chunks
+    over all its large objects), as in env-var mode."""
+    sets = [a for k, v in setting_options.flatten(mount.settings).items()
+            for a in ("--set", f"{k}={v}")]
+    return [owner, "--oss-path", mount.oss_path, "--model-dir", mount.model_dir,
+            "--prog", PROG, *sets, "--set", "config="]
+
+
 def _start_session(plan: LaunchPlan, env: Mapping[str, str], mount: Mount) -> int:
     """Starts a mount's owner (or finds the live one serving its MODEL_DIR from the same
     store path) and counts this process as its user until COMMAND ends. Returns the fd that
     holds the users lock."""
-    sets = [a for k, v in setting_options.flatten(mount.settings).items()
-            for a in ("--set", f"{k}={v}")]
     try:
-        owner = str(owner_program())
+        argv = owner_argv(str(owner_program()), mount)
     except FileNotFoundError as exc:
         raise UserError(str(exc), EXIT_LOCAL) from exc
-    argv = [owner, "--oss-path", mount.oss_path, "--model-dir", mount.model_dir,
-            "--prog", PROG, *sets, "--set", "config="]
     for _ in range(3):  # a session that ends just as we attach: start it again
         proc = subprocess.Popen(argv, env=_owner_env(plan, env), stdin=subprocess.DEVNULL)
         try:

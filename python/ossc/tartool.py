@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -47,12 +46,12 @@ def _client(scheme: str, bucket: str, settings: dict) -> Client:
 
 
 class _Outputs:
-    """Where results go: a local path is written in place (through a temporary name, renamed
-    when whole); a store URL is written to a private temporary file and uploaded."""
+    """Where results go: a local path is written beside it under a temporary name and renamed
+    over it when whole (atomic, and no room needed elsewhere); a store URL is written to a
+    private temporary file and uploaded."""
 
     def __init__(self, settings: dict):
         self.settings = settings
-        self.tmpdir = tempfile.mkdtemp(prefix="ossc-tar-")
         self.pending = []  # (local temporary path, final path or URL)
 
     def path_for(self, target: str) -> str:
@@ -61,25 +60,43 @@ class _Outputs:
             if not os.path.isdir(parent):
                 raise UserError(f"cannot write {target}: {parent} is not a directory",
                                 EXIT_LOCAL)
-        tmp = os.path.join(self.tmpdir, str(len(self.pending)))
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", dir=parent)
+            except OSError as exc:
+                raise UserError(f"cannot write {target}: {exc.strerror}", EXIT_LOCAL) from exc
+        else:
+            fd, tmp = tempfile.mkstemp(prefix="ossc-tar-")
+        os.close(fd)
         self.pending.append((tmp, target))
         return tmp
 
     def commit(self) -> None:
-        for tmp, target in self.pending:
+        umask = os.umask(0)
+        os.umask(umask)
+        while self.pending:
+            tmp, target = self.pending[0]
             url = _store_url(target)
             if url is None:
                 try:
-                    shutil.move(tmp, target)
+                    os.chmod(tmp, 0o666 & ~umask)  # as a file made in place would be
+                    os.replace(tmp, target)
                 except OSError as exc:
                     raise UserError(f"cannot write {target}: {exc.strerror}", EXIT_LOCAL) \
                         from exc
-                continue
-            scheme, bucket, key = url
-            _client(scheme, bucket, self.settings).upload_file(bucket, key, tmp)
+            else:
+                scheme, bucket, key = url
+                _client(scheme, bucket, self.settings).upload_file(bucket, key, tmp)
+                os.unlink(tmp)
+            self.pending.pop(0)
 
     def close(self) -> None:
-        shutil.rmtree(self.tmpdir, ignore_errors=True)  # ours: made by mkdtemp above
+        """Removes the temporary files not committed (ours: made by mkstemp above)."""
+        for tmp, _ in self.pending:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        self.pending = []
 
 
 def _index_store_tar(scheme: str, bucket: str, key: str, settings: dict) -> TarIndex:

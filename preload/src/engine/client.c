@@ -74,7 +74,10 @@ OSSC_API int ossc_client_set_credentials(ossc_client *c, const char *access_key_
     return creds_set(&c->creds, access_key_id, access_key_secret, security_token, err);
 }
 
-OSSC_API char *ossc_client_settings_json(const ossc_client *c) { return settings_to_json(&c->s); }
+OSSC_API char *ossc_client_settings_json(const ossc_client *c)
+{
+    return settings_to_json(&c->s, false);
+}
 
 OSSC_API char *ossc_settings_json(const char *url, const char *const *overrides,
                                   size_t n_overrides, const char *const *envp, ossc_error *err)
@@ -87,7 +90,7 @@ OSSC_API char *ossc_settings_json(const char *url, const char *const *overrides,
     settings s;
     if (settings_resolve(&s, parsed.scheme, overrides, n_overrides, envp, err))
         return NULL;
-    char *json = settings_to_json(&s);
+    char *json = settings_to_json(&s, true);
     if (!json)
         err_set(err, OSSC_E_NOMEM, "out of memory");
     return json;

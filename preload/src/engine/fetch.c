@@ -600,7 +600,7 @@ static int validate_item(const ossc_fetch_item *it, ossc_error *err)
 
 uint64_t fetch_chunk_size(const ossc_client *cl, uint64_t bytes)
 {
-    if (!cl->s.chunk_size_auto)
+    if (!(cl->s.derived & DERIVED_CHUNK_SIZE))
         return cl->s.chunk_size;
     tuning t;
     tuning_probe(&t);

@@ -48,6 +48,15 @@ enum scheme { SCHEME_OSS, SCHEME_S3 };
 enum upload_checksum { UPLOAD_CHECKSUM_AUTO, UPLOAD_CHECKSUM_MD5, UPLOAD_CHECKSUM_CRC32C,
                        UPLOAD_CHECKSUM_CRC64, UPLOAD_CHECKSUM_OFF };
 
+/* Settings left "auto", their values derived from this machine (tuning.c): settings_to_json
+ * keeps "auto" for them, so a config file or the owner's options never pin one machine's
+ * numbers; chunkSize's makes each fetch size its own chunks. */
+enum derived_setting {
+    DERIVED_VCPUS = 1u << 0,
+    DERIVED_WORKERS = 1u << 1,
+    DERIVED_CHUNK_SIZE = 1u << 2,
+};
+
 typedef struct settings {
     char endpoint[512];
     char region[64];
@@ -57,7 +66,7 @@ typedef struct settings {
     int vcpus;          /* fetch threads */
     int workers;        /* transfers in flight per thread */
     uint64_t chunk_size;
-    bool chunk_size_auto;   /* chunkSize was left "auto": each fetch sizes its own chunks */
+    unsigned derived;   /* enum derived_setting: which of the three were left "auto" */
     int retries;        /* attempts after the first */
     int connect_timeout_sec;
     int stall_timeout_sec;
@@ -95,7 +104,9 @@ uint64_t tuning_chunk_size(const tuning *t, uint64_t total_bytes, int in_flight)
 /* envp: "NAME=value" items, NULL-terminated; NULL reads the process environment. */
 int settings_resolve(settings *s, int scheme, const char *const *overrides, size_t n,
                      const char *const *envp, ossc_error *err);
-char *settings_to_json(const settings *s);
+/* The settings in config-file form; keep_auto: "auto" for a derived setting (as it was
+ * given), else the number in force. */
+char *settings_to_json(const settings *s, bool keep_auto);
 /* cacheLimit: "" (none: both 0), a size in *bytes, or a percentage (1-100) in *percent. */
 bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent);
 

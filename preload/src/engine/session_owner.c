@@ -194,7 +194,7 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
         large_bytes += sizes[i];
     }
     s->client->s.chunk_size = fetch_chunk_size(s->client, large_bytes);
-    s->client->s.chunk_size_auto = false;
+    s->client->s.derived &= ~DERIVED_CHUNK_SIZE;
     if ((rc = session_plan_cache(s, sizes, n_large, err)) ||
         (rc = session_publish(s, large, n_large, err)))
         goto out;

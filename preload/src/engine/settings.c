@@ -286,6 +286,18 @@ bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent)
     return true;
 }
 
+/* The derived bit of a setting that may be "auto"; 0 for the others. */
+static unsigned derived_bit(const setting_def *d)
+{
+    if (d->offset == offsetof(settings, vcpus))
+        return DERIVED_VCPUS;
+    if (d->offset == offsetof(settings, workers))
+        return DERIVED_WORKERS;
+    if (d->offset == offsetof(settings, chunk_size))
+        return DERIVED_CHUNK_SIZE;
+    return 0;
+}
+
 /* "auto": the value tuning.c derives from this machine. chunkSize's is a placeholder that
  * each fetch replaces with one sized to its bytes. */
 static void set_derived(settings *s, const setting_def *d)
@@ -293,14 +305,13 @@ static void set_derived(settings *s, const setting_def *d)
     tuning t;
     tuning_probe(&t);
     char *field = (char *)s + d->offset;
-    if (d->offset == offsetof(settings, vcpus)) {
+    if (d->offset == offsetof(settings, vcpus))
         *(int *)field = tuning_threads(&t);
-    } else if (d->offset == offsetof(settings, workers)) {
+    else if (d->offset == offsetof(settings, workers))
         *(int *)field = tuning_transfers(&t);
-    } else {
+    else
         *(uint64_t *)field = tuning_chunk_size(&t, UINT64_MAX / 2, 1);
-        s->chunk_size_auto = true;
-    }
+    s->derived |= derived_bit(d);
 }
 
 static int set_value(settings *s, const setting_def *d, const char *text, const char *where,
@@ -310,8 +321,7 @@ static int set_value(settings *s, const setting_def *d, const char *text, const 
     long long v;
     char *end;
     bool derivable = d->type != T_ENUM && d->def && strcmp(d->def, "auto") == 0;
-    if (d->offset == offsetof(settings, chunk_size))
-        s->chunk_size_auto = false; /* until "auto" says otherwise, below */
+    s->derived &= ~derived_bit(d); /* until "auto" says otherwise, below */
     if (derivable && strcasecmp(text, "auto") == 0) {
         set_derived(s, d);
         return 0;
@@ -581,7 +591,7 @@ static char *json_take(cJSON *root)
     return copy;
 }
 
-char *settings_to_json(const settings *s)
+char *settings_to_json(const settings *s, bool keep_auto)
 {
     cJSON *root = cJSON_CreateObject();
     for (size_t i = 0; i < N_DEFS; i++) {
@@ -597,6 +607,10 @@ char *settings_to_json(const settings *s)
             if (!parent)
                 parent = cJSON_AddObjectToObject(root, group);
             name = dot + 1;
+        }
+        if (keep_auto && (s->derived & derived_bit(d))) {
+            cJSON_AddStringToObject(parent, name, "auto");
+            continue;
         }
         switch (d->type) {
         case T_STR:

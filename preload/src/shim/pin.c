@@ -16,7 +16,11 @@
  * the pages it pinned at that address, so a later mapping at the same address would be
  * copied from the old pages. munmap, mremap and an mmap with MAP_FIXED over a registered
  * range therefore unregister it first (after a cuCtxSynchronize: a copy from it may still be
- * in flight), and a forked child forgets the table (CUDA is unusable there). */
+ * in flight), in the context it was made in if that context still exists (a destroyed one
+ * took its registrations with it, and pushing it would be undefined), and a forked child
+ * forgets the table (CUDA is unusable there). Every munmap passes here, Python's arena frees
+ * among them: a range outside [lowest, highest) of the registered addresses, read without a
+ * lock, costs a few loads. */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -40,6 +44,8 @@ static struct {
     cu_result (*ctx_synchronize)(void);
     cu_result (*host_register)(void *, size_t, unsigned int);
     cu_result (*host_unregister)(void *);
+    cu_result (*ctx_get_api_version)(cu_context, unsigned int *);
+    cu_result (*ctx_get_id)(cu_context, unsigned long long *); /* CUDA 12; NULL before */
 } cu;
 static int cu_bound; /* 1 once every name above resolved (the handle is kept) */
 
@@ -47,11 +53,15 @@ typedef struct pin {
     uintptr_t start;
     size_t length;
     cu_context ctx; /* the context current at registration: the one to unregister in */
+    unsigned long long ctx_id; /* its id (cuCtxGetId): a handle reused by a newer context
+                                * has another */
 } pin;
 
 #define PINS_MAX 4096
 static pin pins[PINS_MAX];
-static int n_pins; /* read without the lock by the munmap fast path */
+/* Read without the lock by the munmap fast path; written under it. */
+static int n_pins;
+static uintptr_t pins_low = UINTPTR_MAX, pins_high; /* bounds of the registered ranges */
 static pthread_mutex_t pins_lock = PTHREAD_MUTEX_INITIALIZER;
 static int enabled; /* set before main; cleared if the driver lacks a call (atomic) */
 /* A CUDA call of ours runs on this thread: the driver's own mmap and munmap pass by. */
@@ -81,8 +91,11 @@ static bool cuda_loaded(void)
     cu.ctx_synchronize = (cu_result(*)(void))dlsym(h, "cuCtxSynchronize");
     cu.host_register = (cu_result(*)(void *, size_t, unsigned int))dlsym(h, "cuMemHostRegister_v2");
     cu.host_unregister = (cu_result(*)(void *))dlsym(h, "cuMemHostUnregister");
+    cu.ctx_get_api_version =
+        (cu_result(*)(cu_context, unsigned int *))dlsym(h, "cuCtxGetApiVersion");
+    cu.ctx_get_id = (cu_result(*)(cu_context, unsigned long long *))dlsym(h, "cuCtxGetId");
     if (!cu.ctx_get_current || !cu.ctx_push || !cu.ctx_pop || !cu.ctx_synchronize ||
-        !cu.host_register || !cu.host_unregister) {
+        !cu.host_register || !cu.host_unregister || !cu.ctx_get_api_version) {
         shim_log("WARN", "OSSC_PIN_GPU: libcuda.so.1 lacks the driver calls it needs; no "
                  "mapping is pinned");
         __atomic_store_n(&enabled, 0, __ATOMIC_RELAXED);
@@ -91,6 +104,39 @@ static bool cuda_loaded(void)
     }
     __atomic_store_n(&cu_bound, 1, __ATOMIC_RELEASE); /* h stays open: the pointers too */
     return true;
+}
+
+/* The context's id where the driver has ids (CUDA 12), else 0. */
+static unsigned long long context_id(cu_context ctx)
+{
+    unsigned long long id = 0;
+    if (cu.ctx_get_id && cu.ctx_get_id(ctx, &id) != 0)
+        id = 0;
+    return id;
+}
+
+/* The context a registration was made in still exists: the driver answers for its handle,
+ * with the same id where it has ids. */
+static bool context_alive(const pin *p)
+{
+    unsigned int version;
+    if (p->ctx_id)
+        return context_id(p->ctx) == p->ctx_id;
+    return cu.ctx_get_api_version(p->ctx, &version) == 0;
+}
+
+/* Under pins_lock, after pins changed: the bounds the fast path reads. */
+static void set_bounds(void)
+{
+    uintptr_t low = UINTPTR_MAX, high = 0;
+    for (int i = 0; i < n_pins; i++) {
+        if (pins[i].start < low)
+            low = pins[i].start;
+        if (pins[i].start + pins[i].length > high)
+            high = pins[i].start + pins[i].length;
+    }
+    __atomic_store_n(&pins_low, low, __ATOMIC_RELEASE);
+    __atomic_store_n(&pins_high, high, __ATOMIC_RELEASE);
 }
 
 static double ms_since(const struct timespec *t0)
@@ -114,10 +160,13 @@ void pin_mapping(void *addr, size_t length, int flags, int object)
     cu_context ctx = NULL;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned long long ctx_id = 0;
     cu_result r = cu.ctx_get_current(&ctx);
-    if (r == 0 && ctx) /* else no context on this thread: creating one is not ours to do */
+    if (r == 0 && ctx) { /* else no context on this thread: creating one is not ours to do */
+        ctx_id = context_id(ctx);
         r = cu.host_register(addr, length,
                              CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_READ_ONLY);
+    }
     in_cuda = 0;
     if (r != 0 || !ctx) {
         if (r != 0)
@@ -129,8 +178,9 @@ void pin_mapping(void *addr, size_t length, int flags, int object)
     pthread_mutex_lock(&pins_lock);
     bool kept = n_pins < PINS_MAX;
     if (kept) {
-        pins[n_pins] = (pin){(uintptr_t)addr, length, ctx};
+        pins[n_pins] = (pin){(uintptr_t)addr, length, ctx, ctx_id};
         __atomic_store_n(&n_pins, n_pins + 1, __ATOMIC_RELEASE);
+        set_bounds();
     }
     pthread_mutex_unlock(&pins_lock);
     if (!kept) { /* untracked it could outlive its mapping: never keep one we cannot end */
@@ -147,9 +197,11 @@ void pin_mapping(void *addr, size_t length, int flags, int object)
 
 void pin_forget(const void *addr, size_t length)
 {
-    if (!__atomic_load_n(&n_pins, __ATOMIC_ACQUIRE) || in_cuda || length == 0)
-        return;
     uintptr_t a = (uintptr_t)addr, end = a + length;
+    if (!__atomic_load_n(&n_pins, __ATOMIC_ACQUIRE) || in_cuda || length == 0 ||
+        end <= __atomic_load_n(&pins_low, __ATOMIC_ACQUIRE) ||
+        a >= __atomic_load_n(&pins_high, __ATOMIC_ACQUIRE))
+        return;
     pin gone[16];
     size_t n_gone;
     do { /* in batches: a range may cover many registrations */
@@ -164,12 +216,14 @@ void pin_forget(const void *addr, size_t length)
                 i++;
             }
         }
+        if (n_gone)
+            set_bounds();
         pthread_mutex_unlock(&pins_lock);
         in_cuda = 1;
         for (size_t i = 0; i < n_gone; i++) {
             cu_context popped;
-            /* A context that is gone took its registrations with it: errors are fine. */
-            if (cu.ctx_push(gone[i].ctx) != 0)
+            /* A context that is gone took its registrations with it. */
+            if (!context_alive(&gone[i]) || cu.ctx_push(gone[i].ctx) != 0)
                 continue;
             cu.ctx_synchronize();
             cu.host_unregister((void *)gone[i].start);
@@ -183,4 +237,5 @@ void pin_atfork_child(void)
 {
     pthread_mutex_init(&pins_lock, NULL);
     __atomic_store_n(&n_pins, 0, __ATOMIC_RELEASE);
+    set_bounds();
 }

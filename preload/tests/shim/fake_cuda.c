@@ -1,6 +1,8 @@
 /* fake_cuda.c: a stand-in for libcuda.so.1 (its soname) with the driver calls the shim's
  * GPU pinning makes (pin.c), for shim_pin.c: it records registrations instead of pinning.
- * Like the real driver it maps and unmaps memory of its own inside its calls. */
+ * Like the real driver it maps and unmaps memory of its own inside its calls, a context has
+ * an id, and a destroyed context takes its registrations with it (its handle may come back
+ * for a newer context, with another id). */
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -11,13 +13,55 @@ static struct {
     void *ptr;
     size_t size;
     unsigned flags;
+    void *ctx;
 } regs[FAKE_MAX];
+static struct {
+    void *handle;
+    unsigned long long id;
+} live[8];
 static void *current, *pushed[8];
-static int depth, syncs, unregisters;
+static int depth, syncs, unregisters, dead_pushes;
+static unsigned long long next_id = 1;
 
-void fake_cuda_set_current(void *ctx) { current = ctx; }
+static int live_slot(const void *ctx)
+{
+    for (int i = 0; i < 8; i++)
+        if (ctx && live[i].handle == ctx)
+            return i;
+    return -1;
+}
+
+/* ctx becomes current (NULL: none); a handle not live yet is a new context. */
+void fake_cuda_set_current(void *ctx)
+{
+    if (ctx && live_slot(ctx) < 0) {
+        int free_slot = live_slot(NULL);
+        for (int i = 0; i < 8 && free_slot < 0; i++)
+            if (!live[i].handle)
+                free_slot = i;
+        live[free_slot].handle = ctx;
+        live[free_slot].id = next_id++;
+    }
+    current = ctx;
+}
+
+/* cuCtxDestroy: its registrations end with it, and it is current nowhere. */
+void fake_cuda_destroy(void *ctx)
+{
+    int slot = live_slot(ctx);
+    if (slot >= 0)
+        live[slot].handle = NULL;
+    for (int i = 0; i < FAKE_MAX; i++)
+        if (regs[i].ctx == ctx)
+            regs[i].size = 0;
+    if (current == ctx)
+        current = NULL;
+}
+
 int fake_cuda_syncs(void) { return syncs; }
 int fake_cuda_unregisters(void) { return unregisters; }
+/* Pushes of a destroyed context: undefined in the real driver, so never right. */
+int fake_cuda_dead_pushes(void) { return dead_pushes; }
 
 /* The size registered at ptr, 0 if none; *flags its flags. */
 size_t fake_cuda_registered(const void *ptr, unsigned *flags)
@@ -52,8 +96,27 @@ int cuCtxGetCurrent(void **ctx)
     return 0;
 }
 
+int cuCtxGetApiVersion(void *ctx, unsigned int *version)
+{
+    if (live_slot(ctx) < 0)
+        return 201; /* CUDA_ERROR_INVALID_CONTEXT */
+    *version = 3020;
+    return 0;
+}
+
+int cuCtxGetId(void *ctx, unsigned long long *id)
+{
+    int slot = live_slot(ctx);
+    if (slot < 0)
+        return 201;
+    *id = live[slot].id;
+    return 0;
+}
+
 int cuCtxPushCurrent_v2(void *ctx)
 {
+    if (ctx && live_slot(ctx) < 0)
+        dead_pushes++;
     if (depth == 8 || !ctx)
         return 201; /* CUDA_ERROR_INVALID_CONTEXT */
     pushed[depth++] = current;
@@ -88,6 +151,7 @@ int cuMemHostRegister_v2(void *ptr, size_t size, unsigned flags)
             regs[i].ptr = ptr;
             regs[i].size = size;
             regs[i].flags = flags;
+            regs[i].ctx = current;
             return 0;
         }
     return 2; /* CUDA_ERROR_OUT_OF_MEMORY */

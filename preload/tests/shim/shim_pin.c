@@ -16,9 +16,9 @@
 #define CONTEXT ((void *)0x1234)
 
 static struct {
-    void (*set_current)(void *);
+    void (*set_current)(void *), (*destroy)(void *);
     size_t (*registered)(const void *, unsigned *);
-    int (*count)(void), (*syncs)(void), (*unregisters)(void);
+    int (*count)(void), (*syncs)(void), (*unregisters)(void), (*dead_pushes)(void);
 } fake;
 
 /* Loads the fake driver, as a framework's CUDA start-up would load the real one. */
@@ -33,6 +33,8 @@ static bool load_fake_cuda(void *context)
     fake.count = (int (*)(void))dlsym(h, "fake_cuda_count");
     fake.syncs = (int (*)(void))dlsym(h, "fake_cuda_syncs");
     fake.unregisters = (int (*)(void))dlsym(h, "fake_cuda_unregisters");
+    fake.destroy = (void (*)(void *))dlsym(h, "fake_cuda_destroy");
+    fake.dead_pushes = (int (*)(void))dlsym(h, "fake_cuda_dead_pushes");
     fake.set_current(context);
     return true;
 }
@@ -178,6 +180,34 @@ SHIM_TEST(munmap)
     CHECK(fake.registered(p, NULL) == pinned_size()); /* the parent's stays */
     munmap(p, fx_size(0));
     CHECK(fake.count() == 0);
+    close(fd);
+}
+
+/* A registration whose context was destroyed went with it: munmap neither pushes the dead
+ * context nor synchronizes a newer one that got the same handle. */
+SHIM_TEST(pin_destroyed_context)
+{
+    if (!load_fake_cuda(CONTEXT))
+        return;
+    int fd = open_whole_object();
+    void *p = map_object(fd, MAP_SHARED);
+    CHECK(fake.count() == 1);
+    fake.destroy(CONTEXT);
+    int syncs = fake.syncs();
+    CHECK(munmap(p, fx_size(0)) == 0 && fake.dead_pushes() == 0 && fake.syncs() == syncs);
+
+    p = map_object(fd, MAP_SHARED);
+    CHECK(fake.count() == 0); /* no context current: nothing registered */
+    munmap(p, fx_size(0));
+    fake.set_current(CONTEXT); /* a new context, the old one's handle */
+    p = map_object(fd, MAP_SHARED);
+    void *q = map_object(fd, MAP_SHARED);
+    CHECK(fake.count() == 2);
+    fake.destroy(CONTEXT);
+    fake.set_current(CONTEXT); /* and another: same handle, another id */
+    syncs = fake.syncs();
+    CHECK(munmap(p, fx_size(0)) == 0 && fake.syncs() == syncs && fake.dead_pushes() == 0);
+    CHECK(munmap(q, fx_size(0)) == 0 && fake.syncs() == syncs);
     close(fd);
 }
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 from typing import Optional
 
+from ossc.connector import seek_position
+
 
 class DataObject:
     """An object (or tar member) whose bytes are in memory: `key` (the object's key in its
@@ -47,18 +49,8 @@ class DataObject:
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._data()
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+        self._pos = seek_position(self._pos, self.size, offset, whence)
+        return self._pos
 
     def tell(self) -> int:
         self._data()
