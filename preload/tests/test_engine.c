@@ -219,7 +219,7 @@ static void test_settings(void)
     CHECK(strstr(out, "\"chunkSize\":8388608"));
     free(out);
     out = settings_to_json(&s, false);
-    CHECK(out && !strstr(out, "auto\"") && strstr(out, "\"vcpus\":"));
+    CHECK(out && !strstr(out, "\"vcpus\":\"auto\"") && strstr(out, "\"vcpus\":"));
     free(out);
     const char *again[] = {"config=", "chunkSize=8MiB", "chunkSize=auto"};
     CHECK(settings_resolve(&s, SCHEME_OSS, again, 3, envp + 1, &e) == 0);
