@@ -104,6 +104,8 @@ uint64_t *session_bits(ossc_session_header *h);
 /* Bumps the progress futex and wakes every reader waiting on it. */
 void session_wake_readers(ossc_session_header *h);
 void session_set_state(ossc_session_header *h, uint32_t state);
+/* Object o failed with errno e: its error, counted once in objects_failed until cleared. */
+void session_object_failed(ossc_session_header *h, ossc_session_object *o, int e);
 /* A chunk of object landed (status 0: its ready bit) or failed for good (the object's errno). */
 void session_chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uint64_t length,
                           int status);

@@ -97,7 +97,7 @@ static void refetch(ossc_session *s, uint32_t object)
     int fd = session_create_data_file(s, object, o->size);
     if (fd < 0) {
         LOGE("cannot create the data file of %s again: %s", s->keys[object], strerror(errno));
-        atomic_store((_Atomic int32_t *)&o->error, EIO);
+        session_object_failed(s->hdr, o, EIO);
         session_wake_readers(s->hdr);
         return;
     }
@@ -117,7 +117,8 @@ static void refetch(ossc_session *s, uint32_t object)
     r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
     if (!r->fetch) {
         LOGE("%s: %s", s->keys[object], err.message);
-        atomic_store((_Atomic int32_t *)&o->error, EIO);
+        session_object_failed(s->hdr, o, EIO);
+        session_wake_readers(s->hdr);
     }
 }
 
@@ -181,8 +182,9 @@ static void answer_reader(ossc_session *s, uint32_t chunk)
         if (chunk < o->first_chunk || chunk >= o->first_chunk + o->n_chunks)
             continue;
         uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
-        ossc_fetch *running = s->refetches[i].fetch;
+        reap_refetches(s); /* a failed refetch that just ended is retired at once */
         retire_failed(s, i, s->hdr->state != OSSC_SESSION_FETCHING);
+        ossc_fetch *running = s->refetches[i].fetch;
         if (s->data_fds[i] < 0)
             refetch(s, i);
         else if (running)
