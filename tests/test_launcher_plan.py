@@ -448,3 +448,18 @@ def test_env_var_mode_refuses_overlapping_mounts(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "overlap" in lines[0] and "loras is inside" in lines[0], r.stderr
     assert not marker.exists()
+
+
+def test_prefetch_report_names_the_failed_files(monkeypatch, capsys):
+    """A prefetch that completed with failed files says so (objectsFailed), not "prefetched"."""
+    from ossc import launcher
+
+    info = {"state": "complete", "objects": 6, "objectsFailed": 1, "bytesTotal": 12 << 20,
+            "bytesDone": 10 << 20, "policy": "eager", "cacheLimit": 0, "currentFile": "",
+            "errors": [{"file": "adapter-0/weights.bin", "error": "Permission denied"}]}
+    monkeypatch.setattr(launcher, "sessions", lambda model_dir: [info])
+    report = launcher.PrefetchReport("/m", {**info, "state": "fetching"})
+    report.poll(now=True)
+    err = capsys.readouterr().err
+    assert "prefetch failed for 1 of 6 files: adapter-0/weights.bin: Permission denied" in err
+    assert "prefetched" not in err
