@@ -521,9 +521,9 @@ int session_open_data(int object, int flags)
     int fd = open_data(object, path, flags);
     if (fd >= 0 || errno != ENOENT)
         return fd;
-    /* Not fetched yet (lazy, past cacheLimit), released or failed: asking for its first chunk has the
-     * owner create the data file and fetch the whole object; the open returns once the file
-     * is there, so that the first read's range is the next one asked for. */
+    /* Not fetched yet (lazy, past cacheLimit), released or failed: asking for its first
+     * chunk has the owner create the data file and fetch the whole object; the open returns
+     * once the file is there, so that the first read's range is the next one asked for. */
     int e = wait_until(object, 0, 1, path, flags, &fd);
     if (e)
         errno = e;
