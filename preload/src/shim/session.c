@@ -635,6 +635,10 @@ static int wait_until(int object, uint64_t offset, uint64_t length, const char *
     uint64_t start = mono_ms(), deadline = start + hdr->read_timeout_ms;
     uint32_t asked = UINT32_MAX;
     uint64_t asked_ms = 0;
+    /* An open of an object whose last fetch failed asks the owner once to fetch it again
+     * (the owner clears the error when it starts), and fails only if that does not happen
+     * soon. A failure of the fetch this wait saw start is final. */
+    bool retrying = path && !m->read_only && __atomic_load_n(&o->error, __ATOMIC_ACQUIRE);
     for (;;) {
         uint32_t seen = __atomic_load_n(&hdr->progress, __ATOMIC_ACQUIRE);
         if (path && (*fd = open_data(object, path, flags)) >= 0)
@@ -646,9 +650,8 @@ static int wait_until(int object, uint64_t offset, uint64_t length, const char *
         if (first > last)
             return 0;
         int error = __atomic_load_n(&o->error, __ATOMIC_ACQUIRE);
-        /* An open of an object whose fetch failed asks the owner to fetch it again (it clears
-         * the error when it does), and fails only if that does not happen soon. */
-        if (error && path && !m->read_only && mono_ms() < start + ANSWER_MS)
+        retrying = retrying && error && mono_ms() < start + ANSWER_MS;
+        if (retrying)
             error = 0;
         const char *why = error ? "it could not be fetched"
                           : hdr->state == OSSC_SESSION_FAILED ? "the prefetch was stopped"
@@ -663,8 +666,10 @@ static int wait_until(int object, uint64_t offset, uint64_t length, const char *
             return e;
         }
         /* Move what this reader needs to the front; ask again now and then, as one slot
-         * serves every reader and another's request may have overwritten ours. */
-        if (!m->read_only && (asked != first || mono_ms() >= asked_ms + REASK_MS)) {
+         * serves every reader and another's request may have overwritten ours (not for a
+         * new fetch of a failed object: that is asked once). */
+        if (!m->read_only &&
+            (asked != first || (!retrying && mono_ms() >= asked_ms + REASK_MS))) {
             asked = first;
             asked_ms = mono_ms();
             __atomic_store_n(&hdr->wanted_chunk, first, __ATOMIC_RELEASE);
