@@ -63,6 +63,7 @@ def env_mode(store, remote, model_dir, proxy, tmp_path, **extra):
 # Reads what the test says, one command a line on stdin, and answers each with a JSON line:
 #   read NAME          -> sha256 of NAME read whole (open, read, close)
 #   try NAME           -> the same, or the name of the errno that open or read failed with
+#   hold NAME          -> opens NAME and keeps the fd (until "unmap"); "ok"
 #   map NAME           -> sha256 of NAME through a mapping it keeps (and its fd) until "unmap"
 #   check              -> sha256 of every kept mapping, read again now
 #   random N           -> N random preads from 8 threads over every file, compared with the
@@ -85,6 +86,9 @@ DRIVER = textwrap.dedent("""
                     answer(hashlib.sha256(f.read()).hexdigest())
             except OSError as e:
                 answer(errno.errorcode.get(e.errno, str(e.errno)))
+        elif cmd == "hold":
+            kept[arg] = (os.open(os.path.join(root, arg), os.O_RDONLY), mmap.mmap(-1, 1))
+            answer("ok")
         elif cmd == "map":
             fd = os.open(os.path.join(root, arg), os.O_RDONLY)
             kept[arg] = (fd, mmap.mmap(fd, 0, prot=mmap.PROT_READ))
@@ -284,6 +288,38 @@ def test_failed_lazy_fetch_is_retried_by_a_later_open(store, remote, model_dir, 
         assert events.count(("fetch", NAMES[1], "open")) == 1, events
     finally:
         run.close()
+
+
+def test_failed_file_held_by_a_reader_is_kept_until_it_lets_go(store, remote, model_dir,
+                                                               proxy, tmp_path):
+    """A reader holds the data file of a fetch that then fails: the owner never replaces it
+    under that reader (a new file's chunks would make its holes readable as zeros); another
+    open fails with the errno, without a request; once the reader lets go, an open fetches
+    the file again."""
+    local = remote["local"]
+    name = NAMES[3]
+    # One request at a time: the first chunk stalls (the reader opens meanwhile), the second
+    # is refused.
+    proxy.add_fault("stall", key=name, seconds=1.5, times=1)
+    proxy.add_fault("status", key=name, status=403, times=1)
+    env = env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
+                   OSSC_PREFETCH_POLICY="lazy", OSSC_PREFETCH_VCPUS="1",
+                   OSSC_PREFETCH_WORKERS="1")
+    holder, other = Driver(env, local), Driver(env, local)
+    try:
+        assert holder(f"hold {name}") == "ok"
+        assert other(f"try {name}") == "EACCES"  # the fetch failed; the holder keeps it
+        before = gets(proxy, remote, name)
+        assert other(f"try {name}") == "EACCES"  # asked once, not fetched: still held
+        assert gets(proxy, remote, name) == before
+        assert ("release", name, "failed") not in audit(tmp_path)
+        holder(f"unmap {name}")
+        assert other(f"read {name}") == sha(local / name)
+        assert gets(proxy, remote, name) == before + 2
+        assert ("release", name, "failed") in audit(tmp_path)
+    finally:
+        holder.close()
+        other.close()
 
 
 @pytest.fixture
