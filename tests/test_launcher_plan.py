@@ -428,3 +428,56 @@ def test_bad_mounts_are_usage_errors(argv):
     with pytest.raises(UserError) as exc:
         plan_for([*argv, "--", "true"])
     assert exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["--mount", "oss://bkt/a/=/models", "--mount", "oss://bkt/b/=/models/loras"],
+    ["--mount", "oss://bkt/b/=/models/loras/x:lazy", "--mount", "oss://bkt/a/=/models/"],
+    ["--oss-path", "oss://bkt/a/", "--model-dir", "m", "--mount", "oss://bkt/b/=/work/m/x"],
+])
+def test_overlapping_mount_directories_are_refused(argv):
+    """A path below both would be served by one session only: refused, one line naming both."""
+    with pytest.raises(UserError) as exc:
+        plan_for([*argv, "--", "true"])
+    assert exc.value.exit_code == 2
+    assert "overlap" in str(exc.value) and "is inside" in str(exc.value), str(exc.value)
+    # Siblings that share a prefix of letters are not nested.
+    plan = plan_for(["--mount", "oss://bkt/a/=/models/base", "--mount",
+                     "oss://bkt/b/=/models/base2", "--", "true"])
+    assert len(plan.mounts) == 2
+
+
+def test_env_var_mode_refuses_overlapping_mounts(tmp_path):
+    """The shim, given nested MODEL_DIR and OSSC_MOUNTS by hand: one line, exit code 3
+    (configuration), before the program runs."""
+    import subprocess
+    import sys
+
+    from ossc.errors import EXIT_CONFIG
+    from ossc.native import preload_library
+
+    marker = tmp_path / "ran"
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(preload_library()),
+           "MODEL_DIR": str(tmp_path / "m"), "OSS_PATH": "oss://bkt/a/",
+           "OSSC_MOUNTS": f"oss://bkt/b/={tmp_path / 'm' / 'loras'}:lazy"}
+    r = subprocess.run([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == EXIT_CONFIG == 3, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "overlap" in lines[0] and "loras is inside" in lines[0], r.stderr
+    assert not marker.exists()
+
+
+def test_prefetch_report_names_the_failed_files(monkeypatch, capsys):
+    """A prefetch that completed with failed files says so (objectsFailed), not "prefetched"."""
+    from ossc import launcher
+
+    info = {"state": "complete", "objects": 6, "objectsFailed": 1, "bytesTotal": 12 << 20,
+            "bytesDone": 10 << 20, "policy": "eager", "cacheLimit": 0, "currentFile": "",
+            "errors": [{"file": "adapter-0/weights.bin", "error": "Permission denied"}]}
+    monkeypatch.setattr(launcher, "sessions", lambda model_dir: [info])
+    report = launcher.PrefetchReport("/m", {**info, "state": "fetching"})
+    report.poll(now=True)
+    err = capsys.readouterr().err
+    assert "prefetch failed for 1 of 6 files: adapter-0/weights.bin: Permission denied" in err
+    assert "prefetched" not in err

@@ -62,13 +62,15 @@ def env_mode(store, remote, model_dir, proxy, tmp_path, **extra):
 
 # Reads what the test says, one command a line on stdin, and answers each with a JSON line:
 #   read NAME          -> sha256 of NAME read whole (open, read, close)
+#   try NAME           -> the same, or the name of the errno that open or read failed with
+#   hold NAME          -> opens NAME and keeps the fd (until "unmap"); "ok"
 #   map NAME           -> sha256 of NAME through a mapping it keeps (and its fd) until "unmap"
 #   check              -> sha256 of every kept mapping, read again now
 #   random N           -> N random preads from 8 threads over every file, compared with the
 #                         local copy (argv[1]); the count of mismatches
 #   tree               -> {relative path: size} of MODEL_DIR as listing and stat see it
 DRIVER = textwrap.dedent("""
-    import hashlib, json, mmap, os, random, sys, threading
+    import errno, hashlib, json, mmap, os, random, sys, threading
     root, local = os.environ["MODEL_DIR"], sys.argv[1]
     kept = {}
     def answer(x):
@@ -78,6 +80,15 @@ DRIVER = textwrap.dedent("""
         if cmd == "read":
             with open(os.path.join(root, arg), "rb") as f:
                 answer(hashlib.sha256(f.read()).hexdigest())
+        elif cmd == "try":
+            try:
+                with open(os.path.join(root, arg), "rb") as f:
+                    answer(hashlib.sha256(f.read()).hexdigest())
+            except OSError as e:
+                answer(errno.errorcode.get(e.errno, str(e.errno)))
+        elif cmd == "hold":
+            kept[arg] = (os.open(os.path.join(root, arg), os.O_RDONLY), mmap.mmap(-1, 1))
+            answer("ok")
         elif cmd == "map":
             fd = os.open(os.path.join(root, arg), os.O_RDONLY)
             kept[arg] = (fd, mmap.mmap(fd, 0, prot=mmap.PROT_READ))
@@ -208,7 +219,7 @@ def test_budget_releases_what_nobody_holds(store, remote, model_dir, proxy, tmp_
         assert run(f"map {c}") == sha(local / c)
         assert run("check") == {a: sha(local / a), b: sha(local / b), c: sha(local / c)}
         log = (tmp_path / "ossc.log").read_text()
-        assert "over cacheLimit" in log and "GiB over cacheLimit" in log, log
+        assert "6.00 MiB, 1.00 MiB over cacheLimit 5.00 MiB" in log, log
         for name in (a, b, c):
             run(f"unmap {name}")
         # Random reads from 8 threads over 12 MiB of files under a 5 MiB budget.
@@ -234,6 +245,81 @@ def test_eager_prefetches_up_to_the_limit(store, remote, model_dir, proxy, tmp_p
         assert [gets(proxy, remote, name) for name in NAMES[2:5]] == [0, 0, 0]
     finally:
         run.close()
+
+
+def test_one_failed_object_fails_only_itself(store, remote, model_dir, proxy, tmp_path):
+    """A permanent 403 on one prefetched file: the prefetch completes with that file failed
+    (objectsFailed), and every other file, prefetched or fetched on open, reads as usual."""
+    local = remote["local"]
+    proxy.add_fault("status", key=NAMES[0], status=403, times=None)
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
+                          OSSC_CACHE_LIMIT="5MiB"), local)
+    try:
+        assert run(f"read {NAMES[1]}") == sha(local / NAMES[1])  # prefetched
+        assert run(f"read {NAMES[4]}") == sha(local / NAMES[4])  # past cacheLimit: on open
+        assert run(f"try {NAMES[0]}") == "EACCES"
+        info = session_info(model_dir)
+        assert info["state"] == "complete" and info["objectsFailed"] == 1, info
+        assert [e["file"] for e in info["errors"]] == [NAMES[0]], info
+        assert gets(proxy, remote, NAMES[4]) == 2
+    finally:
+        run.close()
+
+
+def test_failed_lazy_fetch_is_retried_by_a_later_open(store, remote, model_dir, proxy,
+                                                      tmp_path):
+    """No retries, one 403: the open fails with EACCES; the fault gone, the next open fetches
+    the file again (its failed data file retired first) and reads the store's bytes."""
+    local = remote["local"]
+    proxy.add_fault("status", key=NAMES[1], status=403, times=1)
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
+                          OSSC_PREFETCH_POLICY="lazy"), local)
+    try:
+        assert run(f"try {NAMES[1]}") == "EACCES"
+        assert session_info(model_dir)["objectsFailed"] == 1
+        before = gets(proxy, remote, NAMES[1])
+        assert run(f"read {NAMES[1]}") == sha(local / NAMES[1])
+        assert gets(proxy, remote, NAMES[1]) == before + 2
+        assert run("random 200") == 0
+        info = session_info(model_dir)
+        assert info["objectsFailed"] == 0 and info["errors"] == [], info
+        events = audit(tmp_path)
+        assert ("release", NAMES[1], "failed") in events, events
+        assert events.count(("fetch", NAMES[1], "open")) == 1, events
+    finally:
+        run.close()
+
+
+def test_failed_file_held_by_a_reader_is_kept_until_it_lets_go(store, remote, model_dir,
+                                                               proxy, tmp_path):
+    """A reader holds the data file of a fetch that then fails: the owner never replaces it
+    under that reader (a new file's chunks would make its holes readable as zeros); another
+    open fails with the errno, without a request; once the reader lets go, an open fetches
+    the file again."""
+    local = remote["local"]
+    name = NAMES[3]
+    # One request at a time: the first chunk stalls (the reader opens meanwhile), the second
+    # is refused.
+    proxy.add_fault("stall", key=name, seconds=1.5, times=1)
+    proxy.add_fault("status", key=name, status=403, times=1)
+    env = env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
+                   OSSC_PREFETCH_POLICY="lazy", OSSC_PREFETCH_VCPUS="1",
+                   OSSC_PREFETCH_WORKERS="1")
+    holder, other = Driver(env, local), Driver(env, local)
+    try:
+        assert holder(f"hold {name}") == "ok"
+        assert other(f"try {name}") == "EACCES"  # the fetch failed; the holder keeps it
+        before = gets(proxy, remote, name)
+        assert other(f"try {name}") == "EACCES"  # asked once, not fetched: still held
+        assert gets(proxy, remote, name) == before
+        assert ("release", name, "failed") not in audit(tmp_path)
+        holder(f"unmap {name}")
+        assert other(f"read {name}") == sha(local / name)
+        assert gets(proxy, remote, name) == before + 2
+        assert ("release", name, "failed") in audit(tmp_path)
+    finally:
+        holder.close()
+        other.close()
 
 
 @pytest.fixture

@@ -183,6 +183,11 @@ def build_plan(args: argparse.Namespace, env: Mapping[str, str], preload: str,
     dirs = [m.model_dir for m in extra]
     if len(set(dirs)) != len(dirs):
         raise UserError(f"a directory is mounted twice: {' '.join(dirs)}", EXIT_USAGE)
+    for outer in dirs:  # a path below both would be served by one session only
+        inner = next((d for d in dirs if d.startswith(outer.rstrip("/") + "/")), None)
+        if inner:
+            raise UserError(f"mount directories overlap: {inner} is inside {outer}; give "
+                            "each mount a directory of its own", EXIT_USAGE)
     oss_path, model_dir = extra[0].oss_path, extra[0].model_dir
     # --config "" or OSSC_CONFIG="" means no config file: none is read, none is written.
     config_path = args.config if args.config is not None else env.get("OSSC_CONFIG",
@@ -371,7 +376,12 @@ class PrefetchReport:
         self.done = True
         self.progress.close()
         seconds = max(time.monotonic() - self.start, 1e-6)
-        if info["state"] == "complete" and info.get("policy") == "lazy":
+        failed = ", ".join(e["file"] + ": " + e["error"] for e in info.get("errors", []))
+        if info["state"] == "complete" and info.get("objectsFailed"):
+            say(f"prefetch failed for {info['objectsFailed']} of {info['objects']} files"
+                f"{': ' + failed if failed else ''}; their reads fail with that error until "
+                "an open fetches them again (log: the session's owner.log or logPath)")
+        elif info["state"] == "complete" and info.get("policy") == "lazy":
             say(f"lazy: {info['objects']} large files ({human_bytes(info['bytesTotal'])}) are "
                 "fetched when a process opens them")
         elif info["state"] == "complete" and info.get("cacheLimit") and \
@@ -383,7 +393,6 @@ class PrefetchReport:
             say(f"prefetched {info['objects']} files, {human_bytes(info['bytesTotal'])} in "
                 f"{seconds:.1f} s ({info['bytesTotal'] / seconds / 1e9:.2f} GB/s)")
         else:
-            failed = ", ".join(e["file"] + ": " + e["error"] for e in info.get("errors", []))
             say(f"prefetch {info['state']}{': ' + failed if failed else ''}; reads of what is "
                 "missing fail with EIO (log: the session's owner.log or logPath)")
 

@@ -18,7 +18,10 @@
  *                      created again when a reader asks for one of its chunks. With
  *                      prefetch.policy lazy (or past cacheLimit) none exists before an open
  *                      asks for it; under cacheLimit the owner releases the least recently
- *                      opened complete ones that no process holds open or mapped.
+ *                      opened complete ones that no process holds open or mapped. The
+ *                      file of a failed fetch is unlinked once nobody holds it (readers
+ *                      take flock(LOCK_SH) on every data file they open; the owner unlinks
+ *                      it under LOCK_EX), so that the next open fetches the object anew.
  *
  * A directory of that name that fails ossc_session_access (session_check.h) is never used:
  * the next candidate name (-1, -2, ... up to OSSC_SESSION_CANDIDATES) is.
@@ -50,7 +53,9 @@ enum ossc_session_state {
     OSSC_SESSION_CREATING = 0, /* the owner is listing and materializing: wait */
     OSSC_SESSION_FETCHING = 1,
     OSSC_SESSION_COMPLETE = 2,
-    OSSC_SESSION_FAILED = 3,   /* the prefetch stopped: missing ranges fail with EIO */
+    OSSC_SESSION_FAILED = 3,   /* the prefetch stopped (the owner ended while fetching):
+                                * missing ranges fail with EIO. One object that failed is
+                                * its own error, the state COMPLETE */
     OSSC_SESSION_ENDED = 4,    /* being removed: attach to nothing, start anew */
 };
 
@@ -85,7 +90,8 @@ typedef struct ossc_session_header {
     uint64_t bytes_total;       /* 8296 large objects' bytes */
     uint64_t bytes_done;        /* 8304 landed so far (a refetch counts again) */
     uint64_t started_unix;      /* 8312 wall-clock second the owner started */
-    uint32_t objects_failed;    /* 8320 objects whose fetch failed for good */
+    uint32_t objects_failed;    /* 8320 objects whose last fetch failed (a new one may
+                                 *      succeed: an open asks for it) */
     int32_t current_object;     /* 8324 the object a chunk landed for last, -1 before */
     uint32_t fetch_policy;      /* 8328 enum ossc_fetch_policy */
     uint32_t releases;          /* 8332 objects released to keep under cache_limit */

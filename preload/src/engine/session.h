@@ -46,7 +46,8 @@ struct ossc_session {
     bool *fetched;              /* object index -> fetched once already (a refetch follows) */
     int audit_fd;               /* auditPath, -1 for none */
     bool over_warned;           /* said that what is open exceeds cacheLimit */
-    uint64_t scan_ms, scan_held, scan_opened; /* the last /proc scan, and what it saw */
+    uint64_t scan_held, scan_opened, scan_users; /* what the last /proc scan saw (users: a
+                                                  * hash of the pids holding the users lock) */
     uint64_t complete_ms;
     pthread_t helper;
     bool helper_started;
@@ -103,6 +104,8 @@ uint64_t *session_bits(ossc_session_header *h);
 /* Bumps the progress futex and wakes every reader waiting on it. */
 void session_wake_readers(ossc_session_header *h);
 void session_set_state(ossc_session_header *h, uint32_t state);
+/* Object o failed with errno e: its error, counted once in objects_failed until cleared. */
+void session_object_failed(ossc_session_header *h, ossc_session_object *o, int e);
 /* A chunk of object landed (status 0: its ready bit) or failed for good (the object's errno). */
 void session_chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uint64_t length,
                           int status);
@@ -128,6 +131,8 @@ int session_plan_cache(ossc_session *s, const uint64_t *sizes, size_t n, ossc_er
  * by releasing complete objects nobody holds, least recently used first; publishes
  * bytes_held. Warns once when what is in use exceeds the limit. */
 void session_budget_keep(ossc_session *s, uint64_t incoming);
+/* Whether object i's data file holds all of it, and no fetch writes it. */
+bool session_object_complete(const ossc_session *s, size_t i);
 
 /* ---- the audit log (session_audit.c) ---- */
 void session_audit_open(ossc_session *s);
@@ -137,5 +142,7 @@ void session_audit(ossc_session *s, size_t object, const char *event, const char
 /* ---- status (session_status.c) ---- */
 /* How many processes hold a shared flock on the file fd refers to (/proc/locks). */
 int session_lock_holders(int fd);
+/* The same, with the first cap holders' pids in pids (for the /proc scan of the budget). */
+int session_lock_holder_pids(int fd, int *pids, int cap);
 
 #endif

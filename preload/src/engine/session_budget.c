@@ -3,8 +3,9 @@
  * cacheLimit), cacheLimit in bytes, and how much of the ordered prefix is prefetched (all
  * of it eagerly, up to the limit, or nothing when lazy). While serving: the bytes held kept
  * under cacheLimit by releasing whole objects that no process has open or mapped (the /proc
- * fd and maps tables say which), least recently opened first. Releasing never changes the
- * bytes of a file: it is unlinked, and whoever still holds it keeps its pages. */
+ * fd and maps tables of the processes attached to the session say which), least recently
+ * opened first. Releasing never changes the bytes of a file: it is unlinked, and whoever
+ * still holds it keeps its pages. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -15,8 +16,6 @@
 #include <unistd.h>
 
 #include "session.h"
-
-#define SCAN_EVERY_MS 1000 /* over the limit with nothing to release: look again this often */
 
 /* Where the data files will go, or its deepest ancestor that exists already. */
 static int cache_fs(const ossc_session *s, struct statvfs *st, char *where, size_t cap)
@@ -33,6 +32,16 @@ static int cache_fs(const ossc_session *s, struct statvfs *st, char *where, size
 }
 
 static double gib(uint64_t bytes) { return (double)bytes / (1 << 30); }
+
+/* bytes for a log line: in GiB, or MiB below 1 GiB (a small cacheLimit is no "0.00 GiB"). */
+static const char *amount(uint64_t bytes, char *buf, size_t cap)
+{
+    if (bytes >= (1 << 30))
+        snprintf(buf, cap, "%.2f GiB", gib(bytes));
+    else
+        snprintf(buf, cap, "%.2f MiB", (double)bytes / (1 << 20));
+    return buf;
+}
 
 int session_plan_cache(ossc_session *s, const uint64_t *sizes, size_t n, ossc_error *err)
 {
@@ -72,9 +81,10 @@ int session_plan_cache(ossc_session *s, const uint64_t *sizes, size_t n, ossc_er
         sum += sizes[eager++];
     s->n_eager = eager;
     s->cache_limit = limit;
+    char shown[32];
     if (limit && eager < n && !lazy)
-        LOGI("session %s: cacheLimit %.2f GiB holds the first %zu of %zu large files; the "
-             "rest are fetched when opened", s->path, gib(limit), eager, n);
+        LOGI("session %s: cacheLimit %s holds the first %zu of %zu large files; the rest are "
+             "fetched when opened", s->path, amount(limit, shown, sizeof(shown)), eager, n);
     return 0;
 }
 
@@ -91,22 +101,45 @@ static long data_object(const ossc_session *s, const char *link)
     return i;
 }
 
-/* Marks in used[] the objects whose data files some process other than the owner has open
- * or mapped. Processes of other uids cannot be read, and cannot open ours either. */
-static void scan_users(const ossc_session *s, bool *used)
+/* The pids that hold the session's users lock (LOCK_SH: every attached process), in a
+ * malloc'ed array; *n of them, and a hash of them in *hash. NULL if none or unreadable. */
+static int *attached_pids(const ossc_session *s, int *n, uint64_t *hash)
+{
+    int cap = 64, *pids = NULL;
+    *n = 0;
+    for (;;) {
+        int *grown = realloc(pids, (size_t)cap * sizeof(*pids));
+        if (!grown)
+            break;
+        pids = grown;
+        *n = session_lock_holder_pids(s->users_fd, pids, cap);
+        if (*n <= cap)
+            break;
+        cap = *n + 16;
+    }
+    *hash = 0xcbf29ce484222325ULL;
+    for (int i = 0; pids && i < *n; i++)
+        *hash = (*hash ^ (uint64_t)(unsigned)pids[i]) * 0x100000001b3ULL;
+    if (!pids || *n <= 0) {
+        free(pids);
+        *n = 0;
+        return NULL;
+    }
+    return pids;
+}
+
+/* Marks in used[] the objects whose data files one of pids has open or mapped. Only the
+ * processes attached to the session (holding its users lock) are read: a process that
+ * opens a data file attaches first. Reading maps takes each one's mmap lock, so this runs
+ * only when what it could find changed (session_budget_keep). */
+static void scan_users(const ossc_session *s, const int *pids, int n, bool *used)
 {
     memset(used, 0, s->n_data * sizeof(*used));
-    DIR *proc = opendir("/proc");
-    if (!proc)
-        return;
-    char self[16];
-    snprintf(self, sizeof(self), "%d", (int)getpid());
-    struct dirent *e;
-    while ((e = readdir(proc))) {
-        if (!isdigit((unsigned char)e->d_name[0]) || strcmp(e->d_name, self) == 0)
+    for (int p = 0; p < n; p++) {
+        if (pids[p] <= 0 || pids[p] == (int)getpid())
             continue;
-        char path[300], link[OSSC_DATA_PATH_MAX + 32];
-        snprintf(path, sizeof(path), "/proc/%.32s/fd", e->d_name);
+        char path[64], link[OSSC_DATA_PATH_MAX + 32];
+        snprintf(path, sizeof(path), "/proc/%d/fd", pids[p]);
         DIR *fds = opendir(path);
         struct dirent *f;
         while (fds && (f = readdir(fds))) {
@@ -122,7 +155,7 @@ static void scan_users(const ossc_session *s, bool *used)
         }
         if (fds)
             closedir(fds);
-        snprintf(path, sizeof(path), "/proc/%.32s/maps", e->d_name);
+        snprintf(path, sizeof(path), "/proc/%d/maps", pids[p]);
         FILE *maps = fopen(path, "re");
         char line[OSSC_DATA_PATH_MAX + 256];
         while (maps && fgets(line, sizeof(line), maps)) {
@@ -134,10 +167,9 @@ static void scan_users(const ossc_session *s, bool *used)
         if (maps)
             fclose(maps);
     }
-    closedir(proc);
 }
 
-static bool complete(const ossc_session *s, size_t i)
+bool session_object_complete(const ossc_session *s, size_t i)
 {
     const ossc_session_object *o = &session_objects(s->hdr)[i];
     return atomic_load((_Atomic uint32_t *)&o->chunks_ready) == o->n_chunks &&
@@ -168,23 +200,31 @@ void session_budget_keep(ossc_session *s, uint64_t incoming)
         s->over_warned = false;
         return;
     }
-    /* Over: who holds what (a /proc scan), unless nothing changed since the last look. */
+    /* Over: who holds what (a /proc scan of the attached processes), unless nothing it
+     * could find changed since the last look: no open, no fetch, no process came or went. */
     uint64_t opened = atomic_load((_Atomic uint64_t *)&s->hdr->last_open_ms);
-    if (!incoming && held == s->scan_held && opened == s->scan_opened &&
-        now_ms() < s->scan_ms + SCAN_EVERY_MS)
-        return;
+    uint64_t start = now_ms(), users;
+    int n_pids;
+    int *pids = attached_pids(s, &n_pids, &users);
     bool *used = calloc(s->n_data ? s->n_data : 1, sizeof(*used));
-    if (!used)
+    if (!used || (!incoming && held == s->scan_held && opened == s->scan_opened &&
+                  users == s->scan_users)) {
+        free(pids);
+        free(used);
         return;
-    scan_users(s, used);
-    uint64_t now = now_ms();
+    }
+    scan_users(s, pids, n_pids, used);
+    free(pids);
     for (size_t i = 0; i < s->n_data; i++)
         if (used[i])
-            s->use[i] = now; /* held now: the most recently used */
+            s->use[i] = start; /* held now: the most recently used */
     while (held + incoming > s->cache_limit) {
+        /* Not one opened since the scan began: the scan may have missed its new fd. */
         long oldest = -1;
         for (size_t i = 0; i < s->n_data; i++)
-            if (s->data_fds[i] >= 0 && !used[i] && complete(s, i) &&
+            if (s->data_fds[i] >= 0 && !used[i] && session_object_complete(s, i) &&
+                atomic_load((_Atomic uint64_t *)&session_objects(s->hdr)[i].last_open_ms) <
+                    start &&
                 (oldest < 0 || last_use(s, i) < last_use(s, (size_t)oldest)))
                 oldest = (long)i;
         if (oldest < 0 || !session_release_object(s, (size_t)oldest, "cacheLimit"))
@@ -195,13 +235,16 @@ void session_budget_keep(ossc_session *s, uint64_t incoming)
     free(used);
     session_wake_readers(s->hdr);
     atomic_store((_Atomic uint64_t *)&s->hdr->bytes_held, held);
-    s->scan_ms = now_ms();
     s->scan_held = held;
     s->scan_opened = opened;
+    s->scan_users = users;
     if (held + incoming > s->cache_limit && !s->over_warned) {
         s->over_warned = true;
-        LOGW("session %s: files in use hold %.2f GiB, %.2f GiB over cacheLimit %.2f GiB; reads "
-             "go on, and files are released as they are closed", s->path,
-             gib(held + incoming), gib(held + incoming - s->cache_limit), gib(s->cache_limit));
+        char in_use[32], over[32], limit[32];
+        LOGW("session %s: files in use hold %s, %s over cacheLimit %s; reads go on, and files "
+             "are released once closed (looked at again on the next open, fetch, or process "
+             "that attaches or ends)", s->path, amount(held + incoming, in_use, sizeof(in_use)),
+             amount(held + incoming - s->cache_limit, over, sizeof(over)),
+             amount(s->cache_limit, limit, sizeof(limit)));
     }
 }

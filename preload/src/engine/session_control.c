@@ -45,6 +45,12 @@ void session_set_state(ossc_session_header *h, uint32_t state)
     session_wake_readers(h);
 }
 
+void session_object_failed(ossc_session_header *h, ossc_session_object *o, int e)
+{
+    if (!atomic_exchange((_Atomic int32_t *)&o->error, e))
+        atomic_fetch_add((_Atomic uint32_t *)&h->objects_failed, 1); /* once per object */
+}
+
 void session_chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uint64_t length,
                          int status)
 {
@@ -58,8 +64,7 @@ void session_chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uin
         atomic_store((_Atomic int32_t *)&h->current_object, (int32_t)object);
     } else {
         int e = status == OSSC_E_AUTH ? EACCES : status == OSSC_E_NOT_FOUND ? ENOENT : EIO;
-        atomic_store((_Atomic int32_t *)&o->error, e);
-        atomic_fetch_add((_Atomic uint32_t *)&h->objects_failed, 1);
+        session_object_failed(h, o, e);
     }
     session_wake_readers(h);
 }

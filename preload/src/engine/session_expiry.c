@@ -1,10 +1,12 @@
 /* session_expiry.c: the owner's helper thread, which serves a published session: it beats
  * the heartbeat, answers blocked readers (the `wanted` futex) by moving their chunk forward,
  * marks the end of the prefetch, releases the data files expireTimeSec after the last open
- * (private sessions only), keeps them under cacheLimit (session_budget.c), and fetches an
- * object not held (released, or never fetched: lazy) when a reader opens or reads it. */
+ * (private sessions only), keeps them under cacheLimit (session_budget.c), fetches an
+ * object not held (released, never fetched: lazy, or failed) when a reader opens or reads
+ * it, and retires the data file of a failed fetch so that a later open fetches it again. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,23 +60,26 @@ bool session_release_object(ossc_session *s, size_t i, const char *why)
     return true;
 }
 
-/* expireTimeSec after the last open: every data file goes. */
+/* expireTimeSec after the last open: every complete data file goes (a failed one is
+ * retired_failed's). */
 static void release_data(ossc_session *s)
 {
     size_t released = 0;
     for (size_t i = 0; i < s->n_data; i++)
-        if (s->data_fds[i] >= 0 && session_release_object(s, i, "expireTimeSec"))
+        if (s->data_fds[i] >= 0 && session_object_complete(s, i) &&
+            session_release_object(s, i, "expireTimeSec"))
             released++;
     session_wake_readers(s->hdr);
     LOGI("session %s: released %zu data files %u s after the last open", s->path, released,
          s->hdr->expire_time_sec);
 }
 
-/* Whether any data file is still here (none after a release, until a reader asks). */
+/* Whether any complete data file is still here (none after a release, until a reader
+ * asks). */
 static bool holds_data(const ossc_session *s)
 {
     for (size_t i = 0; i < s->n_data; i++)
-        if (s->data_fds[i] >= 0)
+        if (s->data_fds[i] >= 0 && session_object_complete(s, i))
             return true;
     return false;
 }
@@ -92,12 +97,16 @@ static void refetch(ossc_session *s, uint32_t object)
     int fd = session_create_data_file(s, object, o->size);
     if (fd < 0) {
         LOGE("cannot create the data file of %s again: %s", s->keys[object], strerror(errno));
-        atomic_store((_Atomic int32_t *)&o->error, EIO);
+        session_object_failed(s->hdr, o, EIO);
+        session_wake_readers(s->hdr);
         return;
     }
     s->data_fds[object] = fd;
     atomic_fetch_add((_Atomic uint64_t *)&s->hdr->bytes_held, o->size); /* status: now */
-    atomic_store((_Atomic int32_t *)&o->error, 0); /* a failed refetch is not forever */
+    /* A failed fetch is not forever: this one may succeed (objects_failed counts the objects
+     * whose last fetch failed). */
+    if (atomic_exchange((_Atomic int32_t *)&o->error, 0))
+        atomic_fetch_sub((_Atomic uint32_t *)&s->hdr->objects_failed, 1);
     session_wake_readers(s->hdr); /* an open waiting for the file returns now */
     session_audit(s, object, "fetch", s->fetched[object] ? "refetch" : "open");
     s->fetched[object] = true;
@@ -108,7 +117,8 @@ static void refetch(ossc_session *s, uint32_t object)
     r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
     if (!r->fetch) {
         LOGE("%s: %s", s->keys[object], err.message);
-        atomic_store((_Atomic int32_t *)&o->error, EIO);
+        session_object_failed(s->hdr, o, EIO);
+        session_wake_readers(s->hdr);
     }
 }
 
@@ -134,7 +144,35 @@ static bool reap_refetches(ossc_session *s)
     return running;
 }
 
-/* A blocked reader wants chunk: fetch it next (or its object again, after a release). */
+/* The data file of object i once its fetch failed and nothing writes it any more: it goes,
+ * so that the next open fetches the object anew, unless a reader holds it. Every open of a
+ * data file takes LOCK_SH on it (the shim's session.c), and gives it up again if the file
+ * was unlinked meanwhile: with LOCK_EX taken, no reader has it or can get it. A held one
+ * stays as it is, its missing ranges failing with the object's error; it would read as
+ * zeros where it has holes once the ready bits, cleared here, were set by a new file. Not
+ * when shared: the group's readers cannot ask for a file again. */
+static bool retire_failed(ossc_session *s, size_t i, bool prefetch_done)
+{
+    ossc_session_object *o = &session_objects(s->hdr)[i];
+    if (s->data_fds[i] < 0 || !atomic_load((_Atomic int32_t *)&o->error) ||
+        s->refetches[i].fetch || (i < s->n_eager && !prefetch_done) ||
+        s->group != OSSC_SESSION_PRIVATE || flock(s->data_fds[i], LOCK_EX | LOCK_NB) != 0)
+        return false;
+    set_ready_bits(s->hdr, o, false);
+    atomic_store((_Atomic uint32_t *)&o->chunks_ready, 0);
+    char path[OSSC_DATA_PATH_MAX];
+    session_data_path(s, i, path, sizeof(path));
+    if (unlink(path) != 0) /* then the next fetch cannot create it, and says so */
+        LOGW("cannot remove %s after its failed fetch: %s", path, strerror(errno));
+    close(s->data_fds[i]); /* and the lock */
+    s->data_fds[i] = -1;
+    session_audit(s, i, "release", "failed");
+    session_wake_readers(s->hdr);
+    return true;
+}
+
+/* A blocked reader wants chunk: fetch it next (or its object again, after a release or a
+ * failed fetch). */
 static void answer_reader(ossc_session *s, uint32_t chunk)
 {
     ossc_session_header *h = s->hdr;
@@ -144,6 +182,8 @@ static void answer_reader(ossc_session *s, uint32_t chunk)
         if (chunk < o->first_chunk || chunk >= o->first_chunk + o->n_chunks)
             continue;
         uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
+        reap_refetches(s); /* a failed refetch that just ended is retired at once */
+        retire_failed(s, i, s->hdr->state != OSSC_SESSION_FETCHING);
         ossc_fetch *running = s->refetches[i].fetch;
         if (s->data_fds[i] < 0)
             refetch(s, i);
@@ -173,11 +213,16 @@ void *session_helper_main(void *arg)
         }
         ossc_fetch_stats st;
         ossc_fetch_stats_get(s->fetch, &st);
+        /* Complete even if some objects failed: each has its error (and objects_failed
+         * counts them); the others are served, fetched again or released as usual. FAILED
+         * is for a prefetch that stopped (ossc_session_stop). */
         if (st.finished && h->state == OSSC_SESSION_FETCHING) {
             s->complete_ms = now_ms();
-            session_set_state(h, st.items_failed ? OSSC_SESSION_FAILED : OSSC_SESSION_COMPLETE);
+            session_set_state(h, OSSC_SESSION_COMPLETE);
         }
         bool refetching = reap_refetches(s);
+        for (size_t i = 0; i < s->n_data; i++)
+            retire_failed(s, i, st.finished);
         session_budget_keep(s, 0);
         uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
         /* Not when shared: the group's readers attach read-only and cannot ask for a file

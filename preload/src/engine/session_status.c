@@ -24,7 +24,7 @@ static const char *state_name(uint32_t state)
     return state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";
 }
 
-int session_lock_holders(int fd)
+int session_lock_holder_pids(int fd, int *pids, int cap)
 {
     struct stat st;
     FILE *f = fstat(fd, &st) == 0 ? fopen("/proc/locks", "re") : NULL;
@@ -34,13 +34,20 @@ int session_lock_holders(int fd)
     snprintf(id, sizeof(id), " %02x:%02x:%llu ", major(st.st_dev), minor(st.st_dev),
              (unsigned long long)st.st_ino);
     int n = 0;
-    while (fgets(line, sizeof(line), f))
-        if (strstr(line, id) && strstr(line, "FLOCK") && strstr(line, " READ ") &&
-            !strstr(line, "->"))
-            n++;
+    /* "1: FLOCK  ADVISORY  READ  1234 00:1a:5678 0 EOF"; "1: -> FLOCK ..." waits for it. */
+    while (fgets(line, sizeof(line), f)) {
+        char *read = strstr(line, " READ ");
+        if (!strstr(line, id) || !strstr(line, "FLOCK") || !read || strstr(line, "->"))
+            continue;
+        if (n < cap)
+            pids[n] = atoi(read + strlen(" READ "));
+        n++;
+    }
     fclose(f);
     return n;
 }
+
+int session_lock_holders(int fd) { return session_lock_holder_pids(fd, NULL, 0); }
 
 /* Bytes the files of a data directory hold (allocated, not their sizes). */
 static uint64_t held_bytes(const char *dir, long group)
@@ -117,6 +124,7 @@ static cJSON *describe(const char *path, const char *only_model_dir)
         cJSON_AddNumberToObject(o, "bytesHeld", (double)h->bytes_held);
         cJSON_AddNumberToObject(o, "cacheLimit", (double)h->cache_limit);
         cJSON_AddNumberToObject(o, "releases", h->releases);
+        cJSON_AddNumberToObject(o, "objectsFailed", h->objects_failed);
         uint64_t held = held_bytes(h->data_dir, group);
         bool in_memory =
             strncmp(h->data_dir, OSSC_SESSION_ROOT "/", strlen(OSSC_SESSION_ROOT) + 1) == 0;

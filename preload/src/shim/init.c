@@ -251,6 +251,24 @@ static void add_mounts(const char *list)
     }
 }
 
+/* Whether one mount's directory lies inside another's: a path below both would be looked up
+ * in one session only, and the other's placeholders read as they are (zeros). */
+static bool mounts_overlap(const shim_mount **outer, const shim_mount **inner)
+{
+    for (int i = 0; i < shim.n_mounts; i++)
+        for (int k = 0; k < shim.n_mounts; k++) {
+            const shim_mount *a = &shim.mounts[i], *b = &shim.mounts[k];
+            if (i != k && (a->model_dir_len == 1 ||
+                           (strncmp(b->model_dir, a->model_dir, a->model_dir_len) == 0 &&
+                            b->model_dir[a->model_dir_len] == '/'))) {
+                *outer = a;
+                *inner = b;
+                return true;
+            }
+        }
+    return false;
+}
+
 __attribute__((constructor)) void shim_init(void)
 {
     if (shim_ready)
@@ -272,6 +290,13 @@ __attribute__((constructor)) void shim_init(void)
             add_mount(url ? url : "", url ? strlen(url) : 0, dir, strlen(dir), "");
         if (list)
             add_mounts(list);
+    }
+    const shim_mount *outer, *inner;
+    if (mounts_overlap(&outer, &inner)) {
+        shim_log("ERROR", "mount directories overlap: %s is inside %s (MODEL_DIR, "
+                 "OSSC_MOUNTS); give each mount a directory of its own", inner->model_dir,
+                 outer->model_dir);
+        _exit(OSSC_EXIT_CONFIG);
     }
     if (shim.n_mounts) {
         shim.enabled = true;

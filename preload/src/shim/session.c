@@ -41,6 +41,7 @@ static const char *strerrorname_np(int e) {
 #define OWNER_SILENCE_MS 3000 /* a heartbeat older than this: check whether the owner lives */
 #define POLL_MS 100
 #define REASK_MS 500
+#define ANSWER_MS 2000 /* a failed object's open waits this long for the owner to fetch again */
 
 /* Placeholder identities, for a file reached by a spelling the path lookup does not take
  * (a symbolic link into MODEL_DIR, "..", a relative path, a hard link): object i's
@@ -190,7 +191,7 @@ static int attach_dir(mount_state *m, const char *dir, const char *real)
         snprintf(m->session_path, sizeof(m->session_path), "%s", dir);
     } else {
         if (h != MAP_FAILED)
-            munmap(h, (size_t)st.st_size);
+            real_munmap(h, (size_t)st.st_size);
         if (cfd >= 0)
             real_close(cfd);
         if (ufd >= 0)
@@ -313,9 +314,9 @@ void session_detach(int mount)
         return;
     real_close(m->control_fd); /* and the users file's lock with it: see users_fd */
     real_close(m->users_fd);
-    munmap(m->slots,
-           2 * m->n_slots * sizeof(uint32_t) + m->hdr->n_objects * sizeof(placeholder_id));
-    munmap(m->hdr, m->hdr->control_size);
+    real_munmap(m->slots,
+                2 * m->n_slots * sizeof(uint32_t) + m->hdr->n_objects * sizeof(placeholder_id));
+    real_munmap(m->hdr, m->hdr->control_size);
     m->slots = m->id_slots = NULL;
     m->ids = NULL;
     m->ids_missing = false;
@@ -485,6 +486,26 @@ void session_data_path(int object, char *buf, size_t cap)
     snprintf(buf, cap, "%s/%d", mount_of(object)->hdr->data_dir, index_of(object));
 }
 
+/* Opens object's data file at path, holding LOCK_SH on it while the fd (or a mapping of it)
+ * lives: the owner retires the file of a failed fetch only under LOCK_EX, so it never goes
+ * from under a reader, whose holes would read as zeros once a new file's chunks land. -1
+ * with ENOENT when it is not there, was retired meanwhile, or holds a failed fetch that the
+ * owner may fetch again (writable sessions: wait_until asks it). */
+static int open_data(int object, const char *path, int flags)
+{
+    const mount_state *m = mount_of(object);
+    int fd = real_open(path, flags);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    bool failed = !m->read_only && __atomic_load_n(&object_of(object)->error, __ATOMIC_ACQUIRE);
+    if (!failed && flock(fd, LOCK_SH) == 0 && fstat(fd, &st) == 0 && st.st_nlink > 0)
+        return fd;
+    real_close(fd);
+    errno = ENOENT;
+    return -1;
+}
+
 int session_open_data(int object, int flags)
 {
     mount_state *m = mount_of(object);
@@ -497,12 +518,12 @@ int session_open_data(int object, int flags)
     session_data_path(object, path, sizeof(path));
     /* Read-only whatever was asked: the bytes are the object's, not the caller's to change. */
     flags = (flags & (O_CLOEXEC | O_NONBLOCK | O_DIRECT)) | O_RDONLY;
-    int fd = real_open(path, flags);
+    int fd = open_data(object, path, flags);
     if (fd >= 0 || errno != ENOENT)
         return fd;
-    /* Not fetched yet (lazy, past cacheLimit) or released: asking for its first chunk has the
-     * owner create the data file and fetch the whole object; the open returns once the file
-     * is there, so that the first read's range is the next one asked for. */
+    /* Not fetched yet (lazy, past cacheLimit), released or failed: asking for its first
+     * chunk has the owner create the data file and fetch the whole object; the open returns
+     * once the file is there, so that the first read's range is the next one asked for. */
     int e = wait_until(object, 0, 1, path, flags, &fd);
     if (e)
         errno = e;
@@ -614,9 +635,13 @@ static int wait_until(int object, uint64_t offset, uint64_t length, const char *
     uint64_t start = mono_ms(), deadline = start + hdr->read_timeout_ms;
     uint32_t asked = UINT32_MAX;
     uint64_t asked_ms = 0;
+    /* An open of an object whose last fetch failed asks the owner once to fetch it again
+     * (the owner clears the error when it starts), and fails only if that does not happen
+     * soon. A failure of the fetch this wait saw start is final. */
+    bool retrying = path && !m->read_only && __atomic_load_n(&o->error, __ATOMIC_ACQUIRE);
     for (;;) {
         uint32_t seen = __atomic_load_n(&hdr->progress, __ATOMIC_ACQUIRE);
-        if (path && (*fd = real_open(path, flags)) >= 0)
+        if (path && (*fd = open_data(object, path, flags)) >= 0)
             return 0;
         if (path && errno != ENOENT)
             return errno;
@@ -625,6 +650,9 @@ static int wait_until(int object, uint64_t offset, uint64_t length, const char *
         if (first > last)
             return 0;
         int error = __atomic_load_n(&o->error, __ATOMIC_ACQUIRE);
+        retrying = retrying && error && mono_ms() < start + ANSWER_MS;
+        if (retrying)
+            error = 0;
         const char *why = error ? "it could not be fetched"
                           : hdr->state == OSSC_SESSION_FAILED ? "the prefetch was stopped"
                           : owner_gone(m) ? "the owner process died"
@@ -638,8 +666,10 @@ static int wait_until(int object, uint64_t offset, uint64_t length, const char *
             return e;
         }
         /* Move what this reader needs to the front; ask again now and then, as one slot
-         * serves every reader and another's request may have overwritten ours. */
-        if (!m->read_only && (asked != first || mono_ms() >= asked_ms + REASK_MS)) {
+         * serves every reader and another's request may have overwritten ours (not for a
+         * new fetch of a failed object: that is asked once). */
+        if (!m->read_only &&
+            (asked != first || (!retrying && mono_ms() >= asked_ms + REASK_MS))) {
             asked = first;
             asked_ms = mono_ms();
             __atomic_store_n(&hdr->wanted_chunk, first, __ATOMIC_RELEASE);

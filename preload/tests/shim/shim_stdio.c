@@ -97,8 +97,10 @@ static void check_opener(opener o, int error)
     fx_fail(1, error);
     CHECK(fx_finish(&c) == -1 && errno == error);
     CHECK(c.ptr == NULL);
-    errno = 0;
+    errno = 0; /* failed before: one request for a new fetch, unanswered here */
+    fx_expect_waits(true);
     CHECK(o(fx_path(1), "r", stream_for(o)) == NULL && errno == error);
+    fx_expect_waits(false);
 
     /* Writing modes: EROFS, without a wait or a request. */
     fx_reset();
@@ -164,7 +166,9 @@ SHIM_TEST(freopen_closes)
     stream = stream_for(by_freopen);
     fd = fileno(stream);
     errno = 0;
+    fx_expect_waits(true); /* it asks once for a new fetch, unanswered here */
     CHECK(failed_closed(freopen(fx_path(1), "r", stream), fd, EACCES));
+    fx_expect_waits(false);
 
     fd = open(fx_path(0), O_RDONLY); /* ours, object 0 missing */
     stream = fdopen(fd, "r");
