@@ -4,15 +4,22 @@ out in the items' order, a reader's wait jumps the queue, one large object split
 transfers lands byte for byte through a shared mapping of its tmpfs file (and through pwrite
 elsewhere), and the defaults are derived from the machine."""
 
+import errno
 import hashlib
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
 import ossc
+from ossc.errors import EXIT_NO_SPACE, status_exit_code
 from ossc.native import ffi, lib
 from ossc.settings import resolve
+from support.session_helpers import wait_session_gone
 
 CHUNK = 64 << 10  # the smallest chunk size: many chunks from a small object
 PREFIX = "schedule/"
@@ -165,6 +172,38 @@ def test_chunks_go_out_in_item_order_and_a_wait_jumps_the_queue(objects, client_
         assert bytes(bufs[n]) == OBJECTS[n], n
 
 
+def fetch_threads() -> int:
+    """This process's fetch threads (fetch.c names them)."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                n += f.read().strip() == "ossc-fetch"
+        except FileNotFoundError:
+            pass  # ended meanwhile
+    return n
+
+
+def test_a_fetch_starts_a_thread_per_workers_chunks_up_to_vcpus(objects, client_for, proxy):
+    """prefetch.vcpus is a ceiling: 6 chunks over 8 transfers a thread start one thread, 97
+    over 32 start 4 (counted in /proc while the store holds the first replies)."""
+    assert fetch_threads() == 0
+    proxy.add_fault("stall", seconds=1.0, times=None)
+
+    def threads_while_fetching(name, workers):
+        client = client_for(proxy.endpoint, **{"prefetch.vcpus": 16, "prefetch.workers": workers})
+        buf = bytearray(len(OBJECTS[name]))
+        with client.fetch([ossc.FetchItem(PREFIX + name, len(buf), buffer=buf)]) as f:
+            time.sleep(0.3)
+            during = fetch_threads()
+            assert f.wait(60), "fetch did not end in time"
+        assert bytes(buf) == OBJECTS[name]
+        return during
+
+    assert threads_while_fetching("a.bin", 8) == 1
+    assert threads_while_fetching("big.bin", 32) == 4
+
+
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):
     """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8; chunkSize auto
     (32 MiB until a fetch sizes it). Numbers, "auto" and Aliyun's config.json keys still set
@@ -181,3 +220,90 @@ def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeyp
     monkeypatch.setenv("OSSC_PREFETCH_WORKERS", "3")
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "auto"}, os.environ)
     assert s["prefetch"]["vcpus"] == min(64, max(2, cores)) and s["prefetch"]["workers"] == 3
+
+
+def test_a_full_tmpfs_fails_the_fetch_cleanly(store, bucket, small_tmpfs, tmp_path):
+    """Three 24 MiB objects into a 64 MiB tmpfs over 4 threads: the items that fit are
+    reserved and mapped, the last one cannot be and fails with ENOSPC through pwrite. One
+    message, exit 10, no SIGBUS, and no file under its final name that is not whole."""
+    prefix = f"full-{os.getpid()}/"
+    blobs = {f"shard-{i}.bin": os.urandom(24 << 20) for i in range(3)}
+    s3 = store.s3()
+    for name, data in blobs.items():
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=data)
+    env = dict(os.environ, **store.env(), OSSC_CONFIG="")
+    r = subprocess.run([sys.executable, "-m", "ossc", "get", f"s3://{bucket}/{prefix}",
+                        str(small_tmpfs), "--vcpus", "4", "--chunk-size", "1MiB"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == status_exit_code(lib.OSSC_E_IO) == 10, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], r.stderr
+    left = {p.name: p.read_bytes() for p in small_tmpfs.iterdir()}
+    assert left, "nothing fitted: the test did not fill the tmpfs"
+    for name, data in left.items():
+        assert blobs.get(name) == data, f"{name} is left but not whole"
+
+
+def test_a_full_cache_dir_gives_readers_eio_and_the_owner_survives(store, bucket, proxy,
+                                                                   small_tmpfs, tmp_path):
+    """ossc-run with a 64 MiB tmpfs as cacheDir, lazy, 4 threads: three 24 MiB files opened
+    at once do not fit (the store answers late, so all three fetches start before a byte
+    lands). Those that fetch read right, the others fail with EIO; the owner lives on (a
+    file read before reads again). A cacheLimit above the free space is refused at start
+    in one line."""
+    prefix = f"fullrun-{os.getpid()}/"
+    blobs = {f"shard-{i}.bin": os.urandom(24 << 20) for i in range(3)}
+    s3 = store.s3()
+    s3.put_object(Bucket=bucket, Key=prefix + "config.json", Body=b"{}")
+    for name, data in blobs.items():
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=data)
+    model_dir = tmp_path / "model"
+    env = {k: v for k, v in os.environ.items()
+           if k == "OSSC_LIBRARY" or not k.startswith(
+               ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+    env.update(store.env(), OSSC_EXPIRE_TIME_SEC="1", AWS_ENDPOINT_URL=proxy.endpoint)
+    proxy.add_fault("stall", seconds=0.3, times=None)
+    reader = textwrap.dedent(f"""
+        import hashlib, json, os, sys, threading
+        names = {sorted(blobs)!r}
+        out = {{}}
+        def read(name):
+            try:
+                with open(os.path.join({str(model_dir)!r}, name), "rb") as f:
+                    out[name] = hashlib.sha256(f.read()).hexdigest()
+            except OSError as e:
+                out[name] = e.errno
+        threads = [threading.Thread(target=read, args=(n,)) for n in names]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        first = out.copy()
+        for n in names:  # the owner still answers
+            if isinstance(first[n], str):
+                read(n)
+                out[n + " again"] = out[n]
+        print(json.dumps([first, out]))
+    """)
+    base = [sys.executable, "-m", "ossc.launcher", "--config", "", "--oss-path",
+            f"s3://{bucket}/{prefix}", "--model-dir", str(model_dir), "--cache-dir",
+            str(small_tmpfs), "--vcpus", "4", "--chunk-size", "512KiB"]
+    r = subprocess.run(base + ["--policy", "lazy", "--", sys.executable, "-c", reader],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "died" not in r.stderr, r.stderr
+    first, out = json.loads(r.stdout.strip().splitlines()[-1])
+    want = {n: hashlib.sha256(d).hexdigest() for n, d in blobs.items()}
+    assert errno.EIO in first.values(), first
+    assert any(v == want[n] for n, v in first.items()), first
+    for name, got in first.items():
+        assert got in (want[name], errno.EIO), first
+    for name, got in out.items():  # read again: the same answer, or whole bytes
+        assert got == first.get(name, want[name.split()[0]]), out
+    assert wait_session_gone(model_dir)
+
+    proxy.clear_faults()
+    r = subprocess.run(base + ["--cache-limit", "200MiB", "--", sys.executable, "-c", "pass"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == EXIT_NO_SPACE == 14, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cacheLimit" in lines[0], r.stderr
+    assert wait_session_gone(model_dir)

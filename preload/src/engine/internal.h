@@ -103,8 +103,9 @@ typedef struct sink_map {
     char *at;      /* the first byte of the range asked for */
 } sink_map;
 
-/* Maps [offset, offset+length) of fd if it is a tmpfs file open for reading and writing, that
- * long, with room for those bytes; 0, or why not (an errno: the caller writes with pwrite). */
+/* Reserves the pages of [offset, offset+length) of fd and maps that range, if fd is a tmpfs
+ * file open for reading and writing, that long; 0, or why not (an errno: ENOSPC when the pages
+ * cannot be reserved; the caller then writes with pwrite). */
 int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length);
 void sink_map_close(sink_map *m);
 
