@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -202,6 +203,42 @@ def test_a_fetch_starts_a_thread_per_workers_chunks_up_to_vcpus(objects, client_
 
     assert threads_while_fetching("a.bin", 8) == 1
     assert threads_while_fetching("big.bin", 32) == 4
+
+
+def test_a_clients_fetches_reuse_its_connections(objects, client_for, proxy):
+    """Four fetches of one client in turn, each 6 transfers on one thread: the connections
+    of the first serve the others (multi_pool.c); without the pool each opened its own. A
+    forked child opens its own and leaves the parent's alone."""
+    client = client_for(proxy.endpoint, **{"prefetch.vcpus": 4, "prefetch.workers": 8})
+
+    def fetch_a() -> bool:
+        buf = bytearray(len(OBJECTS["a.bin"]))
+        with client.fetch([ossc.FetchItem(PREFIX + "a.bin", len(buf), buffer=buf)]) as f:
+            assert f.wait(60), "fetch did not end in time"
+        return bytes(buf) == OBJECTS["a.bin"]
+
+    for _ in range(4):
+        assert fetch_a()
+    assert proxy.request_count("GET") == 24
+    assert proxy.connections_accepted <= 8, proxy.connections_accepted
+    # A forked child opens its own: two processes on one socket would mix their replies.
+    before = proxy.connections_accepted
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if fetch_a() else 1)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's fetch did not end in time")
+        time.sleep(0.05)
+    assert status == 0, "the forked child's fetch failed or got wrong bytes"
+    assert fetch_a()
+    assert proxy.connections_accepted == before + 6, (before, proxy.connections_accepted)
 
 
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):

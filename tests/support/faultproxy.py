@@ -170,6 +170,7 @@ class FaultProxy:
         self._order: list[tuple[str, str, str]] = []  # (method, key, Range) as they came
         self._ranges: defaultdict[str, list[list[int]]] = defaultdict(list)  # [start, length]
         self._live: set[socket.socket] = set()
+        self.connections_accepted = 0  # client connections so far (reuse shows here)
         self._handlers: set[threading.Thread] = set()
         self._crc_cache: dict[tuple[str, str | None], int] = {}
         self._crc_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -380,6 +381,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.upstream: http.client.HTTPConnection | None = None
         self.reset_on_close = False
         self.proxy._track(self.connection, True)
+        with self.proxy._lock:
+            self.proxy.connections_accepted += 1
 
     def finish(self) -> None:
         self._drop_upstream()

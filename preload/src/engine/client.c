@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -22,6 +23,8 @@ OSSC_API ossc_client *ossc_client_new(const char *url, const char *const *overri
         return NULL;
     }
     strcpy(c->product, "oss");
+    pthread_mutex_init(&c->pool_lock, NULL);
+    c->pool_pid = getpid();
     if (url_parse_store(url, &c->url, err) ||
         settings_resolve(&c->s, c->url.scheme, overrides, n_overrides, NULL, err))
         goto fail;
@@ -46,6 +49,7 @@ OSSC_API ossc_client *ossc_client_new(const char *url, const char *const *overri
     }
     return c;
 fail:
+    multi_pool_free(c);
     free(c->url.prefix);
     free(c);
     return NULL;
@@ -56,6 +60,7 @@ OSSC_API void ossc_client_free(ossc_client *c)
     if (!c)
         return;
     creds_destroy(&c->creds);
+    multi_pool_free(c);
     free(c->url.prefix);
     free(c);
 }

@@ -582,12 +582,15 @@ static void fetch_destroy(ossc_fetch *f)
         for (int k = 0; w->slots && k < f->client->s.workers; k++) {
             request_free(&w->slots[k].req);
             reply_free(&w->slots[k].rp);
-            if (w->slots[k].easy)
+            if (w->slots[k].easy) {
+                if (w->multi)
+                    curl_multi_remove_handle(w->multi, w->slots[k].easy);
                 curl_easy_cleanup(w->slots[k].easy);
+            }
         }
         free(w->slots);
-        if (w->multi)
-            curl_multi_cleanup(w->multi);
+        if (w->multi) /* its connections stay open for the client's next fetch */
+            multi_pool_give(f->client, w->multi);
     }
     for (size_t i = 0; f->items && i < f->n_items; i++) {
         sink_map_close(&f->items[i].map);
@@ -705,7 +708,7 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
     for (int i = 0; i < f->n_workers; i++) {
         worker *w = &f->workers[i];
         w->f = f;
-        w->multi = curl_multi_init();
+        w->multi = multi_pool_take(cl);
         w->slots = calloc((size_t)cl->s.workers, sizeof(slot));
         if (!w->multi || !w->slots)
             goto oom;

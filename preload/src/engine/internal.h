@@ -264,6 +264,12 @@ void http_reply_error(const reply *rp, const char *what, int code, ossc_error *e
 /* One request with retries, its body buffered; 0 on 2xx. */
 int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_error *err);
 
+/* ---- a client's idle curl multi handles, connections open (multi_pool.c) ---- */
+#define MULTI_POOL_MAX 4
+void *multi_pool_take(ossc_client *c); /* a pooled CURLM, or a new one; NULL if out of memory */
+void multi_pool_give(ossc_client *c, void *multi); /* no easy handle may be left in it */
+void multi_pool_free(ossc_client *c);
+
 /* ---- the client (client.c) ---- */
 struct ossc_client {
     settings s;
@@ -271,6 +277,10 @@ struct ossc_client {
     endpoint ep;
     cred_provider creds;
     char product[16];      /* V4 scope product, "oss" */
+    pthread_mutex_t pool_lock; /* guards pooled, n_pooled, pool_pid */
+    void *pooled[MULTI_POOL_MAX];
+    int n_pooled;
+    pid_t pool_pid;        /* the process whose connections they are */
 };
 
 uint64_t now_ms(void);
