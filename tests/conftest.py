@@ -2,6 +2,7 @@
 OSSC_NO_UNEXPECTED_SKIPS=1, a run fails when a test skips that support/skips.py does not allow."""
 
 import os
+import subprocess
 
 import pytest
 
@@ -75,3 +76,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("unexpected skips (not in tests/support/skips.py)", red=True)
         for key, reason in _unexpected_skips:
             terminalreporter.line(f"{key}: {reason}")
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 MiB tmpfs, to fill (we are root in CI and here); unmounted lazily if a process
+    still holds a file there."""
+    path = tmp_path / "small-cache"
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs (the test needs root): {r.stderr}"
+    yield path
+    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], check=True)

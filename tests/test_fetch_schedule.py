@@ -4,15 +4,23 @@ out in the items' order, a reader's wait jumps the queue, one large object split
 transfers lands byte for byte through a shared mapping of its tmpfs file (and through pwrite
 elsewhere), and the defaults are derived from the machine."""
 
+import errno
 import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
 import ossc
+from ossc.errors import EXIT_NO_SPACE, status_exit_code
 from ossc.native import ffi, lib
 from ossc.settings import resolve
+from support.session_helpers import wait_session_gone
 
 CHUNK = 64 << 10  # the smallest chunk size: many chunks from a small object
 PREFIX = "schedule/"
@@ -98,14 +106,14 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
         assert st.requests >= 97 and st.bytes_done == len(data)
         assert os.pread(fd, 4097, 0) == bytes(4097)  # nothing before the item's place
         assert os.pread(fd, len(data), 4097) == data
-        # a range of it, starting and ending inside chunks
+        # a range of it, starting and ending inside chunks: 3 chunks, one thread, pwrite
         os.ftruncate(fd, 0)
         os.ftruncate(fd, 3 * CHUNK)
         fetch_into_fd(client, "big.bin", fd, offset=5 * CHUNK + 7, length=2 * CHUNK + 11)
         assert os.pread(fd, 2 * CHUNK + 11, 0) == data[5 * CHUNK + 7:7 * CHUNK + 18]
     finally:
         os.close(fd)
-    assert capfd.readouterr().err.count("written through a shared mapping") == 2
+    assert capfd.readouterr().err.count("written through a shared mapping") == 1
 
 
 def test_write_only_or_short_files_are_written_with_pwrite(objects, client_for, tmp_path,
@@ -165,6 +173,74 @@ def test_chunks_go_out_in_item_order_and_a_wait_jumps_the_queue(objects, client_
         assert bytes(bufs[n]) == OBJECTS[n], n
 
 
+def fetch_threads() -> int:
+    """This process's fetch threads (fetch.c names them)."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                n += f.read().strip() == "ossc-fetch"
+        except FileNotFoundError:
+            pass  # ended meanwhile
+    return n
+
+
+def test_a_fetch_starts_a_thread_per_workers_chunks_up_to_vcpus(objects, client_for, proxy):
+    """prefetch.vcpus is a ceiling: 6 chunks over 8 transfers a thread start one thread, 97
+    over 32 start 4 (counted in /proc while the store holds the first replies)."""
+    assert fetch_threads() == 0
+    proxy.add_fault("stall", seconds=1.0, times=None)
+
+    def threads_while_fetching(name, workers):
+        client = client_for(proxy.endpoint, **{"prefetch.vcpus": 16, "prefetch.workers": workers})
+        buf = bytearray(len(OBJECTS[name]))
+        with client.fetch([ossc.FetchItem(PREFIX + name, len(buf), buffer=buf)]) as f:
+            time.sleep(0.3)
+            during = fetch_threads()
+            assert f.wait(60), "fetch did not end in time"
+        assert bytes(buf) == OBJECTS[name]
+        return during
+
+    assert threads_while_fetching("a.bin", 8) == 1
+    assert threads_while_fetching("big.bin", 32) == 4
+
+
+def test_a_clients_fetches_reuse_its_connections(objects, client_for, proxy):
+    """Four fetches of one client in turn, each 6 transfers on one thread: the connections
+    of the first serve the others (multi_pool.c); without the pool each opened its own. A
+    forked child opens its own and leaves the parent's alone."""
+    client = client_for(proxy.endpoint, **{"prefetch.vcpus": 4, "prefetch.workers": 8})
+
+    def fetch_a() -> bool:
+        buf = bytearray(len(OBJECTS["a.bin"]))
+        with client.fetch([ossc.FetchItem(PREFIX + "a.bin", len(buf), buffer=buf)]) as f:
+            assert f.wait(60), "fetch did not end in time"
+        return bytes(buf) == OBJECTS["a.bin"]
+
+    for _ in range(4):
+        assert fetch_a()
+    assert proxy.request_count("GET") == 24
+    assert proxy.connections_accepted <= 8, proxy.connections_accepted
+    # A forked child opens its own: two processes on one socket would mix their replies.
+    before = proxy.connections_accepted
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if fetch_a() else 1)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's fetch did not end in time")
+        time.sleep(0.05)
+    assert status == 0, "the forked child's fetch failed or got wrong bytes"
+    assert fetch_a()
+    assert proxy.connections_accepted == before + 6, (before, proxy.connections_accepted)
+
+
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):
     """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8; chunkSize auto
     (32 MiB until a fetch sizes it). Resolved settings keep "auto" (a config file or the
@@ -186,3 +262,90 @@ def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeyp
     monkeypatch.setenv("OSSC_PREFETCH_WORKERS", "3")
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "auto"}, os.environ)
     assert s["prefetch"]["vcpus"] == "auto" and s["prefetch"]["workers"] == 3
+
+
+def test_a_full_tmpfs_fails_the_fetch_cleanly(store, bucket, small_tmpfs, tmp_path):
+    """Three 24 MiB objects into a 64 MiB tmpfs over 4 threads: the items that fit are
+    reserved and mapped, the last one cannot be and fails with ENOSPC through pwrite. One
+    message, exit 10, no SIGBUS, and no file under its final name that is not whole."""
+    prefix = f"full-{os.getpid()}/"
+    blobs = {f"shard-{i}.bin": os.urandom(24 << 20) for i in range(3)}
+    s3 = store.s3()
+    for name, data in blobs.items():
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=data)
+    env = dict(os.environ, **store.env(), OSSC_CONFIG="")
+    r = subprocess.run([sys.executable, "-m", "ossc", "get", f"s3://{bucket}/{prefix}",
+                        str(small_tmpfs), "--vcpus", "4", "--chunk-size", "1MiB"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == status_exit_code(lib.OSSC_E_IO) == 10, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], r.stderr
+    left = {p.name: p.read_bytes() for p in small_tmpfs.iterdir()}
+    assert left, "nothing fitted: the test did not fill the tmpfs"
+    for name, data in left.items():
+        assert blobs.get(name) == data, f"{name} is left but not whole"
+
+
+def test_a_full_cache_dir_gives_readers_eio_and_the_owner_survives(store, bucket, proxy,
+                                                                   small_tmpfs, tmp_path):
+    """ossc-run with a 64 MiB tmpfs as cacheDir, lazy, 4 threads: three 24 MiB files opened
+    at once do not fit (the store answers late, so all three fetches start before a byte
+    lands). Those that fetch read right, the others fail with EIO; the owner lives on (a
+    file read before reads again). A cacheLimit above the free space is refused at start
+    in one line."""
+    prefix = f"fullrun-{os.getpid()}/"
+    blobs = {f"shard-{i}.bin": os.urandom(24 << 20) for i in range(3)}
+    s3 = store.s3()
+    s3.put_object(Bucket=bucket, Key=prefix + "config.json", Body=b"{}")
+    for name, data in blobs.items():
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=data)
+    model_dir = tmp_path / "model"
+    env = {k: v for k, v in os.environ.items()
+           if k == "OSSC_LIBRARY" or not k.startswith(
+               ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+    env.update(store.env(), OSSC_EXPIRE_TIME_SEC="1", AWS_ENDPOINT_URL=proxy.endpoint)
+    proxy.add_fault("stall", seconds=0.3, times=None)
+    reader = textwrap.dedent(f"""
+        import hashlib, json, os, sys, threading
+        names = {sorted(blobs)!r}
+        out = {{}}
+        def read(name):
+            try:
+                with open(os.path.join({str(model_dir)!r}, name), "rb") as f:
+                    out[name] = hashlib.sha256(f.read()).hexdigest()
+            except OSError as e:
+                out[name] = e.errno
+        threads = [threading.Thread(target=read, args=(n,)) for n in names]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        first = out.copy()
+        for n in names:  # the owner still answers
+            if isinstance(first[n], str):
+                read(n)
+                out[n + " again"] = out[n]
+        print(json.dumps([first, out]))
+    """)
+    base = [sys.executable, "-m", "ossc.launcher", "--config", "", "--oss-path",
+            f"s3://{bucket}/{prefix}", "--model-dir", str(model_dir), "--cache-dir",
+            str(small_tmpfs), "--vcpus", "4", "--chunk-size", "512KiB"]
+    r = subprocess.run(base + ["--policy", "lazy", "--", sys.executable, "-c", reader],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "died" not in r.stderr, r.stderr
+    first, out = json.loads(r.stdout.strip().splitlines()[-1])
+    want = {n: hashlib.sha256(d).hexdigest() for n, d in blobs.items()}
+    assert errno.EIO in first.values(), first
+    assert any(v == want[n] for n, v in first.items()), first
+    for name, got in first.items():
+        assert got in (want[name], errno.EIO), first
+    for name, got in out.items():  # read again: the same answer, or whole bytes
+        assert got == first.get(name, want[name.split()[0]]), out
+    assert wait_session_gone(model_dir)
+
+    proxy.clear_faults()
+    r = subprocess.run(base + ["--cache-limit", "200MiB", "--", sys.executable, "-c", "pass"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == EXIT_NO_SPACE == 14, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cacheLimit" in lines[0], r.stderr
+    assert wait_session_gone(model_dir)

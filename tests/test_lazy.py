@@ -322,18 +322,6 @@ def test_failed_file_held_by_a_reader_is_kept_until_it_lets_go(store, remote, mo
         other.close()
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 64 MiB tmpfs as cacheDir (we are root in CI and here)."""
-    path = tmp_path / "small-cache"
-    path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, f"cannot mount a tmpfs (the test needs root): {r.stderr}"
-    yield path
-    subprocess.run(["umount", str(path)], check=True)
-
-
 def test_eager_that_cannot_fit_is_refused_at_start(store, bucket, model_dir, small_tmpfs,
                                                    tmp_path):
     local = tmp_path / "big"

@@ -111,6 +111,13 @@ def _plan_files(objects: list[ObjectInfo], prefix: str, target: str):
     return plan
 
 
+def _part_path(path: str) -> str:
+    """Where an object is written until it arrived whole: a file of full size (the engine
+    maps it) must never look complete under its own name, even if we are killed."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.ossc-part")
+
+
 def cmd_get(args) -> int:
     client = Client(args.url, _settings(args))
     prefix = client.prefix
@@ -125,13 +132,15 @@ def cmd_get(args) -> int:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             # Read-write and at its full size: on tmpfs the engine then writes through a
             # shared mapping, which many transfers into one file do not serialize on.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(_part_path(path), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         0o644)
             files.append((fd, path))
             os.ftruncate(fd, obj.size)
             items.append(FetchItem(obj.key, obj.size, fd=fd))
     except OSError as exc:
-        for fd, _ in files:
+        for fd, path in files:
             os.close(fd)
+            os.unlink(_part_path(path))
         raise UserError(f"cannot create {exc.filename}: {exc.strerror}", EXIT_LOCAL) from exc
 
     total = sum(o.size for o, _ in plan)
@@ -156,14 +165,16 @@ def cmd_get(args) -> int:
         fetch.close()
         for fd, _ in files:
             os.close(fd)
+    # What arrived whole takes its name; what did not is dropped.
+    for i, (_, path) in enumerate(plan):
+        if failure is None or not (i in failed or isinstance(failure, KeyboardInterrupt)):
+            os.replace(_part_path(path), path)
+        else:
+            try:
+                os.unlink(_part_path(path))
+            except FileNotFoundError:
+                pass
     if failure is not None:
-        # Never leave a partial file that looks complete: drop what did not arrive whole.
-        for i, (_, path) in enumerate(plan):
-            if i in failed or isinstance(failure, KeyboardInterrupt):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
         raise failure
     seconds = time.monotonic() - start
     print(f"fetched {len(plan)} objects, {total} bytes in {seconds:.2f} s: "

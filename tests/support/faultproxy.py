@@ -179,6 +179,7 @@ class FaultProxy:
         self._order: list[tuple[str, str, str]] = []  # (method, key, Range) as they came
         self._ranges: defaultdict[str, list[list[int]]] = defaultdict(list)  # [start, length]
         self._live: set[socket.socket] = set()
+        self.connections_accepted = 0  # client connections so far (reuse shows here)
         self._handlers: set[threading.Thread] = set()
         self._crc_cache: dict[tuple[str, str | None], int] = {}
         self._crc_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -407,6 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.reset_on_close = False
         self.body_crc64 = 0
         self.proxy._track(self.connection, True)
+        with self.proxy._lock:
+            self.proxy.connections_accepted += 1
 
     def finish(self) -> None:
         self._drop_upstream()

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -24,6 +25,8 @@ OSSC_API ossc_client *ossc_client_new(const char *url, const char *const *overri
     strcpy(c->product, "oss");
     pthread_mutex_init(&c->upload_lock, NULL);
     pthread_cond_init(&c->upload_slot_free, NULL);
+    pthread_mutex_init(&c->pool_lock, NULL);
+    c->pool_pid = getpid();
     if (url_parse_store(url, &c->url, err) ||
         settings_resolve(&c->s, c->url.scheme, overrides, n_overrides, NULL, err))
         goto fail;
@@ -50,6 +53,7 @@ OSSC_API ossc_client *ossc_client_new(const char *url, const char *const *overri
 fail:
     pthread_cond_destroy(&c->upload_slot_free);
     pthread_mutex_destroy(&c->upload_lock);
+    multi_pool_free(c);
     free(c->url.prefix);
     free(c);
     return NULL;
@@ -62,6 +66,7 @@ OSSC_API void ossc_client_free(ossc_client *c)
     creds_destroy(&c->creds);
     pthread_cond_destroy(&c->upload_slot_free);
     pthread_mutex_destroy(&c->upload_lock);
+    multi_pool_free(c);
     free(c->url.prefix);
     free(c);
 }

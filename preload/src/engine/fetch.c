@@ -1,12 +1,12 @@
 /* fetch.c: the parallel ranged-GET engine.
  *
  * Items (byte ranges of objects) are cut into chunks of chunkSize. An item whose fd is a tmpfs
- * file is written through one shared mapping when the fetch runs enough threads (sink_map.c),
- * others with pwrite. A queue holds the chunks in the caller's order; prefetch.vcpus threads
- * each run one curl multi handle with prefetch.workers transfers in flight, taking chunks from
- * the front. A failed attempt goes
- * back to the front after a backoff and resumes where it stopped; every reply's status and
- * Content-Range are checked before a byte is written. A whole-object item whose store sent
+ * file is written through one shared mapping when the fetch runs enough threads and its pages
+ * could be reserved (sink_map.c), others with pwrite. A queue holds the chunks in the caller's
+ * order; up to prefetch.vcpus threads (one per prefetch.workers chunks) each run one curl multi
+ * handle with prefetch.workers transfers in flight, taking chunks from the front. A failed
+ * attempt goes back to the front after a backoff and resumes where it stopped; every reply's
+ * status and Content-Range are checked before a byte is written. A whole-object item whose store sent
  * x-oss-hash-crc64ecma is verified when its last chunk lands, and refetched once on mismatch;
  * with verifyBeforeRead its chunks are reported (on_chunk) only after it verified.
  */
@@ -45,12 +45,17 @@ typedef struct chunk {
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
+/* Whether an item is written through a mapping (sink_map.c): decided by the thread that starts
+ * its first transfer, which reserves the item's pages; until then writes go through pwrite. */
+enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_RESERVING, MAP_READY };
+
 typedef struct item_state {
     ossc_fetch_item it;       /* key is our copy */
     uint32_t first_chunk, n_chunks, chunks_done;
     bool finished, failed;
     int refetches;
     sink_map map;             /* a tmpfs fd's range, mapped while it is fetched (sink_map.c) */
+    atomic_int map_state;     /* enum map_state; map is set before MAP_READY is stored */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
     ossc_error err;
@@ -219,6 +224,7 @@ static void item_complete(ossc_fetch *f, uint32_t item)
             c->held = false;
         }
         item_finish(f, is);
+        atomic_store(&is->map_state, MAP_NONE);
         sink_map_close(&is->map); /* no transfer of it is left to write there */
         return;
     }
@@ -332,7 +338,7 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         return 0;
     }
     uint64_t pos = c->offset + c->done - is->it.offset;
-    if (is->map.addr) {
+    if (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_READY) {
         memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {
         size_t off = 0;
@@ -358,12 +364,27 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
     return len;
 }
 
+/* The first transfer of an item that may be mapped: reserve its pages and map it, once. */
+static void item_map_once(item_state *is)
+{
+    int undecided = MAP_UNDECIDED;
+    if (!atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_RESERVING))
+        return;
+    int rc = sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length);
+    if (rc == 0)
+        LOGD("%s: written through a shared mapping", is->it.key);
+    else if (rc != ENOTSUP)
+        LOGD("%s: written with pwrite (no mapping: %s)", is->it.key, strerror(rc));
+    atomic_store_explicit(&is->map_state, rc == 0 ? MAP_READY : MAP_NONE, memory_order_release);
+}
+
 static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
 {
     ossc_fetch *f = w->f;
     ossc_client *cl = f->client;
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
+    item_map_once(is);
     s->chunk = ci;
     s->checked = s->accepting = false;
     s->abort_code = s->abort_errno = 0;
@@ -482,6 +503,7 @@ static void *worker_main(void *arg)
     worker *w = arg;
     ossc_fetch *f = w->f;
     int n_slots = f->client->s.workers;
+    pthread_setname_np(pthread_self(), "ossc-fetch"); /* for top -H, and tests count them */
     for (;;) {
         /* Fill idle slots from the queue. */
         long wait_ms = IDLE_POLL_MS;
@@ -555,17 +577,20 @@ static void *worker_main(void *arg)
 
 static void fetch_destroy(ossc_fetch *f)
 {
-    for (int i = 0; i < f->n_workers; i++) {
+    for (int i = 0; f->workers && i < f->n_workers; i++) {
         worker *w = &f->workers[i];
         for (int k = 0; w->slots && k < f->client->s.workers; k++) {
             request_free(&w->slots[k].req);
             reply_free(&w->slots[k].rp);
-            if (w->slots[k].easy)
+            if (w->slots[k].easy) {
+                if (w->multi)
+                    curl_multi_remove_handle(w->multi, w->slots[k].easy);
                 curl_easy_cleanup(w->slots[k].easy);
+            }
         }
         free(w->slots);
-        if (w->multi)
-            curl_multi_cleanup(w->multi);
+        if (w->multi) /* its connections stay open for the client's next fetch */
+            multi_pool_give(f->client, w->multi);
     }
     for (size_t i = 0; f->items && i < f->n_items; i++) {
         sink_map_close(&f->items[i].map);
@@ -648,6 +673,11 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
     f->n_items = n_items;
     f->n_chunks = (uint32_t)n_chunks;
     f->items_open = n_items;
+    /* A thread per workers chunks, up to prefetch.vcpus: a small fetch starts few. */
+    uint64_t threads = (n_chunks + (uint64_t)cl->s.workers - 1) / (uint64_t)cl->s.workers;
+    f->n_workers = threads < (uint64_t)cl->s.vcpus ? (int)threads : cl->s.vcpus;
+    if (f->n_workers < 1)
+        f->n_workers = 1;
 
     uint32_t ci = 0;
     for (size_t i = 0; i < n_items; i++) {
@@ -657,9 +687,8 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
         if (!is->it.key)
             goto oom;
         is->first_chunk = ci;
-        if (cl->s.vcpus >= MAP_MIN_THREADS && is->it.fd >= 0 && is->it.length &&
-            sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length) == 0)
-            LOGD("%s: written through a shared mapping", is->it.key);
+        atomic_init(&is->map_state, f->n_workers >= MAP_MIN_THREADS && is->it.fd >= 0 &&
+                    is->it.length ? MAP_UNDECIDED : MAP_NONE);
         f->bytes_total += is->it.length;
         for (uint64_t off = 0; off < is->it.length; off += chunk_size) {
             chunk *c = &f->chunks[ci];
@@ -673,14 +702,13 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
             item_finish(f, is);
     }
 
-    f->n_workers = cl->s.vcpus;
     f->workers = calloc((size_t)f->n_workers, sizeof(worker));
     if (!f->workers)
         goto oom;
     for (int i = 0; i < f->n_workers; i++) {
         worker *w = &f->workers[i];
         w->f = f;
-        w->multi = curl_multi_init();
+        w->multi = multi_pool_take(cl);
         w->slots = calloc((size_t)cl->s.workers, sizeof(slot));
         if (!w->multi || !w->slots)
             goto oom;

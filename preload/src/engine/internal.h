@@ -121,8 +121,9 @@ typedef struct sink_map {
     char *at;      /* the first byte of the range asked for */
 } sink_map;
 
-/* Maps [offset, offset+length) of fd if it is a tmpfs file open for reading and writing, that
- * long, with room for those bytes; 0, or why not (an errno: the caller writes with pwrite). */
+/* Reserves the pages of [offset, offset+length) of fd and maps that range, if fd is a tmpfs
+ * file open for reading and writing, that long; 0, or why not (an errno: ENOSPC when the pages
+ * cannot be reserved; the caller then writes with pwrite). */
 int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length);
 void sink_map_close(sink_map *m);
 
@@ -302,6 +303,12 @@ int http_perform(ossc_client *c, request *r, reply *rp, const char *what, ossc_e
 int http_send(ossc_client *c, request *r, const void *body, size_t body_len, reply *rp,
               const char *what, ossc_error *err);
 
+/* ---- a client's idle curl multi handles, connections open (multi_pool.c) ---- */
+#define MULTI_POOL_MAX 4
+void *multi_pool_take(ossc_client *c); /* a pooled CURLM, or a new one; NULL if out of memory */
+void multi_pool_give(ossc_client *c, void *multi); /* no easy handle may be left in it */
+void multi_pool_free(ossc_client *c);
+
 /* ---- the client (client.c) ---- */
 struct ossc_client {
     settings s;
@@ -314,6 +321,10 @@ struct ossc_client {
     pthread_mutex_t upload_lock;
     pthread_cond_t upload_slot_free;
     int uploads_sending;
+    pthread_mutex_t pool_lock; /* guards pooled, n_pooled, pool_pid */
+    void *pooled[MULTI_POOL_MAX];
+    int n_pooled;
+    pid_t pool_pid;        /* the process whose connections they are */
 };
 
 uint64_t now_ms(void);

@@ -67,6 +67,16 @@ int session_plan_cache(ossc_session *s, const uint64_t *sizes, size_t n, ossc_er
     for (size_t i = 0; i < n; i++)
         total += sizes[i];
     uint64_t free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+    /* A limit the file system cannot hold would fail fetches later (nothing is held yet):
+     * a percentage is cut to the free space, a size is refused. */
+    if (limit > free_bytes && percent)
+        limit = free_bytes;
+    if (limit > free_bytes) {
+        err_set(err, OSSC_E_NO_SPACE, "cacheLimit %.2f GiB is more than the %.2f GiB free in %s: "
+                "lower it or set cacheDir to a disk with room", gib(limit), gib(free_bytes),
+                where);
+        return OSSC_E_NO_SPACE;
+    }
     if (!lazy && !limit && total > free_bytes) {
         err_set(err, OSSC_E_NO_SPACE, "the large files under %s need %.2f GiB but %s has "
                 "%.2f GiB free: set cacheDir to a disk with room, prefetch.policy=lazy (fetch "

@@ -9,43 +9,43 @@
  * for no gain over pwrite; populating each chunk's pages ahead (MADV_POPULATE_WRITE) was slower
  * than faulting them in the copy (docs/BENCHMARKS.md).
  *
- * A full tmpfs would answer a page fault with SIGBUS, not ENOSPC, so an item is mapped only
- * when the file system has room for all of its bytes not yet allocated; otherwise it is written
- * with pwrite, whose ENOSPC fails the item cleanly. */
+ * A full tmpfs answers a page fault with SIGBUS, not ENOSPC, and a free-space check cannot
+ * prevent it (other items, fetches, processes fill the same file system in the meantime). So
+ * the item's pages are reserved with one fallocate before it is mapped: a fault on a reserved
+ * page never needs a new one. When the reservation fails (ENOSPC, a full quota) the item is
+ * written with pwrite instead, whose ENOSPC fails the item cleanly. The caller reserves on the
+ * item's first transfer, in a fetch thread, so that a fetch of many items does not start with
+ * one long serial reservation. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-/* fd is a tmpfs file open for reading and writing, at least end bytes long, and its file
- * system has room for the length bytes that end there. */
-static bool suits(int fd, uint64_t end, uint64_t length)
+/* fd is a tmpfs file open for reading and writing, at least end bytes long. */
+static bool suits(int fd, uint64_t end)
 {
     struct statfs fs;
-    struct statvfs vfs;
     struct stat st;
     int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || (fl & O_ACCMODE) != O_RDWR || fstatfs(fd, &fs) != 0 ||
-        fs.f_type != TMPFS_MAGIC || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-        (uint64_t)st.st_size < end || fstatvfs(fd, &vfs) != 0)
-        return false;
-    uint64_t allocated = (uint64_t)st.st_blocks * 512;
-    uint64_t needed = length > allocated ? length - allocated : 0;
-    return (uint64_t)vfs.f_bavail * vfs.f_frsize >= needed;
+    return fl >= 0 && (fl & O_ACCMODE) == O_RDWR && fstatfs(fd, &fs) == 0 &&
+           fs.f_type == TMPFS_MAGIC && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+           (uint64_t)st.st_size >= end;
 }
 
 int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length)
 {
     m->addr = m->at = NULL;
     m->len = 0;
-    if (!suits(fd, offset + length, length))
+    if (!suits(fd, offset + length))
         return ENOTSUP;
+    /* Bytes already there keep their value; pages missing are allocated, or none is. */
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) != 0)
+        return errno;
     long page = sysconf(_SC_PAGESIZE);
     uint64_t base = offset - offset % (uint64_t)page;
     size_t len = (size_t)(offset + length - base);
