@@ -60,7 +60,8 @@ FILES = {
     f"{PYDIR}/ossc-owner": "-> ../../../ossc-owner",
     CONFIG: "-rw-r--r--",
     "/usr/share/doc/ossc/README.md": "-rw-r--r--",
-    **{f"{PYDIR}/{p.name}": "-rw-r--r--" for p in (REPO / "python/ossc").glob("*.py")},
+    **{f"{PYDIR}/{p.relative_to(REPO / 'python/ossc')}": "-rw-r--r--"
+       for p in (REPO / "python/ossc").rglob("*.py")},
 }
 DEB_FILES = {**FILES, "/usr/share/doc/ossc/copyright": "-rw-r--r--",
              "/usr/share/doc/ossc/changelog.Debian.gz": "-rw-r--r--",
