@@ -20,21 +20,12 @@ import ossc
 from ossc.errors import EXIT_NO_SPACE, status_exit_code
 from ossc.native import ffi, lib
 from ossc.settings import resolve
+from support.patterns import pattern
 from support.session_helpers import wait_session_gone
 
 CHUNK = 64 << 10  # the smallest chunk size: many chunks from a small object
 PREFIX = "schedule/"
 SHM = "/dev/shm"
-
-
-def pattern(n: int, seed: int) -> bytes:
-    """A hash chain: a block written at the wrong offset or twice is caught."""
-    out, block, i = bytearray(), hashlib.sha256(str(seed).encode()).digest(), 0
-    while len(out) < n:
-        block = hashlib.sha256(block + i.to_bytes(8, "little")).digest()
-        out += block * 32
-        i += 1
-    return bytes(out[:n])
 
 
 OBJECTS = {

@@ -14,18 +14,9 @@ import ossc
 from ossc.cli import _relative_path
 from ossc.errors import UserError, status_exit_code
 from ossc.native import lib
+from support.patterns import pattern
 
 CHUNK = 64 << 10  # the smallest chunk size: many chunks from small objects
-
-
-def pattern(n: int, seed: int) -> bytes:
-    """Checkable bytes: a hash chain, so a shifted or repeated block is caught."""
-    out, block, i = bytearray(), hashlib.sha256(str(seed).encode()).digest(), 0
-    while len(out) < n:
-        block = hashlib.sha256(block + i.to_bytes(8, "little")).digest()
-        out += block * 32
-        i += 1
-    return bytes(out[:n])
 
 
 @pytest.fixture(scope="module")

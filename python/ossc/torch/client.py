@@ -5,7 +5,6 @@ of config.json's datasetConfig (osstorchconnector's keys, and ossc's window keys
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any, Dict, List, Optional
 from ossc import connector as connector_module
 from ossc.connector import OssModelConnector, _error
 from ossc.native import lib
+from ossc.torch.config_section import config_section, positive_count
 
 # Objects and bytes one prefetch batch holds; iteration keeps the batch being read and the
 # next one in flight, so a worker holds at most twice these.
@@ -27,41 +27,6 @@ DATASET_VCPUS = 1
 # Connectors a forked child inherited: kept referenced (never used, never freed) so that
 # garbage collection in the child does not free the parent's engine clients.
 _inherited: List[OssModelConnector] = []
-
-
-def _config_file(config_path: str) -> str:
-    """The config file a connector with this config_path reads (the engine's lookup)."""
-    if config_path:
-        return config_path
-    if "OSSC_CONFIG" in os.environ:
-        return os.environ["OSSC_CONFIG"]
-    from ossc.config import DEFAULT_PATH
-
-    return DEFAULT_PATH
-
-
-def read_dataset_config(config_path: str) -> Dict[str, Any]:
-    """config.json's datasetConfig object ({} without a file or the key)."""
-    path = _config_file(config_path)
-    if not path or not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise _error(lib.OSSC_E_CONFIG, f"cannot read config file {path}: {exc}") from None
-    section = content.get("datasetConfig", {}) if isinstance(content, dict) else {}
-    if not isinstance(section, dict):
-        raise _error(lib.OSSC_E_CONFIG, f"{path}: datasetConfig should be an object")
-    return section
-
-
-def _count(section: Dict[str, Any], key: str, default: int) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _error(lib.OSSC_E_CONFIG, f"datasetConfig.{key} should be a positive integer, "
-                     f"got {value!r}")
-    return value
 
 
 @dataclass
@@ -79,19 +44,24 @@ class DatasetSettings:
     prefetch_bytes: int = PREFETCH_BYTES
 
     @classmethod
-    def from_section(cls, section: Dict[str, Any]) -> "DatasetSettings":
+    def from_config(cls, config_path: str) -> "DatasetSettings":
+        path, section = config_section(config_path, "datasetConfig")
+
+        def count(key: str, default: int) -> int:
+            return positive_count(path, "datasetConfig", section, key, default)
+
         out = cls()
-        vcpus = _count(section, "prefetchWorker", DATASET_VCPUS)
+        vcpus = count("prefetchWorker", DATASET_VCPUS)
         if "prefetchWorker" in section:
             out.engine["prefetch.vcpus"] = str(vcpus)
         if "prefetchConcurrency" in section:
-            concurrency = _count(section, "prefetchConcurrency", 1)
+            concurrency = count("prefetchConcurrency", 1)
             out.engine["prefetch.workers"] = str(math.ceil(concurrency / vcpus))
         out.fast_list = bool(section.get("enableFastList", False))
         if "listConcurrency" in section:
-            out.list_threads = _count(section, "listConcurrency", 1)
-        out.prefetch_objects = _count(section, "prefetchObjects", PREFETCH_OBJECTS)
-        out.prefetch_bytes = _count(section, "prefetchBytes", PREFETCH_BYTES)
+            out.list_threads = count("listConcurrency", 1)
+        out.prefetch_objects = count("prefetchObjects", PREFETCH_OBJECTS)
+        out.prefetch_bytes = count("prefetchBytes", PREFETCH_BYTES)
         return out
 
 
@@ -109,7 +79,7 @@ class ProcessConnector:
         self.cred_path = cred_path or ""
         self.config_path = config_path or ""
         self.cred_provider = cred_provider
-        self.dataset = DatasetSettings.from_section(read_dataset_config(self.config_path))
+        self.dataset = DatasetSettings.from_config(self.config_path)
         self.settings: Dict[str, Any] = dict(self.dataset.engine)
         if "OSSC_PREFETCH_VCPUS" not in os.environ:
             self.settings.setdefault("prefetch.vcpus", str(DATASET_VCPUS))

@@ -4,13 +4,13 @@ applied, and write streams through its engine clients."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Dict, Optional
 
 from ossc.connector import ObjectStream, OssModelConnector, _error, _translated, parse_uri
-from ossc.native import UploadStream, ffi, lib
+from ossc.native import UploadStream, lib
+from ossc.torch.config_section import config_section, positive_count
 
 # osstorchconnector's default for checkpointConfig.prefetchWorker (fetch threads).
 ALIYUN_CHECKPOINT_PREFETCH_WORKER = 4
@@ -21,36 +21,14 @@ class EnvironmentVariableCredentialsProvider:
     given: the engine itself reads OSS_ACCESS_KEY_ID... (AWS_ACCESS_KEY_ID... for s3://)."""
 
 
-def _config_file(config_path: str) -> str:
-    if config_path:
-        return config_path
-    if "OSSC_CONFIG" in os.environ:
-        return os.environ["OSSC_CONFIG"]
-    return ffi.string(lib.ossc_default_config_path()).decode()
-
-
 def checkpoint_settings(config_path: str) -> Dict[str, str]:
     """Engine settings from config.json's checkpointConfig: prefetchWorker (fetch threads) and
     prefetchConcurrency (transfers in flight over them) become prefetch.vcpus and
     prefetch.workers, uploadConcurrency (parts in flight, over all uploads) upload.concurrency."""
-    path = _config_file(config_path)
-    if not path or not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise _error(lib.OSSC_E_CONFIG, f"cannot read config file {path}: {exc}") from None
-    section = content.get("checkpointConfig", {}) if isinstance(content, dict) else {}
-    if not isinstance(section, dict):
-        raise _error(lib.OSSC_E_CONFIG, f"{path}: checkpointConfig should be an object")
+    path, section = config_section(config_path, "checkpointConfig")
 
     def count(key: str, default: int) -> int:
-        value = section.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _error(lib.OSSC_E_CONFIG, f"{path}: checkpointConfig.{key} should be a "
-                         f"positive integer, got {value!r}")
-        return value
+        return positive_count(path, "checkpointConfig", section, key, default)
 
     out: Dict[str, str] = {}
     vcpus = count("prefetchWorker", ALIYUN_CHECKPOINT_PREFETCH_WORKER)
