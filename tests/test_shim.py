@@ -484,7 +484,7 @@ def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_
     behind while a process still uses it; a new program must get a new owner that fetches
     again, not attach to a session nobody serves."""
     code = """
-    import glob, json, os, signal, subprocess, sys, time
+    import fcntl, glob, json, os, signal, subprocess, sys, threading, time
     data = glob.glob(os.environ["SESSION_DIR"] + "/data.*")[0]
     open(os.path.join(os.environ["MODEL_DIR"], "weights.bin"), "rb").close()
     deadline = time.monotonic() + 30
@@ -495,15 +495,21 @@ def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_
         owner = int.from_bytes(f.read(4), "little")  # owner_pid
     os.kill(owner, signal.SIGKILL)
     # kill() returns before the owner is dead: a reader started now would still find it alive
-    # and lose it mid-read (EIO, as documented), which is not this case.
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{owner}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
-                    break
-        except FileNotFoundError:
-            break
-        time.sleep(0.01)
+    # and lose it mid-read (EIO, as documented), which is not this case. Its main thread shows
+    # as a zombie while other threads still exit and hold its files: only the control file's
+    # lock, which the owner holds while it lives, says it is gone.
+    with open(os.path.join(os.environ["SESSION_DIR"], "control"), "rb") as f:
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+    # The reader starts while the directory is locked, as the dead owner's guardian locks it
+    # to look whether the session can go: its new owner must wait, not join the dead one.
+    held = os.open(os.environ["SESSION_DIR"], os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    threading.Timer(1.0, os.close, (held,)).start()
     out = subprocess.run([sys.executable, "-c", os.environ["READER"]], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr

@@ -48,6 +48,7 @@ struct ossc_session {
     bool over_warned;           /* said that what is open exceeds cacheLimit */
     uint64_t scan_held, scan_opened, scan_users; /* what the last /proc scan saw (users: a
                                                   * hash of the pids holding the users lock) */
+    uint64_t scan_ms;           /* when it ran */
     uint64_t complete_ms;
     pthread_t helper;
     bool helper_started;

@@ -17,6 +17,10 @@
 
 #include "session.h"
 
+/* While over cacheLimit, how often the attached processes are looked at again without an
+ * event: reading a process's maps takes its mmap lock, so not at every heartbeat. */
+#define BUDGET_RESCAN_MS 1000
+
 /* Where the data files will go, or its deepest ancestor that exists already. */
 static int cache_fs(const ossc_session *s, struct statvfs *st, char *where, size_t cap)
 {
@@ -211,14 +215,16 @@ void session_budget_keep(ossc_session *s, uint64_t incoming)
         return;
     }
     /* Over: who holds what (a /proc scan of the attached processes), unless nothing it
-     * could find changed since the last look: no open, no fetch, no process came or went. */
+     * could find changed since the last look (no open, no fetch, no process came or went)
+     * and the last look is recent. A close or an munmap tells the owner nothing, so a file
+     * in use is looked at again once a second while the session is over its limit. */
     uint64_t opened = atomic_load((_Atomic uint64_t *)&s->hdr->last_open_ms);
     uint64_t start = now_ms(), users;
     int n_pids;
     int *pids = attached_pids(s, &n_pids, &users);
     bool *used = calloc(s->n_data ? s->n_data : 1, sizeof(*used));
     if (!used || (!incoming && held == s->scan_held && opened == s->scan_opened &&
-                  users == s->scan_users)) {
+                  users == s->scan_users && start - s->scan_ms < BUDGET_RESCAN_MS)) {
         free(pids);
         free(used);
         return;
@@ -248,12 +254,13 @@ void session_budget_keep(ossc_session *s, uint64_t incoming)
     s->scan_held = held;
     s->scan_opened = opened;
     s->scan_users = users;
+    s->scan_ms = start;
     if (held + incoming > s->cache_limit && !s->over_warned) {
         s->over_warned = true;
         char in_use[32], over[32], limit[32];
         LOGW("session %s: files in use hold %s, %s over cacheLimit %s; reads go on, and files "
-             "are released once closed (looked at again on the next open, fetch, or process "
-             "that attaches or ends)", s->path, amount(held + incoming, in_use, sizeof(in_use)),
+             "are released once closed (looked at again each second, and on the next open, "
+             "fetch, or process that attaches or ends)", s->path, amount(held + incoming, in_use, sizeof(in_use)),
              amount(held + incoming - s->cache_limit, over, sizeof(over)),
              amount(s->cache_limit, limit, sizeof(limit)));
     }

@@ -224,8 +224,10 @@ out:
     return rc;
 }
 
-/* Another owner holds the directory: wait until it has published, then attach to it if it
- * serves the same store path. 0 attached, TAKEN (its owner died), NEXT_NAME, or an error. */
+/* Another process holds the directory: wait until a live owner has published, then attach to
+ * it if it serves the same store path. 0 attached, TAKEN (its owner died), NEXT_NAME, or an
+ * error. The holder may be a guardian reaping a dead owner's session, whose control file
+ * still reads as published: only the owner's lock on it says somebody serves it. */
 static int join_live(ossc_session *s, int dirfd, ossc_error *err)
 {
     uint64_t deadline = now_ms() + (uint64_t)s->client->s.read_timeout_sec * 1000;
@@ -238,7 +240,8 @@ static int join_live(ossc_session *s, int dirfd, ossc_error *err)
                        h.magic == OSSC_SESSION_MAGIC && h.version == OSSC_SESSION_VERSION;
         if (fd >= 0)
             close(fd);
-        if (read_ok && h.state != OSSC_SESSION_CREATING && h.state != OSSC_SESSION_ENDED) {
+        if (read_ok && h.state != OSSC_SESSION_CREATING && h.state != OSSC_SESSION_ENDED &&
+            session_owner_alive(dirfd, s->group)) {
             h.model_dir[sizeof(h.model_dir) - 1] = h.oss_path[sizeof(h.oss_path) - 1] = '\0';
             if (strcmp(h.model_dir, s->model_dir) != 0)
                 return NEXT_NAME;

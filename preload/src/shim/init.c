@@ -180,16 +180,18 @@ static void ensure_session(int i)
         shim_log("ERROR", "ENABLE_CONNECTOR=1 needs OSS_PATH (oss://bucket/prefix/)");
         _exit(OSSC_EXIT_CONFIG);
     }
-    for (int attempt = 0; attempt < 3; attempt++) {
+    /* A session is used only while its owner lives: a dead owner's stays until its last user
+     * lets go, and attaching to it would fail every read of a missing range. */
+    for (int attempt = 0;; attempt++) {
         const char *served = session_attach(i) ? session_oss_path(i) : NULL;
         if (served && serves(served, m->url) && session_owner_lives(i))
             goto attached;
         session_detach(i); /* a dead owner's: the new owner takes its directory over */
+        if (attempt == 3)
+            break;
         int rc = run_owner(m); /* the owner says why, on our stderr */
         if (rc)
             _exit(rc);
-        if (session_attach(i))
-            goto attached;
     }
     shim_log("ERROR", "the session for %s ended each time it was attached", m->model_dir);
     _exit(OSSC_EXIT_IO);

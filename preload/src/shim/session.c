@@ -151,10 +151,20 @@ static int open_ours(int dirfd, const char *name, int flags, bool dir, const cha
     return fd;
 }
 
+/* Whether the owner holds its control file's lock (LOCK_EX while it serves). */
+static bool owner_holds(int control_fd)
+{
+    if (flock(control_fd, LOCK_SH | LOCK_NB) != 0)
+        return true;
+    flock(control_fd, LOCK_UN);
+    return false;
+}
+
 /* Attaches to the session in dir: holds its users file (LOCK_SH: the owner ends the session
  * only once nobody does) and maps its control file after checking it. 1 attached, 0 no
- * session here (or it ended), -1 not ours: try the next name. */
-static int attach_dir(mount_state *m, const char *dir, const char *real)
+ * session here (or it ended), -1 not ours, 2 (with live_only) its owner is dead: try the
+ * next name. */
+static int attach_dir(mount_state *m, const char *dir, const char *real, bool live_only)
 {
     uid_t owner, uid;
     int dfd = open_ours(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, true, dir, &owner);
@@ -181,7 +191,7 @@ static int attach_dir(mount_state *m, const char *dir, const char *real)
         else if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != OSSC_SESSION_ENDED &&
                  real_fstatat(dfd, "users", &now, AT_SYMLINK_NOFOLLOW) == 0 &&
                  fstat(ufd, &users) == 0 && now.st_ino == users.st_ino)
-            rc = 1; /* and the users file is still this session's */
+            rc = live_only && !owner_holds(cfd) ? 2 : 1; /* the users file is still its */
     }
     if (rc == 1) {
         m->hdr = h;
@@ -235,16 +245,21 @@ static bool attach_locked(mount_state *m)
     const char *dir = config_of(m)->model_dir;
     const char *key = realpath(dir, real) ? real : dir;
     ossc_session_header *h = NULL;
-    for (int c = 0; c < OSSC_SESSION_CANDIDATES && !h; c++) {
-        char path[OSSC_SESSION_PATH_MAX];
-        ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(), shim.group,
-                          key, c);
-        int rc = attach_dir(m, path, key);
-        if (rc == 0)
-            return false;
-        if (rc == 1)
-            h = m->hdr;
-    }
+    /* A live owner's session first: a dead owner's stays while its users hold it, and a new
+     * owner may have taken the next name (the dead one's directory was another member's). */
+    bool dead_seen = false;
+    for (int pass = 0; pass < 1 + dead_seen && !h; pass++)
+        for (int c = 0; c < OSSC_SESSION_CANDIDATES && !h; c++) {
+            char path[OSSC_SESSION_PATH_MAX];
+            ossc_session_name(path, sizeof(path), OSSC_SESSION_ROOT, (unsigned)geteuid(),
+                              shim.group, key, c);
+            int rc = attach_dir(m, path, key, pass == 0);
+            if (rc == 0)
+                break;
+            if (rc == 1)
+                h = m->hdr;
+            dead_seen |= rc == 2;
+        }
     if (!h)
         return false;
     uint32_t n = 16;
@@ -301,10 +316,7 @@ bool session_attach(int mount) { return attached(&mounts[mount]); }
 bool session_owner_lives(int mount)
 {
     mount_state *m = &mounts[mount];
-    if (!attached(m) || flock(m->control_fd, LOCK_SH | LOCK_NB) != 0)
-        return attached(m); /* its owner holds LOCK_EX */
-    flock(m->control_fd, LOCK_UN);
-    return false;
+    return attached(m) && owner_holds(m->control_fd);
 }
 
 void session_detach(int mount)
