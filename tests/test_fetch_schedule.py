@@ -107,6 +107,45 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
     assert capfd.readouterr().err.count("written through a shared mapping") == 1
 
 
+def test_a_large_object_is_reserved_chunk_by_chunk_and_a_full_tmpfs_fails_cleanly(
+        store, bucket, client_for, shm_file, small_tmpfs, capfd):
+    """An object over 64 MiB is mapped and its pages reserved chunk by chunk, in the order the
+    transfers start, by a thread of its own (sink_reserve.c): it lands byte for byte at an
+    offset that is no page boundary. Into a 64 MiB tmpfs it cannot fit: the chunks whose pages
+    cannot be reserved are written with pwrite, and the item fails with ENOSPC (no SIGBUS)."""
+    key = f"reserve-{os.getpid()}.bin"
+    data = pattern((72 << 20) + 4321, 5)
+    store.s3().put_object(Bucket=bucket, Key=PREFIX + key, Body=data)
+    client = client_for(**{"prefetch.vcpus": 4, "prefetch.workers": 8, "chunkSize": "1MiB",
+                           "logLevel": "debug"})
+    item = ossc.FetchItem(PREFIX + key, len(data), fd_offset=4097)
+    fd = os.open(shm_file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, 4097 + len(data))
+        item.fd = fd
+        with client.fetch([item]) as f:
+            assert f.wait(60), "fetch did not end in time"
+        assert os.pread(fd, 4097, 0) == bytes(4097)
+        assert os.pread(fd, len(data), 4097) == data
+    finally:
+        os.close(fd)
+    err = capfd.readouterr().err
+    assert err.count("written through a shared mapping") == 1 and "not reserved" not in err
+    fd = os.open(str(small_tmpfs / key), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, len(data))
+        item.fd, item.fd_offset = fd, 0
+        with client.fetch([item]) as f:
+            with pytest.raises(ossc.OsscError):
+                f.wait(60)
+            e = f.item_error(0)
+        assert e is not None and e.sys_errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    err = capfd.readouterr().err
+    assert "written through a shared mapping" in err and "pages not reserved" in err, err
+
+
 def test_write_only_or_short_files_are_written_with_pwrite(objects, client_for, tmp_path,
                                                            shm_file, capfd):
     """No mapping where one cannot be had (a write-only fd, a file shorter than the object, a

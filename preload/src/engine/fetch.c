@@ -1,9 +1,10 @@
 /* fetch.c: the parallel ranged-GET engine.
  *
  * Items (byte ranges of objects) are cut into chunks of chunkSize. An item whose fd is a tmpfs
- * file is written through one shared mapping when the fetch runs enough threads and its pages
- * could be reserved (sink_map.c), others with pwrite. A queue holds the chunks in the caller's
- * order; up to prefetch.vcpus threads (one per prefetch.workers chunks) each run one curl multi
+ * file is written through one shared mapping when the fetch runs enough threads (sink_map.c),
+ * its pages reserved first (whole if small, else chunk by chunk by a thread of the item's own,
+ * sink_reserve.c); others, and a chunk whose pages could not be reserved, with pwrite. A queue
+ * holds the chunks in the caller's order; up to prefetch.vcpus threads (one per prefetch.workers chunks) each run one curl multi
  * handle with prefetch.workers transfers in flight, taking chunks from the front. A failed
  * attempt goes back to the front after a backoff and resumes where it stopped; every reply's
  * status and Content-Range are checked before a byte is written. A whole-object item whose store sent
@@ -29,6 +30,11 @@
  * file's lock, and pwrite costs less CPU than a page fault per 4 KiB (on 2 cores a mapping
  * cost 1.4x the CPU at the same speed). */
 #define MAP_MIN_THREADS 4
+/* Items up to this size have all their pages reserved at once when they are mapped (a few ms),
+ * larger ones chunk by chunk by a reserver thread (sink_reserve.c says why). Reserved whole, an
+ * item that does not fit a nearly full tmpfs fails at once and leaves the space to those that
+ * do, first come first served (fallocate takes back what it allocated when it fails). */
+#define RESERVE_WHOLE_MAX (64ULL << 20)
 
 enum chunk_state { CH_QUEUED, CH_ACTIVE, CH_DONE, CH_DROPPED };
 
@@ -42,12 +48,14 @@ typedef struct chunk {
     uint64_t crc;             /* CRC-64 of those bytes */
     bool crc_valid;           /* every attempt carried the object's CRC */
     bool held;                /* landed, reported only once the object's CRC-64 verifies */
+    bool reserved;            /* its pages are reserved in the item's mapping: copied there */
+    bool reserve_failed;      /* they could not be: written with pwrite */
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
 /* Whether an item is written through a mapping (sink_map.c): decided by the thread that starts
- * its first transfer, which reserves the item's pages; until then writes go through pwrite. */
-enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_RESERVING, MAP_READY };
+ * its first transfer, which maps it; chunks started before that go through pwrite. */
+enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_OPENING, MAP_READY };
 
 typedef struct item_state {
     ossc_fetch_item it;       /* key is our copy */
@@ -56,6 +64,8 @@ typedef struct item_state {
     int refetches;
     sink_map map;             /* a tmpfs fd's range, mapped while it is fetched (sink_map.c) */
     atomic_int map_state;     /* enum map_state; map is set before MAP_READY is stored */
+    bool reserved_whole;      /* all its pages were reserved when it was mapped */
+    sink_reserver *reserver;  /* else, mapped: reserves its chunks' pages as they start */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
     ossc_error err;
@@ -225,6 +235,8 @@ static void item_complete(ossc_fetch *f, uint32_t item)
         }
         item_finish(f, is);
         atomic_store(&is->map_state, MAP_NONE);
+        sink_reserver_stop(is->reserver); /* every chunk of it landed: none waits for pages */
+        is->reserver = NULL;
         sink_map_close(&is->map); /* no transfer of it is left to write there */
         return;
     }
@@ -265,6 +277,23 @@ static void slot_abort(slot *s, int code, int sys_errno, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->abort_msg, sizeof(s->abort_msg), fmt, ap);
     va_end(ap);
+}
+
+/* A mapped item's transfer's bytes arrive: wait for its chunk's reservation, if one was asked
+ * for; 0 once the chunk may be copied into the mapping. A chunk that cannot be reserved (a full tmpfs) is written
+ * with pwrite, whose ENOSPC fails it cleanly. */
+static int chunk_reserved(item_state *is, chunk *c, uint32_t ci)
+{
+    if (!is->reserver)
+        return ENOENT;
+    int rc = sink_reserver_wait(is->reserver, ci - is->first_chunk);
+    if (rc == 0)
+        c->reserved = true;
+    else if (rc != ENOENT)
+        LOGD("%s: bytes %llu-%llu written with pwrite (pages not reserved: %s)", is->it.key,
+             (unsigned long long)(c->offset + c->done),
+             (unsigned long long)(c->offset + c->length - 1), strerror(rc));
+    return rc;
 }
 
 /* The first body bytes arrived: is this the range we asked for, of the object we listed? */
@@ -338,7 +367,10 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         return 0;
     }
     uint64_t pos = c->offset + c->done - is->it.offset;
-    if (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_READY) {
+    bool mapped = atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_READY;
+    if (mapped && !c->reserved && !c->reserve_failed && chunk_reserved(is, c, s->chunk) != 0)
+        c->reserve_failed = true;
+    if (mapped && c->reserved) {
         memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {
         size_t off = 0;
@@ -364,18 +396,43 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
     return len;
 }
 
-/* The first transfer of an item that may be mapped: reserve its pages and map it, once. */
+/* The first transfer of an item that may be mapped: map it, once, and reserve all its pages if
+ * it is small. */
 static void item_map_once(item_state *is)
 {
     int undecided = MAP_UNDECIDED;
-    if (!atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_RESERVING))
+    if (!atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_OPENING))
         return;
     int rc = sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length);
+    if (rc == 0 && is->it.length <= RESERVE_WHOLE_MAX) {
+        rc = sink_map_reserve(is->it.fd, is->it.fd_offset, is->it.length);
+        is->reserved_whole = rc == 0;
+    } else if (rc == 0) {
+        is->reserver = sink_reserver_start(is->it.fd, is->n_chunks);
+        rc = is->reserver ? 0 : EAGAIN;
+    }
+    if (rc && rc != ENOTSUP)
+        sink_map_close(&is->map);
     if (rc == 0)
         LOGD("%s: written through a shared mapping", is->it.key);
     else if (rc != ENOTSUP)
         LOGD("%s: written with pwrite (no mapping: %s)", is->it.key, strerror(rc));
     atomic_store_explicit(&is->map_state, rc == 0 ? MAP_READY : MAP_NONE, memory_order_release);
+}
+
+/* Before a transfer into a mapped item starts: have the pages it will write reserved. */
+static void chunk_reserve(item_state *is, chunk *c, uint32_t ci)
+{
+    if (c->reserved || c->reserve_failed ||
+        atomic_load_explicit(&is->map_state, memory_order_acquire) != MAP_READY)
+        return;
+    if (is->reserved_whole) {
+        c->reserved = true;
+        return;
+    }
+    uint64_t pos = c->offset + c->done - is->it.offset;
+    sink_reserver_request(is->reserver, ci - is->first_chunk, is->it.fd_offset + pos,
+                          c->length - c->done);
 }
 
 static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
@@ -385,6 +442,7 @@ static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
     item_map_once(is);
+    chunk_reserve(is, c, ci);
     s->chunk = ci;
     s->checked = s->accepting = false;
     s->abort_code = s->abort_errno = 0;
@@ -593,6 +651,7 @@ static void fetch_destroy(ossc_fetch *f)
             multi_pool_give(f->client, w->multi);
     }
     for (size_t i = 0; f->items && i < f->n_items; i++) {
+        sink_reserver_stop(f->items[i].reserver);
         sink_map_close(&f->items[i].map);
         free((char *)f->items[i].it.key);
     }
