@@ -107,43 +107,40 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
     assert capfd.readouterr().err.count("written through a shared mapping") == 1
 
 
-def test_a_large_object_is_reserved_chunk_by_chunk_and_a_full_tmpfs_fails_cleanly(
-        store, bucket, client_for, shm_file, small_tmpfs, capfd):
-    """An object over 64 MiB is mapped and its pages reserved chunk by chunk, in the order the
-    transfers start, by a thread of its own (sink_reserve.c): it lands byte for byte at an
-    offset that is no page boundary. Into a 64 MiB tmpfs it cannot fit: the chunks whose pages
-    cannot be reserved are written with pwrite, and the item fails with ENOSPC (no SIGBUS)."""
-    key = f"reserve-{os.getpid()}.bin"
-    data = pattern((72 << 20) + 4321, 5)
-    store.s3().put_object(Bucket=bucket, Key=PREFIX + key, Body=data)
-    client = client_for(**{"prefetch.vcpus": 4, "prefetch.workers": 8, "chunkSize": "1MiB",
-                           "logLevel": "debug"})
-    item = ossc.FetchItem(PREFIX + key, len(data), fd_offset=4097)
-    fd = os.open(shm_file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+def test_items_are_reserved_ahead_of_their_transfers(store, bucket, client_for, proxy):
+    """With 4 threads the items' tmpfs pages are reserved (and the files mapped) in the items'
+    order ahead of the transfers, a few files at once: while every reply is held back and the
+    transfers in flight cover a fraction of the first file, all three files already have all
+    their pages. The bytes then land whole."""
+    blobs = {f"ahead-{os.getpid()}-{i}.bin": pattern((4 << 20) + 100 * i, 10 + i)
+             for i in range(3)}
+    s3 = store.s3()
+    for name, data in blobs.items():
+        s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=data)
+    client = client_for(proxy.endpoint, **{"prefetch.vcpus": 4, "prefetch.workers": 2,
+                                           "logLevel": "debug"})
+    proxy.add_fault("stall", seconds=1.5, times=8)  # the first transfers, all in flight
+    fds = {}
     try:
-        os.ftruncate(fd, 4097 + len(data))
-        item.fd = fd
-        with client.fetch([item]) as f:
+        items = []
+        for name, data in blobs.items():
+            fd = os.open(os.path.join(SHM, f"ossc-test-{name}"), os.O_RDWR | os.O_CREAT, 0o600)
+            fds[name] = fd
+            os.ftruncate(fd, len(data))
+            items.append(ossc.FetchItem(PREFIX + name, len(data), fd=fd))
+        with client.fetch(items) as f:
+            deadline = time.monotonic() + 1.0
+            while not all(os.fstat(fd).st_blocks * 512 >= len(blobs[n]) for n, fd in fds.items()):
+                assert time.monotonic() < deadline, "the items were not reserved ahead"
+                time.sleep(0.01)
+            assert f.stats().bytes_done == 0, "the check came too late: bytes had landed"
             assert f.wait(60), "fetch did not end in time"
-        assert os.pread(fd, 4097, 0) == bytes(4097)
-        assert os.pread(fd, len(data), 4097) == data
+        for name, fd in fds.items():
+            assert os.pread(fd, len(blobs[name]), 0) == blobs[name], name
     finally:
-        os.close(fd)
-    err = capfd.readouterr().err
-    assert err.count("written through a shared mapping") == 1 and "not reserved" not in err
-    fd = os.open(str(small_tmpfs / key), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.ftruncate(fd, len(data))
-        item.fd, item.fd_offset = fd, 0
-        with client.fetch([item]) as f:
-            with pytest.raises(ossc.OsscError):
-                f.wait(60)
-            e = f.item_error(0)
-        assert e is not None and e.sys_errno == errno.ENOSPC, e
-    finally:
-        os.close(fd)
-    err = capfd.readouterr().err
-    assert "written through a shared mapping" in err and "pages not reserved" in err, err
+        for name, fd in fds.items():
+            os.close(fd)
+            os.unlink(os.path.join(SHM, f"ossc-test-{name}"))
 
 
 def test_write_only_or_short_files_are_written_with_pwrite(objects, client_for, tmp_path,

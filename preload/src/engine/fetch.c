@@ -1,10 +1,9 @@
 /* fetch.c: the parallel ranged-GET engine.
  *
  * Items (byte ranges of objects) are cut into chunks of chunkSize. An item whose fd is a tmpfs
- * file is written through one shared mapping when the fetch runs enough threads (sink_map.c),
- * its pages reserved first (whole if small, else chunk by chunk by a thread of the item's own,
- * sink_reserve.c); others, and a chunk whose pages could not be reserved, with pwrite. A queue
- * holds the chunks in the caller's order; up to prefetch.vcpus threads (one per prefetch.workers chunks) each run one curl multi
+ * file is written through one shared mapping when the fetch runs enough threads and its pages
+ * could be reserved (sink_map.c), others with pwrite. A queue holds the chunks in the caller's
+ * order; up to prefetch.vcpus threads (one per prefetch.workers chunks) each run one curl multi
  * handle with prefetch.workers transfers in flight, taking chunks from the front. A failed
  * attempt goes back to the front after a backoff and resumes where it stopped; every reply's
  * status and Content-Range are checked before a byte is written. A whole-object item whose store sent
@@ -30,11 +29,11 @@
  * file's lock, and pwrite costs less CPU than a page fault per 4 KiB (on 2 cores a mapping
  * cost 1.4x the CPU at the same speed). */
 #define MAP_MIN_THREADS 4
-/* Items up to this size have all their pages reserved at once when they are mapped (a few ms),
- * larger ones chunk by chunk by a reserver thread (sink_reserve.c says why). Reserved whole, an
- * item that does not fit a nearly full tmpfs fails at once and leaves the space to those that
- * do, first come first served (fallocate takes back what it allocated when it fails). */
-#define RESERVE_WHOLE_MAX (64ULL << 20)
+/* Threads that map and reserve items ahead of their transfers, in the items' order: reserving a
+ * tmpfs file's pages runs one thread at a time per file (7-9 GB/s on 16 cores; 2 GiB takes
+ * 0.25-0.4 s), while files reserve in parallel. Reserved ahead, a transfer finds its item ready
+ * instead of waiting for, or serializing with, its reservation (docs/BENCHMARKS.md). */
+#define RESERVE_AHEAD_THREADS 4
 
 enum chunk_state { CH_QUEUED, CH_ACTIVE, CH_DONE, CH_DROPPED };
 
@@ -48,14 +47,12 @@ typedef struct chunk {
     uint64_t crc;             /* CRC-64 of those bytes */
     bool crc_valid;           /* every attempt carried the object's CRC */
     bool held;                /* landed, reported only once the object's CRC-64 verifies */
-    bool reserved;            /* its pages are reserved in the item's mapping: copied there */
-    bool reserve_failed;      /* they could not be: written with pwrite */
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
 /* Whether an item is written through a mapping (sink_map.c): decided by the thread that starts
- * its first transfer, which maps it; chunks started before that go through pwrite. */
-enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_OPENING, MAP_READY };
+ * its first transfer, which reserves the item's pages; until then writes go through pwrite. */
+enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_RESERVING, MAP_READY };
 
 typedef struct item_state {
     ossc_fetch_item it;       /* key is our copy */
@@ -64,8 +61,6 @@ typedef struct item_state {
     int refetches;
     sink_map map;             /* a tmpfs fd's range, mapped while it is fetched (sink_map.c) */
     atomic_int map_state;     /* enum map_state; map is set before MAP_READY is stored */
-    bool reserved_whole;      /* all its pages were reserved when it was mapped */
-    sink_reserver *reserver;  /* else, mapped: reserves its chunks' pages as they start */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
     ossc_error err;
@@ -113,6 +108,10 @@ struct ossc_fetch {
     size_t items_open;        /* items neither finished nor failed */
     atomic_bool cancelled;
     ossc_error first_error;
+
+    pthread_t reservers[RESERVE_AHEAD_THREADS]; /* mapping items ahead (reserve_ahead_main) */
+    int n_reservers;
+    atomic_size_t next_to_reserve;
 
     atomic_uint_fast64_t bytes_done;
     atomic_uint_fast64_t requests;
@@ -235,8 +234,6 @@ static void item_complete(ossc_fetch *f, uint32_t item)
         }
         item_finish(f, is);
         atomic_store(&is->map_state, MAP_NONE);
-        sink_reserver_stop(is->reserver); /* every chunk of it landed: none waits for pages */
-        is->reserver = NULL;
         sink_map_close(&is->map); /* no transfer of it is left to write there */
         return;
     }
@@ -277,23 +274,6 @@ static void slot_abort(slot *s, int code, int sys_errno, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->abort_msg, sizeof(s->abort_msg), fmt, ap);
     va_end(ap);
-}
-
-/* A mapped item's transfer's bytes arrive: wait for its chunk's reservation, if one was asked
- * for; 0 once the chunk may be copied into the mapping. A chunk that cannot be reserved (a full tmpfs) is written
- * with pwrite, whose ENOSPC fails it cleanly. */
-static int chunk_reserved(item_state *is, chunk *c, uint32_t ci)
-{
-    if (!is->reserver)
-        return ENOENT;
-    int rc = sink_reserver_wait(is->reserver, ci - is->first_chunk);
-    if (rc == 0)
-        c->reserved = true;
-    else if (rc != ENOENT)
-        LOGD("%s: bytes %llu-%llu written with pwrite (pages not reserved: %s)", is->it.key,
-             (unsigned long long)(c->offset + c->done),
-             (unsigned long long)(c->offset + c->length - 1), strerror(rc));
-    return rc;
 }
 
 /* The first body bytes arrived: is this the range we asked for, of the object we listed? */
@@ -367,10 +347,7 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         return 0;
     }
     uint64_t pos = c->offset + c->done - is->it.offset;
-    bool mapped = atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_READY;
-    if (mapped && !c->reserved && !c->reserve_failed && chunk_reserved(is, c, s->chunk) != 0)
-        c->reserve_failed = true;
-    if (mapped && c->reserved) {
+    if (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_READY) {
         memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {
         size_t off = 0;
@@ -396,43 +373,45 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
     return len;
 }
 
-/* The first transfer of an item that may be mapped: map it, once, and reserve all its pages if
- * it is small. */
-static void item_map_once(item_state *is)
+/* Reserve an item's pages and map it, once: ahead of its transfers (reserve_ahead_main), or by
+ * the first of them to start if none got to it yet. */
+static void item_map_once(ossc_fetch *f, item_state *is)
 {
     int undecided = MAP_UNDECIDED;
-    if (!atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_OPENING))
+    if (!atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_RESERVING))
         return;
     int rc = sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length);
-    if (rc == 0 && is->it.length <= RESERVE_WHOLE_MAX) {
-        rc = sink_map_reserve(is->it.fd, is->it.fd_offset, is->it.length);
-        is->reserved_whole = rc == 0;
-    } else if (rc == 0) {
-        is->reserver = sink_reserver_start(is->it.fd, is->n_chunks);
-        rc = is->reserver ? 0 : EAGAIN;
-    }
-    if (rc && rc != ENOTSUP)
-        sink_map_close(&is->map);
     if (rc == 0)
         LOGD("%s: written through a shared mapping", is->it.key);
     else if (rc != ENOTSUP)
         LOGD("%s: written with pwrite (no mapping: %s)", is->it.key, strerror(rc));
+    pthread_mutex_lock(&f->lock);
     atomic_store_explicit(&is->map_state, rc == 0 ? MAP_READY : MAP_NONE, memory_order_release);
+    pthread_cond_broadcast(&f->changed); /* transfers waiting for it (item_wait_mapped) */
+    pthread_mutex_unlock(&f->lock);
 }
 
-/* Before a transfer into a mapped item starts: have the pages it will write reserved. */
-static void chunk_reserve(item_state *is, chunk *c, uint32_t ci)
+/* A transfer into an item being reserved waits for it rather than writing with pwrite, which
+ * would queue on the inode lock that the reservation holds. */
+static void item_wait_mapped(ossc_fetch *f, item_state *is)
 {
-    if (c->reserved || c->reserve_failed ||
-        atomic_load_explicit(&is->map_state, memory_order_acquire) != MAP_READY)
+    if (atomic_load_explicit(&is->map_state, memory_order_acquire) != MAP_RESERVING)
         return;
-    if (is->reserved_whole) {
-        c->reserved = true;
-        return;
-    }
-    uint64_t pos = c->offset + c->done - is->it.offset;
-    sink_reserver_request(is->reserver, ci - is->first_chunk, is->it.fd_offset + pos,
-                          c->length - c->done);
+    pthread_mutex_lock(&f->lock);
+    while (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_RESERVING)
+        pthread_cond_wait(&f->changed, &f->lock);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Maps and reserves the items in order, ahead of their transfers, a few files at once. */
+static void *reserve_ahead_main(void *arg)
+{
+    ossc_fetch *f = arg;
+    size_t i;
+    while (!atomic_load(&f->cancelled) &&
+           (i = atomic_fetch_add(&f->next_to_reserve, 1)) < f->n_items)
+        item_map_once(f, &f->items[i]);
+    return NULL;
 }
 
 static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
@@ -441,8 +420,8 @@ static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
     ossc_client *cl = f->client;
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
-    item_map_once(is);
-    chunk_reserve(is, c, ci);
+    item_map_once(f, is);
+    item_wait_mapped(f, is);
     s->chunk = ci;
     s->checked = s->accepting = false;
     s->abort_code = s->abort_errno = 0;
@@ -651,7 +630,6 @@ static void fetch_destroy(ossc_fetch *f)
             multi_pool_give(f->client, w->multi);
     }
     for (size_t i = 0; f->items && i < f->n_items; i++) {
-        sink_reserver_stop(f->items[i].reserver);
         sink_map_close(&f->items[i].map);
         free((char *)f->items[i].it.key);
     }
@@ -725,6 +703,7 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
     f->ctx = ctx;
     f->head = f->tail = NO_CHUNK;
     atomic_init(&f->current_item, -1);
+    atomic_init(&f->next_to_reserve, 0);
     f->items = calloc(n_items ? n_items : 1, sizeof(item_state));
     f->chunks = calloc(n_chunks ? n_chunks : 1, sizeof(chunk));
     if (!f->items || !f->chunks)
@@ -791,6 +770,13 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
             return NULL;
         }
     }
+    /* Reserving ahead only where items are mapped; none starting just leaves it to transfers. */
+    int ahead = f->n_workers >= MAP_MIN_THREADS ? RESERVE_AHEAD_THREADS : 0;
+    if ((size_t)ahead > f->n_items)
+        ahead = (int)f->n_items;
+    while (f->n_reservers < ahead &&
+           pthread_create(&f->reservers[f->n_reservers], NULL, reserve_ahead_main, f) == 0)
+        f->n_reservers++;
     return f;
 oom:
     err_set(err, OSSC_E_NOMEM, "out of memory preparing the fetch");
@@ -978,5 +964,7 @@ OSSC_API void ossc_fetch_free(ossc_fetch *f)
         ossc_fetch_cancel(f);
     for (int i = 0; i < f->n_workers; i++)
         pthread_join(f->workers[i].thread, NULL);
+    for (int i = 0; i < f->n_reservers; i++)
+        pthread_join(f->reservers[i], NULL);
     fetch_destroy(f);
 }

@@ -121,27 +121,11 @@ typedef struct sink_map {
     char *at;      /* the first byte of the range asked for */
 } sink_map;
 
-/* Maps [offset, offset+length) of fd, if fd is a tmpfs file open for reading and writing, that
- * long; 0, or why not (an errno; the caller then writes with pwrite). Nothing may be copied into
- * the mapping before sink_map_reserve has reserved its pages. */
+/* Reserves the pages of [offset, offset+length) of fd and maps that range, if fd is a tmpfs
+ * file open for reading and writing, that long; 0, or why not (an errno: ENOSPC when the pages
+ * cannot be reserved; the caller then writes with pwrite). */
 int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length);
-/* Reserves the pages of [offset, offset+length) of fd (bytes already there keep their value);
- * 0, or an errno (ENOSPC, EINTR, ...): those bytes must then be written with pwrite. */
-int sink_map_reserve(int fd, uint64_t offset, uint64_t length);
 void sink_map_close(sink_map *m);
-
-/* ---- reserving a large mapped item's pages in a thread of its own (sink_reserve.c) ---- */
-typedef struct sink_reserver sink_reserver;
-/* A thread reserving pages of fd on request, n_slots requests at most (one per chunk); NULL if
- * it cannot be started. */
-sink_reserver *sink_reserver_start(int fd, uint32_t n_slots);
-/* Queue the reservation of [offset, offset+length) of the fd for slot; once per slot. */
-void sink_reserver_request(sink_reserver *r, uint32_t slot, uint64_t offset, uint64_t length);
-/* Waits for slot's reservation: 0 once its pages are reserved, else an errno (ENOENT: never
- * requested, or the reserver stopped first); those bytes must then be written with pwrite. */
-int sink_reserver_wait(sink_reserver *r, uint32_t slot);
-/* Stops the thread (a reservation under way finishes) and frees r; NULL is fine. */
-void sink_reserver_stop(sink_reserver *r);
 
 /* ---- URLs and encoding (url.c) ---- */
 typedef struct store_url {
