@@ -109,17 +109,17 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
 
 def test_items_are_reserved_ahead_of_their_transfers(store, bucket, client_for, proxy):
     """With 4 threads the items' tmpfs pages are reserved (and the files mapped) in the items'
-    order ahead of the transfers, a few files at once: while every reply is held back and the
-    transfers in flight cover a fraction of the first file, all three files already have all
-    their pages. The bytes then land whole."""
-    blobs = {f"ahead-{os.getpid()}-{i}.bin": pattern((4 << 20) + 100 * i, 10 + i)
-             for i in range(3)}
+    order ahead of the transfers, up to two windows of transfers in flight (4 x 8 x 64 KiB,
+    twice: 4 MiB) past the bytes landed: while every reply is held back, the transfers cover
+    the first two files, the third file already has all its pages and the fourth, further
+    ahead, none. The bytes then land whole."""
+    sizes = [3 << 19, 3 << 19, 3 << 19, 1 << 20]  # the 4th starts at 4.5 MiB
+    blobs = {f"ahead-{os.getpid()}-{i}.bin": pattern(n, 10 + i) for i, n in enumerate(sizes)}
     s3 = store.s3()
     for name, data in blobs.items():
         s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=data)
-    client = client_for(proxy.endpoint, **{"prefetch.vcpus": 4, "prefetch.workers": 2,
-                                           "logLevel": "debug"})
-    proxy.add_fault("stall", seconds=1.5, times=8)  # the first transfers, all in flight
+    client = client_for(proxy.endpoint, **{"prefetch.vcpus": 4, "prefetch.workers": 8})
+    proxy.add_fault("stall", seconds=1.5, times=32)  # the first transfers, all in flight
     fds = {}
     try:
         items = []
@@ -128,11 +128,17 @@ def test_items_are_reserved_ahead_of_their_transfers(store, bucket, client_for, 
             fds[name] = fd
             os.ftruncate(fd, len(data))
             items.append(ossc.FetchItem(PREFIX + name, len(data), fd=fd))
+        names = list(blobs)
+
+        def allocated(name):
+            return os.fstat(fds[name]).st_blocks * 512
+
         with client.fetch(items) as f:
             deadline = time.monotonic() + 1.0
-            while not all(os.fstat(fd).st_blocks * 512 >= len(blobs[n]) for n, fd in fds.items()):
-                assert time.monotonic() < deadline, "the items were not reserved ahead"
+            while allocated(names[2]) < len(blobs[names[2]]):
+                assert time.monotonic() < deadline, "the third item was not reserved ahead"
                 time.sleep(0.01)
+            assert allocated(names[3]) == 0, "reserved further ahead than two windows"
             assert f.stats().bytes_done == 0, "the check came too late: bytes had landed"
             assert f.wait(60), "fetch did not end in time"
         for name, fd in fds.items():

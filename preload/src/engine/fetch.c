@@ -34,6 +34,9 @@
  * 0.25-0.4 s), while files reserve in parallel. Reserved ahead, a transfer finds its item ready
  * instead of waiting for, or serializing with, its reservation (docs/BENCHMARKS.md). */
 #define RESERVE_AHEAD_THREADS 4
+/* ... and no further ahead than this many windows of transfers in flight: reserved pages are
+ * taken from the tmpfs (and a cacheLimit) before their bytes land. */
+#define RESERVE_AHEAD_WINDOWS 2
 
 enum chunk_state { CH_QUEUED, CH_ACTIVE, CH_DONE, CH_DROPPED };
 
@@ -60,6 +63,7 @@ typedef struct item_state {
     bool finished, failed;
     int refetches;
     sink_map map;             /* a tmpfs fd's range, mapped while it is fetched (sink_map.c) */
+    uint64_t fetch_offset;    /* the bytes of the items before it */
     atomic_int map_state;     /* enum map_state; map is set before MAP_READY is stored */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
@@ -112,6 +116,7 @@ struct ossc_fetch {
     pthread_t reservers[RESERVE_AHEAD_THREADS]; /* mapping items ahead (reserve_ahead_main) */
     int n_reservers;
     atomic_size_t next_to_reserve;
+    uint64_t reserve_ahead_bytes; /* how far past the bytes landed an item may be reserved */
 
     atomic_uint_fast64_t bytes_done;
     atomic_uint_fast64_t requests;
@@ -403,14 +408,31 @@ static void item_wait_mapped(ossc_fetch *f, item_state *is)
     pthread_mutex_unlock(&f->lock);
 }
 
-/* Maps and reserves the items in order, ahead of their transfers, a few files at once. */
+/* Maps and reserves the items in order, ahead of their transfers, a few files at once, up to
+ * reserve_ahead_bytes past the bytes landed. */
 static void *reserve_ahead_main(void *arg)
 {
     ossc_fetch *f = arg;
     size_t i;
     while (!atomic_load(&f->cancelled) &&
-           (i = atomic_fetch_add(&f->next_to_reserve, 1)) < f->n_items)
-        item_map_once(f, &f->items[i]);
+           (i = atomic_fetch_add(&f->next_to_reserve, 1)) < f->n_items) {
+        item_state *is = &f->items[i];
+        pthread_mutex_lock(&f->lock);
+        while (!atomic_load(&f->cancelled) && f->items_open > 0 &&
+               is->fetch_offset > atomic_load(&f->bytes_done) + f->reserve_ahead_bytes) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += IDLE_POLL_MS * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&f->changed, &f->lock, &ts); /* a transfer ended, or not */
+        }
+        bool over = atomic_load(&f->cancelled) || f->items_open == 0;
+        pthread_mutex_unlock(&f->lock);
+        if (over)
+            break;
+        item_map_once(f, is);
+    }
     return NULL;
 }
 
@@ -727,6 +749,7 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
         is->first_chunk = ci;
         atomic_init(&is->map_state, f->n_workers >= MAP_MIN_THREADS && is->it.fd >= 0 &&
                     is->it.length ? MAP_UNDECIDED : MAP_NONE);
+        is->fetch_offset = f->bytes_total;
         f->bytes_total += is->it.length;
         for (uint64_t off = 0; off < is->it.length; off += chunk_size) {
             chunk *c = &f->chunks[ci];
@@ -772,6 +795,8 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
     }
     /* Reserving ahead only where items are mapped; none starting just leaves it to transfers. */
     int ahead = f->n_workers >= MAP_MIN_THREADS ? RESERVE_AHEAD_THREADS : 0;
+    f->reserve_ahead_bytes = RESERVE_AHEAD_WINDOWS * (uint64_t)f->n_workers *
+                             (uint64_t)cl->s.workers * f->chunk_size;
     if ((size_t)ahead > f->n_items)
         ahead = (int)f->n_items;
     while (f->n_reservers < ahead &&
