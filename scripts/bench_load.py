@@ -37,6 +37,8 @@ spawn-to-loaded. The GPU contenders:
                 first): the copy phase alone, without the download behind it
   runai         Run:ai Model Streamer from the local copy, each tensor then .to("cuda")
                 (vLLM's use of it)
+  runai-s3      the same streaming every shard from the store (s3://; needs the streamer's
+                s3 package and boto3)
 --endpoint URL uses a running store that serves the model of --model-dir (e.g. nginx,
 ../shared/reference/nginx-s3-store.sh) instead of starting SeaweedFS.
 Each loader sums every tensor, so every byte is really read; the sums must equal those of an
@@ -79,7 +81,7 @@ from ossc.native import preload_library, session_dir, sessions  # noqa: E402
 ALL_TOOLS = ["local", "shim", "shim-x4", "local-x4", "shim-inproc", "shim-inproc-x4", "s5cmd",
              "runai", "curl-shm"]
 GPU_TOOLS = ["local", "shim", "shim-pin", "shim-warm", "local-mmap", "shim-pin-mmap",
-             "shim-pin-mmap-warm", "runai"]
+             "shim-pin-mmap-warm", "runai", "runai-s3"]
 WARM = ("shim-warm", "shim-pin-mmap-warm")  # an untimed reader completes the session first
 OLD = ("shim-inproc", "shim-inproc-x4")  # these need --old-build
 RUNAI_ENV = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}  # SeaweedFS: path-style URLs
@@ -172,14 +174,15 @@ print(json.dumps({"sums": sums, "ready": ready, "loaded": loaded}))
 
 GPU_RUNAI_LOADER = """
 import json, os, sys, time, torch
-from runai_model_streamer import SafetensorsStreamer
+from runai_model_streamer import SafetensorsStreamer, list_safetensors
 torch.zeros(1, device="cuda")
 torch.cuda.synchronize()
 ready = time.time()
-root = sys.argv[1]
+root = sys.argv[1]  # the local copy, or the store's s3:// URL
 tensors = {}
 with SafetensorsStreamer() as s:
-    s.stream_files(sorted(os.path.join(root, f) for f in os.listdir(root)
+    s.stream_files(sorted(list_safetensors(root)) if "://" in root else
+                   sorted(os.path.join(root, f) for f in os.listdir(root)
                           if f.endswith(".safetensors")))
     for name, t in s.get_tensors():  # a view of the streamer's buffer: copied at once
         tensors[name] = t.to("cuda")
@@ -401,6 +404,9 @@ class Loads:
         if self.runai_loader is GPU_RUNAI_LOADER:  # from the local copy: no S3 extra there
             return [sys.executable, "-c", self.runai_loader, str(self.LOCAL)], self.env
         return [sys.executable, "-c", RUNAI_LOADER, self.url], {**self.env, **RUNAI_ENV}
+
+    def c_runai_s3(self):  # --device cuda only: from the store
+        return [sys.executable, "-c", self.runai_loader, self.url], {**self.env, **RUNAI_ENV}
 
 
 def same_round_ratio(runs: list[Run], tool: str, ref: str, what: str = "wall") -> float:

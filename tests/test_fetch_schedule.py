@@ -107,6 +107,48 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
     assert capfd.readouterr().err.count("written through a shared mapping") == 1
 
 
+def test_items_are_reserved_ahead_of_their_transfers(store, bucket, client_for, proxy):
+    """With 4 threads the items' tmpfs pages are reserved (and the files mapped) in the items'
+    order ahead of the transfers, up to two windows of transfers in flight (4 x 8 x 64 KiB,
+    twice: 4 MiB) past the bytes landed: while every reply is held back, the transfers cover
+    the first two files, the third file already has all its pages and the fourth, further
+    ahead, none. The bytes then land whole."""
+    sizes = [3 << 19, 3 << 19, 3 << 19, 1 << 20]  # the 4th starts at 4.5 MiB
+    blobs = {f"ahead-{os.getpid()}-{i}.bin": pattern(n, 10 + i) for i, n in enumerate(sizes)}
+    s3 = store.s3()
+    for name, data in blobs.items():
+        s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=data)
+    client = client_for(proxy.endpoint, **{"prefetch.vcpus": 4, "prefetch.workers": 8})
+    proxy.add_fault("stall", seconds=1.5, times=32)  # the first transfers, all in flight
+    fds = {}
+    try:
+        items = []
+        for name, data in blobs.items():
+            fd = os.open(os.path.join(SHM, f"ossc-test-{name}"), os.O_RDWR | os.O_CREAT, 0o600)
+            fds[name] = fd
+            os.ftruncate(fd, len(data))
+            items.append(ossc.FetchItem(PREFIX + name, len(data), fd=fd))
+        names = list(blobs)
+
+        def allocated(name):
+            return os.fstat(fds[name]).st_blocks * 512
+
+        with client.fetch(items) as f:
+            deadline = time.monotonic() + 1.0
+            while allocated(names[2]) < len(blobs[names[2]]):
+                assert time.monotonic() < deadline, "the third item was not reserved ahead"
+                time.sleep(0.01)
+            assert allocated(names[3]) == 0, "reserved further ahead than two windows"
+            assert f.stats().bytes_done == 0, "the check came too late: bytes had landed"
+            assert f.wait(60), "fetch did not end in time"
+        for name, fd in fds.items():
+            assert os.pread(fd, len(blobs[name]), 0) == blobs[name], name
+    finally:
+        for name, fd in fds.items():
+            os.close(fd)
+            os.unlink(os.path.join(SHM, f"ossc-test-{name}"))
+
+
 def test_write_only_or_short_files_are_written_with_pwrite(objects, client_for, tmp_path,
                                                            shm_file, capfd):
     """No mapping where one cannot be had (a write-only fd, a file shorter than the object, a

@@ -1,7 +1,7 @@
 /* sink_map.c: writing an item's bytes through one shared mapping of its tmpfs file.
  *
  * tmpfs lets one write()/pwrite() into a file run at a time (the inode lock), so many transfers
- * into one file, a 16 GB shard say, go no faster than one: 2.7-3.2 GB/s on a 16-core machine,
+ * into one file, a 16 GB shard say, go no faster than one: 2.2-3.2 GB/s on a 16-core machine,
  * however many threads wait. A page fault on a shared mapping does not take that lock, and a
  * memcpy costs no system call. The item is mapped once, for as long as its transfers run:
  * mapping and unmapping per chunk (and reserving each chunk's pages with fallocate, which does
@@ -13,9 +13,11 @@
  * prevent it (other items, fetches, processes fill the same file system in the meantime). So
  * the item's pages are reserved with one fallocate before it is mapped: a fault on a reserved
  * page never needs a new one. When the reservation fails (ENOSPC, a full quota) the item is
- * written with pwrite instead, whose ENOSPC fails the item cleanly. The caller reserves on the
- * item's first transfer, in a fetch thread, so that a fetch of many items does not start with
- * one long serial reservation. */
+ * written with pwrite instead, whose ENOSPC fails the item cleanly. A tmpfs file's pages are
+ * allocated one thread at a time (fallocate holds the inode lock; faults that allocate contend on
+ * the file's page-cache locks, 3-3.5 s of sys CPU per GB at 16 threads), so the fetch reserves
+ * whole items ahead of their transfers, several files at once (fetch.c); faults on reserved
+ * pages only zero and map them, in parallel (scripts/tmpfs_sink_bench.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
