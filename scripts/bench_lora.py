@@ -28,6 +28,7 @@ Usage
 -----
   python3 scripts/bench_lora.py --vllm-python .venv-vllm/bin/python          # the defaults
   python3 scripts/bench_lora.py --adapters 1000 --files 20 --file-mib 2048   # the issue's scale
+  python3 scripts/bench_lora.py --adapters 16 --rank 512 --layers 24 --skip-file  # 96 MiB each
   python3 scripts/bench_lora.py --skip-lora                                  # part 2 only
 """
 
@@ -87,7 +88,7 @@ def python_env() -> dict:
 
 
 def bench_lora(a, store: LocalStore, work: Path) -> dict:
-    base = tiny_llama.build(work / "base", loras=())
+    base = tiny_llama.build(work / "base", loras=(), layers=a.layers)
     t0 = time.monotonic()
     names = tiny_llama.build_adapters(base, work / "loras", a.adapters, rank=a.rank)
     size = sum(f.stat().st_size for f in (work / "loras" / names[0]).iterdir())
@@ -197,6 +198,8 @@ def parse_args(argv=None):
     ap.add_argument("--vllm-python", default=os.environ.get("OSSC_VLLM_PYTHON"))
     ap.add_argument("--adapters", type=int, default=100, help="adapters in the prefix (100)")
     ap.add_argument("--rank", type=int, default=64, help="their rank (64: about 1 MiB each)")
+    ap.add_argument("--layers", type=int, default=2,
+                    help="the base model's layers (2; with --rank 512, 24 make 96 MiB adapters)")
     ap.add_argument("--files", type=int, default=8, help="files in the big prefix (8)")
     ap.add_argument("--file-mib", type=int, default=256, help="MiB each (256)")
     ap.add_argument("--rounds", type=int, default=5)

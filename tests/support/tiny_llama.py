@@ -83,16 +83,17 @@ def build_adapters(base, directory, n: int, rank: int = 64, seed: int = 1000) ->
     return names
 
 
-def build(directory, seed: int = 0, loras=("a", "b")) -> Path:
+def build(directory, seed: int = 0, loras=("a", "b"), layers: int = 2) -> Path:
     """config, 2 safetensors shards + index, tokenizer, and a peft adapter per name in
-    `loras` under directory/loras/<name> (each with its own random weights)."""
+    `loras` under directory/loras/<name> (each with its own random weights). More `layers`
+    make larger adapters (bench_lora.py)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+    config = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
                          num_attention_heads=2, num_key_value_heads=1, head_dim=64,
                          vocab_size=512, max_position_embeddings=256,
                          bos_token_id=0, eos_token_id=1)

@@ -187,13 +187,17 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
     if ((rc = fetch_small(s, small, n_small, err)))
         goto out;
     order_by_index(s, large, n_large);
-    /* The control file's chunk map and the fetch must cut the objects alike. */
-    uint64_t large_bytes = 0;
+    /* The control file's chunk map and the fetch must cut the objects alike. A lazy session
+     * fetches one object at a time, as it is opened: its chunks are cut for the largest
+     * object alone, so that one open keeps every transfer busy. */
+    uint64_t large_bytes = 0, largest = 0;
     for (size_t i = 0; i < n_large; i++) {
         sizes[i] = s->listing->objects[large[i]].size;
         large_bytes += sizes[i];
+        largest = sizes[i] > largest ? sizes[i] : largest;
     }
-    s->client->s.chunk_size = fetch_chunk_size(s->client, large_bytes);
+    bool lazy = s->client->s.fetch_policy == OSSC_FETCH_LAZY;
+    s->client->s.chunk_size = fetch_chunk_size(s->client, lazy ? largest : large_bytes);
     s->client->s.derived &= ~DERIVED_CHUNK_SIZE;
     if ((rc = session_plan_cache(s, sizes, n_large, err)) ||
         (rc = session_publish(s, large, n_large, err)))
