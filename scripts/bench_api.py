@@ -28,6 +28,9 @@ What it does
    CPU seconds each process used (user + system) are recorded too: on a machine shared with
    other work they vary less than the wall times.
    The connector's bytes are checked against the manifest's sha256 in an untimed pass first.
+   --baseline-python DIR adds a third contender to every round: the same reader over the
+   package in DIR (e.g. `git archive COMMIT python preload/include | tar -x -C DIR/..`, an
+   older commit's), over the same library; its ratio to `ossc get` is reported beside.
 
 Usage
 -----

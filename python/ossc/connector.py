@@ -12,7 +12,8 @@ order (PREFETCH_STREAMS at a time, the rest queued); a read waits only for the c
 which go to the front of the queue, and copies once, into the caller's buffer. A readinto of a
 large buffer (DIRECT_READ_MIN) whose range the prefetch has not reached is fetched straight
 into that buffer instead (direct_read.py; over plain HTTP unless direct_reads says): one copy
-from the socket, as `ossc get` makes into its files. Errors are ConnectorError subclasses of
+from the socket, as `ossc get` makes into its files; a run of such reads, each where the last
+ended, has the next bytes read ahead (readahead.py). Errors are ConnectorError subclasses of
 OsscError with the engine's class (kind) in the message.
 """
 
@@ -537,8 +538,9 @@ class ObjectStream(io.BufferedIOBase):
     read/readinto/readline/seek/tell/size/mmap/close; a read waits for the chunks it covers
     (moved to the front of the prefetch) and copies once, into its result or the caller's
     buffer. A readinto of DIRECT_READ_MIN or more that the prefetch has not reached is
-    fetched straight into the caller's buffer; the prefetch then gives way (is cancelled,
-    keeping what landed), and later reads of other ranges fill its memory on demand."""
+    fetched straight into the caller's buffer (or copied from what was read ahead for a run
+    of them); the prefetch then gives way (is cancelled, keeping what landed), and later
+    reads of other ranges fill its memory on demand."""
 
     def __init__(self, connector: OssModelConnector, client: Client, uri: str, key: str,
                  size: int, crc: Optional[int] = None):

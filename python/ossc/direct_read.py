@@ -19,10 +19,10 @@ from ossc.native import Client, Fetch, FetchItem, OsscError, ffi, lib
 
 def default_for(endpoint: str) -> bool:
     """Whether a connector for endpoint reads directly unless told: over plain HTTP (the
-    scheme an endpoint without one gets), not HTTPS. Each direct read is a fetch of its own
-    whose pieces open new connections (the engine keeps no connections between fetches), so
-    over TLS every large readinto would pay up to prefetch.vcpus x prefetch.workers
-    handshakes; it was measured only against a plain-HTTP store."""
+    scheme an endpoint without one gets), not HTTPS. Each direct read (and read-ahead
+    segment) is a fetch of its own; its connections come from the client's pool
+    (multi_pool.c), but fetches running at once each need their own, so over TLS a reader
+    would pay handshakes that were never measured: only a plain-HTTP store was."""
     return not endpoint.strip().lower().startswith("https://")
 
 
