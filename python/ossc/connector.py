@@ -756,7 +756,8 @@ class ObjectStream(io.BufferedIOBase):
     def _read_direct(self, start: int, out: memoryview, buffer_size: int) -> None:
         """Fills out with [start, start + len(out)) from what was read ahead for a run of
         large reads (readahead.py), then straight from the store; a read that continues the
-        run keeps the next bytes in flight, in segments of buffer_size."""
+        run (its caller's buffer_size at most readahead.SEGMENT_MAX) keeps the next bytes in
+        flight."""
         ahead = self._ahead
         done = 0
         if ahead.continues(start) and buffer_size <= readahead.SEGMENT_MAX:

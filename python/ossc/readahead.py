@@ -152,9 +152,8 @@ class Readahead:
                                                  buffer=view[o - ahead:o - ahead + n])
                                        for o, n in ranges])
             except BaseException:
-                view.release()
-                self.pool.give(buf)
-                raise
+                view.release()  # buf is left to the garbage collector: a slice may live on
+                raise           # in the traceback, and a pooled buffer must close cleanly
             view.release()
             self.segments.append(_Segment(ahead, length, buf, fetch))
             ahead += length
