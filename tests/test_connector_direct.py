@@ -2,9 +2,9 @@
 prefetch has not reached is fetched straight into the caller's buffer, the prefetch gives way
 and other reads fill its memory on demand; a run of such reads has the next bytes read ahead
 (python/ossc/readahead.py). Sizes are scaled down (64 KiB chunks, direct from 4 chunks on, a
-12-chunk read-ahead window in 6-chunk segments) so that every path runs on small objects, against SeaweedFS
-through the fault proxy (which slows the prefetch so that readers race it, corrupts bodies and
-refuses ranges)."""
+12-chunk read-ahead window in 6-chunk segments) so that every path runs on small objects,
+against SeaweedFS through the fault proxy (which slows the prefetch so that readers race it,
+corrupts bodies and refuses ranges)."""
 
 from __future__ import annotations
 

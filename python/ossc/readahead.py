@@ -9,7 +9,7 @@ the next WINDOW bytes are fetched ahead, in segments of SEGMENT bytes, into stag
 the connector reuses (faulted once, so a copy out of them costs no page faults and no zeroed
 pages). A read then waits for the segments it covers, copies them out, and tops the window
 up again before it returns. Any other read drops what is ahead (cancelled, joined). The
-price is one more copy of every byte read ahead (~0.6 CPU s for 4 GiB here).
+price is one more copy of every byte read ahead (0.6-0.8 CPU s for 4 GiB here).
 
 Bytes of a segment are handed out only once its whole fetch succeeded. A failed segment hands
 out nothing: the read that needs it fetches its range directly, and fails with that fetch's
@@ -25,8 +25,9 @@ from typing import Callable, Deque, List, Optional
 from ossc import direct_read
 from ossc.native import Client, Fetch, FetchItem, OsscError
 
-# Bytes kept in flight ahead of a sequential reader (measured against 64 MiB: 0.91x and 0.93x
-# `ossc get` where 64 MiB gave 0.84-0.88x, in the same rounds).
+# Bytes kept in flight ahead of a sequential reader: 128 MiB measured 0.91x and 0.93x `ossc get`
+# where reads without read-ahead gave 0.85x and 0.88x in the same rounds; 16-64 MiB were
+# slower, 256 and 512 MiB no faster (docs/BENCHMARKS.md).
 WINDOW = 128 << 20
 # Read ahead in segments of at least this, each fetched in pieces of direct_read.PIECE_MIN or
 # more (as few ranged GETs as `ossc get` sends for the same bytes).
