@@ -28,6 +28,9 @@ What it does
    CPU seconds each process used (user + system) are recorded too: on a machine shared with
    other work they vary less than the wall times.
    The connector's bytes are checked against the manifest's sha256 in an untimed pass first.
+   --baseline-python DIR adds a third contender to every round: the same reader over the
+   package in DIR (e.g. `git archive COMMIT python preload/include | tar -x -C DIR/..`, an
+   older commit's), over the same library; its ratio to `ossc get` is reported beside.
 
 Usage
 -----
@@ -258,7 +261,7 @@ def run_timed(cmd, env) -> tuple:
     return wall, r.stdout, cpu
 
 
-def bench_read(ls, man: dict, rounds: int, env: dict) -> dict:
+def bench_read(ls, man: dict, rounds: int, env: dict, baseline: str = "") -> dict:
     files = sorted(man["files"])
     keys = [f"{MODEL_PREFIX}/{f}" for f in files]
     total = sum(m["size"] for m in man["files"].values())
@@ -271,12 +274,16 @@ def bench_read(ls, man: dict, rounds: int, env: dict) -> dict:
     if bad or got["bytes"] != total:
         raise SystemExit(f"connector read wrong bytes: {bad or got['bytes']}")
     target = Path(tempfile.mkdtemp(prefix="ossc-bench-api-", dir="/dev/shm"))
-    times = {"get": [], "connector": []}
-    cpus = {"get": [], "connector": []}
-    ratios = []
+    names = ["get", "connector"] + (["baseline"] if baseline else [])
+    # the baseline: the same reader over another copy of the package (an older commit's)
+    base_env = dict(env, PYTHONPATH=os.pathsep.join(
+        [baseline] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    times = {n: [] for n in names}
+    cpus = {n: [] for n in names}
+    ratios, base_ratios = [], []
     try:
         for r in range(rounds):
-            order = ["get", "connector"] if r % 2 == 0 else ["connector", "get"]
+            order = names if r % 2 == 0 else names[::-1]
             this = {}
             for name in order:
                 shutil.rmtree(target / "out", ignore_errors=True)
@@ -286,7 +293,8 @@ def bench_read(ls, man: dict, rounds: int, env: dict) -> dict:
                                               str(target / "out")], env)
                     inside = ""
                 else:
-                    wall, out, cpu = run_timed(reader + ["0"], env)
+                    wall, out, cpu = run_timed(reader + ["0"],
+                                               base_env if name == "baseline" else env)
                     inside = f"  ({json.loads(out)['seconds']:.2f}s after imports)"
                 this[name] = wall
                 times[name].append(wall)
@@ -294,9 +302,17 @@ def bench_read(ls, man: dict, rounds: int, env: dict) -> dict:
                 log(f"  read round {r + 1} {name:<10} {wall:7.2f}s  "
                     f"{total / wall / 1e9:.2f} GB/s  {cpu:.2f} CPU s{inside}")
             ratios.append(this["get"] / this["connector"])
+            if baseline:
+                base_ratios.append(this["get"] / this["baseline"])
     finally:
         shutil.rmtree(target, ignore_errors=True)
-    return {"bytes": total, "files": len(files),
+    extra = {}
+    if baseline:
+        extra = {"baseline": {"python": baseline, "seconds": med(times["baseline"]),
+                              "runs": times["baseline"], "cpu_seconds": med(cpus["baseline"]),
+                              "cpu_runs": cpus["baseline"]},
+                 "ratio_get_over_baseline": {"median": med(base_ratios), "runs": base_ratios}}
+    return {**extra, "bytes": total, "files": len(files),
             "get": {"seconds": med(times["get"]), "runs": times["get"],
                     "GBps": total / med(times["get"]) / 1e9,
                     "cpu_seconds": med(cpus["get"]), "cpu_runs": cpus["get"]},
@@ -322,6 +338,8 @@ def parse_args(argv=None):
     p.add_argument("--keep-store", action="store_true", help="leave the store's data for the "
                    "next run (100,000 PUTs take minutes)")
     p.add_argument("--out-dir", default="bench-results")
+    p.add_argument("--baseline-python", default="", help="also read with the package in this "
+                   "directory (e.g. an older commit's python/ from git archive), same rounds")
     return p.parse_args(argv)
 
 
@@ -373,7 +391,7 @@ def main(argv=None) -> int:
                        for f, m in man["files"].items()):
                     log("uploading the model ...")
                     ls.upload_dir(BUCKET, MODEL_PREFIX + "/", str(mdir))
-                results["read"] = bench_read(ls, man, args.rounds, env)
+                results["read"] = bench_read(ls, man, args.rounds, env, args.baseline_python)
     finally:
         if not args.keep_store:
             shutil.rmtree(args.store_dir, ignore_errors=True)
@@ -397,6 +415,11 @@ def main(argv=None) -> int:
         print(f"  connector / get speed: {r['ratio_get_over_connector']['median']:.2f}x "
               f"(rounds: {', '.join(f'{x:.2f}' for x in r['ratio_get_over_connector']['runs'])};"
               f" target >= 0.9)")
+        if "baseline" in r:
+            b = r["ratio_get_over_baseline"]
+            print(f"  baseline   {r['baseline']['seconds']:7.2f}s  "
+                  f"{r['baseline']['cpu_seconds']:.2f} CPU s; baseline / get speed: "
+                  f"{b['median']:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in b['runs'])})")
     print(f"results: {out / 'api.json'}")
     return 0
 

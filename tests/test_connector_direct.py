@@ -1,8 +1,10 @@
 """The connector's direct reads (python/ossc/direct_read.py): a large readinto that the
 prefetch has not reached is fetched straight into the caller's buffer, the prefetch gives way
-and other reads fill its memory on demand. Sizes are scaled down (64 KiB chunks, direct from
-4 chunks on) so that every path runs on small objects, against SeaweedFS through the fault
-proxy (which slows the prefetch so that readers race it, and corrupts bodies)."""
+and other reads fill its memory on demand; a run of such reads has the next bytes read ahead
+(python/ossc/readahead.py). Sizes are scaled down (64 KiB chunks, direct from 4 chunks on, a
+12-chunk read-ahead window in 6-chunk segments) so that every path runs on small objects,
+against SeaweedFS through the fault proxy (which slows the prefetch so that readers race it,
+corrupts bodies and refuses ranges)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 
 import ossc
 from ossc import connector as conn
-from ossc import direct_read
+from ossc import direct_read, readahead
 
 PREFIX = "connector-direct/"
 CHUNK = 64 << 10
@@ -30,6 +32,9 @@ def scaled_down(monkeypatch):
     monkeypatch.setattr(conn, "DIRECT_READ_MIN", 4 * CHUNK)
     monkeypatch.setattr(conn, "FILL_STEP", CHUNK)
     monkeypatch.setattr(direct_read, "PIECE_MIN", CHUNK)
+    monkeypatch.setattr(readahead, "WINDOW", 12 * CHUNK)
+    monkeypatch.setattr(readahead, "SEGMENT", 6 * CHUNK)  # not the readers' buffer size
+    monkeypatch.setattr(readahead, "SEGMENT_MAX", 10 * CHUNK)
 
 
 @pytest.fixture
@@ -43,6 +48,20 @@ def direct_calls(monkeypatch):
         return real(client, key, size, ranges, views, wait_step, poll_s)
 
     monkeypatch.setattr(direct_read, "fetch_into", spy)
+    return calls
+
+
+@pytest.fixture
+def ahead_calls(monkeypatch):
+    """The ranges each read-ahead segment's fetch asked for."""
+    calls = []
+    real = readahead.Fetch
+
+    def spy(client, items):
+        calls.append([(i.offset, i.length) for i in items])
+        return real(client, items)
+
+    monkeypatch.setattr(readahead, "Fetch", spy)
     return calls
 
 
@@ -200,9 +219,10 @@ def test_direct_reads_default_to_plain_http_and_can_be_turned_off(store, bucket,
     assert not direct_calls
 
 
-def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_calls):
-    """100 cycles of open, direct reads to the end (a fetch per read) and close leave the
-    process's fds, threads and memory where they were."""
+def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_calls,
+                                   ahead_calls):
+    """100 cycles of open, direct and read-ahead reads to the end (a fetch per read or
+    segment) and close leave the process's fds, threads and memory where they were."""
     from test_connector import _fds, _rss_kib, _threads
 
     monkeypatch.setattr(conn, "GIVE_WAY_MAX", 1 << 40)
@@ -219,10 +239,69 @@ def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_c
         cycle(10)
         gc.collect()
         fds, threads, rss = _fds(), _threads(), _rss_kib()
-        calls = len(direct_calls)
+        calls = len(direct_calls) + len(ahead_calls)
         cycle(100)
         gc.collect()
-        assert len(direct_calls) - calls >= 100 * (SIZE // len(buf))
+        assert len(direct_calls) + len(ahead_calls) - calls >= 100 * (SIZE // len(buf))
+        assert len(ahead_calls) >= 100 * 2
         assert _fds() == fds and _threads() == threads
         grown = _rss_kib() - rss
         assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 100 cycles"
+
+
+def _read_to_end(f, buf) -> bytes:
+    got = bytearray()
+    while k := f.readinto(buf):
+        got += buf[:k]
+    return bytes(got)
+
+
+def test_sequential_reader_reads_ahead(store, bucket, objects, proxy, monkeypatch,
+                                       direct_calls, ahead_calls):
+    """A reader pulling an object through one 4-chunk buffer (every ranged GET held 20 ms):
+    the first read goes straight into the buffer, every later byte was read ahead, each range
+    once; after a seek the run starts again, with the same bytes."""
+    monkeypatch.setattr(conn, "PREFETCH_STREAMS", 0)  # no prefetch: the same path each run
+    proxy.add_fault("stall", ranged_only=True, seconds=0.02, times=None)
+    data = objects["obj1.bin"]
+    buf = bytearray(4 * CHUNK)
+    with make(store, proxy.endpoint) as c, c.open(uri(bucket, "obj1.bin")) as f:
+        assert _read_to_end(f, buf) == data
+        direct = sorted(r for call in direct_calls for r in call)
+        ahead = sorted(r for call in ahead_calls for r in call)
+        assert sum(n for _, n in direct) == 4 * CHUNK and direct[0][0] == 0
+        assert sum(n for _, n in ahead) == SIZE - 4 * CHUNK
+        assert [o for o, _ in ahead] == sorted({o for o, _ in ahead})  # no range twice
+        assert f.seek(CHUNK + 5) == CHUNK + 5
+        assert _read_to_end(f, buf) == data[CHUNK + 5:]
+        assert not f._ahead.segments  # used up at the end: nothing left in flight
+
+
+def test_failed_range_fails_the_read_with_the_engines_error(store, bucket, objects, proxy,
+                                                            monkeypatch, ahead_calls):
+    """The store refuses (403) every ranged GET from chunk 12 on. A direct read whose pieces
+    (fetched at once into one buffer) include such a range raises RefusedError. A reader
+    whose read-ahead segment [8, 14) was refused still gets [8, 12) (fetched directly), and
+    the read of [12, 16) raises RefusedError and hands out nothing: the position stays, a
+    retry raises again."""
+    monkeypatch.setattr(conn, "PREFETCH_STREAMS", 0)
+    data = objects["obj2.bin"]
+    proxy.add_fault("status", status=403, key=PREFIX + "obj2.bin", range_from=12 * CHUNK,
+                    times=None)
+    with make(store, proxy.endpoint) as c, c.open(uri(bucket, "obj2.bin")) as f:
+        big = bytearray(8 * CHUNK)
+        f.seek(6 * CHUNK)  # pieces 6..13: the last two are refused
+        with pytest.raises(conn.RefusedError, match="403"):
+            f.readinto(big)
+        assert f.tell() == 6 * CHUNK
+        buf = bytearray(4 * CHUNK)
+        f.seek(0)
+        for k in range(3):  # [0, 12) read; segment [8, 14) is refused
+            assert f.readinto(buf) == len(buf) and buf == data[4 * k * CHUNK:4 * (k + 1) * CHUNK]
+        assert any(o >= 12 * CHUNK for call in ahead_calls for o, _ in call)
+        for _ in range(2):
+            buf[:] = bytes(len(buf))
+            with pytest.raises(conn.RefusedError, match="403"):
+                f.readinto(buf)
+            assert f.tell() == 12 * CHUNK
+        assert not f._ahead.segments

@@ -120,6 +120,20 @@ def test_status_fault_after_and_times(proxy, store, bucket, obj):
     assert resp.status == 200
 
 
+def test_status_fault_range_from(proxy, store, bucket, obj):
+    """range_from=X: only ranged GETs starting at X or past it; a whole GET and earlier ranges
+    pass."""
+    path = object_path(bucket, obj[0])
+    fault = proxy.add_fault("status", key=obj[0], status=403, range_from=1000, times=None)
+    for rng, status in ((None, 200), ("bytes=0-1999", 206), ("bytes=999-1000", 206),
+                        ("bytes=1000-1999", 403), ("bytes=5000-", 403)):
+        conn, resp = request(proxy, store, path, headers={"Range": rng} if rng else None)
+        assert resp.status == status, rng
+        resp.read()
+        conn.close()
+    assert fault.fired == 2
+
+
 def test_reset_sends_rst_after_n_bytes(proxy, store, bucket, obj):
     key, body = obj
     proxy.add_fault("reset", after_bytes=1000)

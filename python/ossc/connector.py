@@ -12,7 +12,8 @@ order (PREFETCH_STREAMS at a time, the rest queued); a read waits only for the c
 which go to the front of the queue, and copies once, into the caller's buffer. A readinto of a
 large buffer (DIRECT_READ_MIN) whose range the prefetch has not reached is fetched straight
 into that buffer instead (direct_read.py; over plain HTTP unless direct_reads says): one copy
-from the socket, as `ossc get` makes into its files. Errors are ConnectorError subclasses of
+from the socket, as `ossc get` makes into its files; a run of such reads, each where the last
+ended, has the next bytes read ahead (readahead.py). Errors are ConnectorError subclasses of
 OsscError with the engine's class (kind) in the message.
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import atexit
 import io
 import json
-import mmap
 import os
 import subprocess
 import tempfile
@@ -31,7 +31,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from ossc import direct_read, native
+from ossc import direct_read, native, readahead
 from ossc.native import Client, FetchItem, OsscError, ffi, lib
 
 # How often (at most) a cred_provider is asked for credentials, and how long a blocked read
@@ -345,6 +345,8 @@ class OssModelConnector:
         # the readahead, so no queued prefetch starts (it would compete, and be copied later).
         self._streaming = False
         self._private_dir: Optional[str] = None
+        # staging buffers of sequential readers' read-ahead (readahead.py), reused
+        self._staging = readahead.StagingPool(readahead.WINDOW + readahead.SEGMENT_MAX)
         self._closed = False
         _live_connectors.add(self)
 
@@ -509,6 +511,7 @@ class OssModelConnector:
             sessions, self._sessions = self._sessions, {}
         for fd in sessions.values():
             os.close(fd)
+        self._staging.close()
         if self._private_dir:
             for name in os.listdir(self._private_dir):
                 os.unlink(os.path.join(self._private_dir, name))
@@ -535,8 +538,9 @@ class ObjectStream(io.BufferedIOBase):
     read/readinto/readline/seek/tell/size/mmap/close; a read waits for the chunks it covers
     (moved to the front of the prefetch) and copies once, into its result or the caller's
     buffer. A readinto of DIRECT_READ_MIN or more that the prefetch has not reached is
-    fetched straight into the caller's buffer; the prefetch then gives way (is cancelled,
-    keeping what landed), and later reads of other ranges fill its memory on demand."""
+    fetched straight into the caller's buffer (or copied from what was read ahead for a run
+    of them); the prefetch then gives way (is cancelled, keeping what landed), and later
+    reads of other ranges fill its memory on demand."""
 
     def __init__(self, connector: OssModelConnector, client: Client, uri: str, key: str,
                  size: int, crc: Optional[int] = None):
@@ -547,14 +551,9 @@ class ObjectStream(io.BufferedIOBase):
         self.key = key
         self._size = size
         self._pos = 0
-        self._mem = mmap.mmap(-1, size) if size else None
-        if size >= HUGE_PAGES_FROM and hasattr(mmap, "MADV_HUGEPAGE"):
-            # 2 MiB pages where the kernel has them: a page fault per 2 MiB the fetch writes,
-            # not per 4 KiB (a quarter of the time of a read, measured, on 4 KiB pages)
-            try:
-                self._mem.madvise(mmap.MADV_HUGEPAGE)
-            except OSError:
-                pass
+        # 2 MiB pages where the kernel has them: a page fault per 2 MiB the fetch writes,
+        # not per 4 KiB (a quarter of the time of a read, measured, on 4 KiB pages)
+        self._mem = readahead.private_memory(size, size >= HUGE_PAGES_FROM) if size else None
         self._view = memoryview(self._mem) if size else memoryview(b"")
         self._fetch: Optional[native.Fetch] = None
         self._complete = size == 0
@@ -565,6 +564,7 @@ class ObjectStream(io.BufferedIOBase):
         self._direct_ok = size > 0 and connector.direct_reads and \
             (crc is None or not verify_before_read)
         self._crc = None if crc is None else direct_read.SequentialCrc(key, size, crc)
+        self._ahead = readahead.Readahead(key, size, connector._staging, self._transfers)
         self._gave_way = False  # the prefetch was cancelled for direct reads
         self._bucket = parse_uri(uri)[:2]  # (scheme, bucket): the client of direct reads
         self._filled: set = set()  # FILL_STEP steps filled on demand since
@@ -638,8 +638,11 @@ class ObjectStream(io.BufferedIOBase):
         self._direct(ranges, [self._view[o:o + n] for o, n in ranges])
         self._filled.update(missing)
 
+    def _direct_client(self) -> Client:
+        return self._connector._client(*self._bucket, direct_transfers=self._transfers)
+
     def _direct(self, ranges: list, views: list) -> None:
-        client = self._connector._client(*self._bucket, direct_transfers=self._transfers)
+        client = self._direct_client()
         with _translated():
             direct_read.fetch_into(client, self.key, self._size, ranges, views,
                                    self._connector.refresh_credentials, CREDENTIALS_POLL_S)
@@ -739,9 +742,9 @@ class ObjectStream(io.BufferedIOBase):
         if len(out) >= DIRECT_READ_MIN and not self._in_memory(start, end) \
                 and self._give_way_if_cheap(start, n):
             self._connector._start_streaming(self)
-            ranges = direct_read.pieces(start, n, self._transfers)
-            self._direct(ranges, [out[o - start:o - start + m] for o, m in ranges])
+            self._read_direct(start, out[:n], len(out))
         else:
+            self._ahead.drop()
             self._ensure(start, end)
             out[:n] = self._view[start:end]
         self._handed_out(start, out[:n])
@@ -749,6 +752,28 @@ class ObjectStream(io.BufferedIOBase):
         return n
 
     readinto1 = readinto
+
+    def _read_direct(self, start: int, out: memoryview, buffer_size: int) -> None:
+        """Fills out with [start, start + len(out)) from what was read ahead for a run of
+        large reads (readahead.py), then straight from the store; a read that continues the
+        run (its caller's buffer_size at most readahead.SEGMENT_MAX) keeps the next bytes in
+        flight."""
+        ahead = self._ahead
+        done = 0
+        if ahead.continues(start) and buffer_size <= readahead.SEGMENT_MAX:
+            with _translated():
+                done = ahead.take(start, out, self._wait)
+                ahead.top_up(self._direct_client(), start + len(out), buffer_size)
+        else:
+            ahead.drop()
+            ahead.expect = start + len(out)
+        if done < len(out):
+            at = start + done
+            ranges = direct_read.pieces(at, len(out) - done, self._transfers)
+            self._direct(ranges, [out[o - start:o - start + m] for o, m in ranges])
+
+    def _wait(self, fetch: native.Fetch) -> None:
+        direct_read.wait_for(fetch, self._connector.refresh_credentials, CREDENTIALS_POLL_S)
 
     def readline(self, size: Optional[int] = -1) -> bytes:
         self._check_open()
@@ -793,6 +818,7 @@ class ObjectStream(io.BufferedIOBase):
         if self.closed:
             return
         try:
+            self._ahead.close()
             if self._fetch is not None:
                 self._fetch.close()  # cancels what is left, joins the fetch threads
                 self._fetch = None

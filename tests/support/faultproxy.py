@@ -10,8 +10,9 @@ connection gets its own keep-alive connection upstream. Bodies stream in CHUNK p
 
 Keys are path-style: "bucket/key" (percent-decoded path without the leading "/" and query).
 
-Fault kinds (for GET unless method= says otherwise; key substring, ranged_only, after=K skips
-the first K matches, times=N is the budget, None = forever):
+Fault kinds (for GET unless method= says otherwise; key substring, ranged_only, range_from=X
+only ranged GETs starting at offset X or past it, after=K skips the first K matches, times=N
+is the budget, None = forever):
   status               answer `status` with an S3-style XML error (+ `headers`) after reading
                        the request's body; upstream untouched
   reset                send headers and `after_bytes` body bytes, then RST (SO_LINGER 0)
@@ -121,6 +122,7 @@ class Fault:
     method: str = "GET"  # "HEAD" works for status and stall
     times: int | None = 1  # budget; None = forever
     after: int = 0  # let the first `after` matching requests through
+    range_from: int | None = None  # only ranged GETs whose range starts at this offset or past
     # what to do
     status: int = 503  # status: the code; headers: extra response headers
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -131,11 +133,14 @@ class Fault:
     skipped: int = dataclasses.field(default=0, init=False)  # let through because of `after`
     fired: int = dataclasses.field(default=0, init=False)
 
-    def matches(self, method: str, key: str, ranged: bool) -> bool:
+    def matches(self, method: str, key: str, ranged: bool,
+                range_start: int | None = None) -> bool:
         return (
             method == self.method
             and (self.key is None or self.key in key)
             and (ranged or not self.ranged_only)
+            and (self.range_from is None or (range_start is not None
+                                             and range_start >= self.range_from))
         )
 
     @property
@@ -246,10 +251,11 @@ class FaultProxy:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, method: str, key: str, ranged: bool) -> Fault | None:
+    def _take_fault(self, method: str, key: str, ranged: bool,
+                    range_start: int | None = None) -> Fault | None:
         with self._lock:
             for f in self._faults:
-                if f.spent or not f.matches(method, key, ranged):
+                if f.spent or not f.matches(method, key, ranged, range_start):
                     continue
                 if f.skipped < f.after:
                     f.skipped += 1
@@ -442,7 +448,8 @@ class _Handler(BaseHTTPRequestHandler):
         key = urllib.parse.unquote(self.path.partition("?")[0].lstrip("/"))
         ranged = self.headers.get("Range") is not None
         self.proxy._count_request(self.command, key, self.headers.get("Range") or "")
-        fault = self.proxy._take_fault(self.command, key, ranged)
+        fault = self.proxy._take_fault(self.command, key, ranged,
+                                       _requested_start(self.headers.get("Range")))
         kind = fault.kind if fault else None
 
         if kind == "status":
@@ -705,6 +712,12 @@ def _range_start(content_range: str | None) -> int | None:
         return int(content_range.split()[1].split("-")[0])
     except (AttributeError, IndexError, ValueError):
         return None
+
+
+def _requested_start(range_header: str | None) -> int | None:
+    """"bytes=10-19" -> 10 (None for no Range or another form)."""
+    first = (range_header or "").partition("=")[2].partition("-")[0]
+    return int(first) if first.isdigit() else None
 
 
 def _shift_content_range(value: str, shift: int) -> str:
