@@ -268,6 +268,10 @@ def test_one_failed_object_fails_only_itself(store, remote, model_dir, proxy, tm
         info = session_info(model_dir)
         assert info["state"] == "complete" and info["objectsFailed"] == 1, info
         assert [e["file"] for e in info["errors"]] == [NAMES[0]], info
+        status = subprocess.run([sys.executable, "-m", "ossc", "status", str(model_dir)],
+                                capture_output=True, text=True, timeout=30).stdout
+        assert "6 large files, 1 failed" in status and f"error      {NAMES[0]}: " in status, \
+            status
         assert gets(proxy, remote, NAMES[4]) == 2
     finally:
         run.close()

@@ -269,7 +269,9 @@ def cmd_status(args) -> int:
                              ("policy", info["policy"]), ("budget", budget),
                              ("progress", f"{human_bytes(info['bytesDone'])} of "
                                           f"{human_bytes(info['bytesTotal'])} ({done:.0f}%), "
-                                          f"{info['objects']} large files")):
+                                          f"{info['objects']} large files"
+                                          + (f", {info['objectsFailed']} failed"
+                                             if info.get("objectsFailed") else ""))):
             print(f"  {label:<10} {value}")
         for error in info["errors"]:
             print(f"  error      {error['file']}: {error['error']}")
