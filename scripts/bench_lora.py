@@ -228,6 +228,8 @@ def main(argv=None) -> int:
     if a.rounds * 3 > a.adapters:
         raise SystemExit("each round loads three adapters never loaded before: raise --adapters")
     work = Path(tempfile.mkdtemp(prefix="ossc-lora-bench-"))
+    if a.nginx:
+        os.chmod(work, 0o711)  # nginx's workers (nobody, when root starts it) pass through
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
               "store": "nginx" if a.nginx else "SeaweedFS"}
     try:

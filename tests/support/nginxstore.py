@@ -41,7 +41,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 class NginxStore:
     """nginx on 127.0.0.1 serving root/<bucket>/<key>; root is ours: created empty and removed
-    at stop() unless keep_root."""
+    at stop() unless keep_root. Started by root, nginx's workers run as nobody: root's parents
+    must let others pass (mode o+x)."""
 
     def __init__(self, nginx: str, root: str, workers: int | None = None,
                  access_key: str = "ossc-bench", secret_key: str = "ossc-bench-secret",
@@ -76,11 +77,14 @@ class NginxStore:
 
     def upload_dir(self, bucket: str, prefix: str, local_dir: str) -> None:
         """Hard-link every file under local_dir to root/bucket/prefix/relpath, then restart so
-        the listings include them. nginx lists top-level prefixes, each directory and key."""
+        the listings include them. nginx lists top-level prefixes, each directory and key.
+        The files become readable by others (nginx's workers), the originals too: one inode."""
         src = Path(local_dir)
         for f in src.rglob("*"):
             if f.is_file():
-                link_or_copy(f, self.root / bucket / prefix / f.relative_to(src))
+                dst = self.root / bucket / prefix / f.relative_to(src)
+                link_or_copy(f, dst)
+                dst.chmod(dst.stat().st_mode | 0o444)  # safetensors writes 0600
         self._restart(bucket)
 
     def _restart(self, bucket: str) -> None:
