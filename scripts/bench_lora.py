@@ -11,8 +11,9 @@ nginxstore.py. SeaweedFS serves one large object at under 1 GB/s on 2 cores, mos
 lazy load of a 100 MB adapter then costs) and starts ONE vLLM server under `ossc-run
 --oss-path <base> --model-dir ... --mount <adapters>=<dir>:lazy` (--enable-lora --max-loras 2
 --max-cpu-loras 2). Then, in --rounds interleaved rounds (the order rotates), each contender
-loads an adapter never loaded before and is timed from POST /v1/load_lora_adapter to the answer of a 1-token completion
-with it (vLLM reads the adapter's files at its first use, not when it is registered):
+loads an adapter never loaded before and is timed from POST /v1/load_lora_adapter to the
+answer of a 1-token completion with it (vLLM reads the adapter's files at its first use, not
+when it is registered):
   local   the adapter's local copy (page cache warm): the floor
   lazy    the adapter on the lazy mount: the open fetches the file at full parallelism
   s5cmd   `s5cmd cp s3://B/P/adapter-NN/* /dev/shm/...`, then the load of that copy (both
