@@ -93,6 +93,7 @@ from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' support package: model, local store
+from support.nginxstore import NginxStore  # noqa: E402
 from support.synth_model import ensure_model, ensure_single_file, sha256_file  # noqa: E402
 
 RANGE = 64 << 20  # curl ceiling: one range per process
@@ -214,54 +215,16 @@ def settle(quiet=0.3, max_wait=5.0) -> None:
             last, last_change = v, time.monotonic()
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system
-        shutil.copyfile(src, dst)
-
-
 @contextlib.contextmanager
 def nginx_store(args, prefix: str, mdir: Path):
     """nginx over hard links to the model's files: ROOT/BUCKET/PREFIX/..., listings static."""
     root = Path(args.store_dir) / "nginx"
-    shutil.rmtree(root, ignore_errors=True)
-    for f in mdir.rglob("*"):
-        if f.is_file():
-            link_or_copy(f, root / args.bucket / prefix / f.relative_to(mdir))
-    work = Path(tempfile.mkdtemp(prefix="ossc-nginx-"))
-    port = free_port()
-    workers = args.nginx_workers or max(2, (os.cpu_count() or 2) // 2)
-    subprocess.run(["bash", str(REPO / "scripts" / "nginx_s3_store.sh"), args.nginx, str(root),
-                    args.bucket, str(port), str(workers)], check=True, stdout=sys.stderr,
-                   env={**os.environ, "NGINX_STORE_DIR": str(work)})
-    master = int((work / "nginx.pid").read_text())
-    try:
-        st = Store(f"http://127.0.0.1:{port}", "osscbench", "osscbench-secret", args.bucket,
-                   prefix, root=str(root))
-        time.sleep(0.2)
-        st.pids = [master] + children_of(master)
+    with NginxStore(args.nginx, str(root), args.nginx_workers, "osscbench", "osscbench-secret",
+                    keep_root=args.keep_store) as ns:
+        ns.upload_dir(args.bucket, prefix, str(mdir))
+        st = Store(ns.endpoint, ns.access_key, ns.secret_key, args.bucket, prefix, root=str(root))
+        st.pids = [ns.master] + children_of(ns.master)
         yield st
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(master, signal.SIGTERM)
-        for _ in range(50):
-            if not Path(f"/proc/{master}").exists():
-                break
-            time.sleep(0.05)
-        shutil.rmtree(work, ignore_errors=True)
-        if not args.keep_store:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -6,11 +6,14 @@ What it does
 Part 1, runtime LoRA (needs a vLLM venv: --vllm-python or $OSSC_VLLM_PYTHON). Builds a tiny
 Llama and --adapters peft adapters of rank --rank on every projection (tests/support/
 tiny_llama.py: about 1 MiB each at rank 64), uploads both to a local S3 store (SeaweedFS on
-127.0.0.1) and starts ONE vLLM server under `ossc-run --oss-path <base> --model-dir ...
---mount <adapters>=<dir>:lazy` (--enable-lora --max-loras 2 --max-cpu-loras 2). Then, in
---rounds interleaved rounds (the order rotates), each contender loads an adapter never loaded
-before and is timed from POST /v1/load_lora_adapter to the answer of a 1-token completion
-with it (vLLM reads the adapter's files at its first use, not when it is registered):
+127.0.0.1; with --nginx NGINX_BIN, nginx serving hard links to the files: tests/support/
+nginxstore.py. SeaweedFS serves one large object at under 1 GB/s on 2 cores, most of what the
+lazy load of a 100 MB adapter then costs) and starts ONE vLLM server under `ossc-run
+--oss-path <base> --model-dir ... --mount <adapters>=<dir>:lazy` (--enable-lora --max-loras 2
+--max-cpu-loras 2). Then, in --rounds interleaved rounds (the order rotates), each contender
+loads an adapter never loaded before and is timed from POST /v1/load_lora_adapter to the
+answer of a 1-token completion with it (vLLM reads the adapter's files at its first use, not
+when it is registered):
   local   the adapter's local copy (page cache warm): the floor
   lazy    the adapter on the lazy mount: the open fetches the file at full parallelism
   s5cmd   `s5cmd cp s3://B/P/adapter-NN/* /dev/shm/...`, then the load of that copy (both
@@ -30,6 +33,8 @@ Usage
   python3 scripts/bench_lora.py --adapters 1000 --files 20 --file-mib 2048   # the issue's scale
   python3 scripts/bench_lora.py --adapters 16 --rank 512 --layers 24 --skip-file  # 96 MiB each
   python3 scripts/bench_lora.py --skip-lora                                  # part 2 only
+  python3 scripts/bench_lora.py --nginx /usr/sbin/nginx --s5cmd PATH --vllm-python PY \
+      --adapters 31 --rank 512 --layers 24 --skip-file --rounds 10     # 96 MiB, the issue's target
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from ossc.native import preload_library, session_dir  # noqa: E402
 from support import tiny_llama  # noqa: E402
 from support.localstore import LocalStore  # noqa: E402
+from support.nginxstore import NginxStore  # noqa: E402
 from support.vllm_harness import CLEAN_ENV, VllmServer  # noqa: E402
 
 BUCKET = "ossc-lora-bench"
@@ -87,7 +93,7 @@ def python_env() -> dict:
         filter(None, [str(REPO / "python"), os.environ.get("PYTHONPATH")]))}
 
 
-def bench_lora(a, store: LocalStore, work: Path) -> dict:
+def bench_lora(a, store, work: Path) -> dict:
     base = tiny_llama.build(work / "base", loras=(), layers=a.layers)
     t0 = time.monotonic()
     names = tiny_llama.build_adapters(base, work / "loras", a.adapters, rank=a.rank)
@@ -151,7 +157,7 @@ def wait_gone(path: Path, seconds: float = 15) -> None:
         time.sleep(0.1)
 
 
-def bench_file(a, store: LocalStore, work: Path) -> dict:
+def bench_file(a, store, work: Path) -> dict:
     src = work / "files"
     src.mkdir()
     chunk = os.urandom(1 << 20)
@@ -207,6 +213,9 @@ def parse_args(argv=None):
     ap.add_argument("--skip-lora", action="store_true", help="part 2 only (no vLLM)")
     ap.add_argument("--skip-file", action="store_true", help="part 1 only")
     ap.add_argument("--s5cmd", default=shutil.which("s5cmd") or "s5cmd")
+    ap.add_argument("--nginx", metavar="NGINX_BIN",
+                    help="serve the store with this nginx (scripts/nginx_s3_store.sh) instead of "
+                         "SeaweedFS, which serves a large object at under 1 GB/s here")
     ap.add_argument("--out-dir", default="bench-results")
     return ap.parse_args(argv)
 
@@ -220,9 +229,13 @@ def main(argv=None) -> int:
     if a.rounds * 3 > a.adapters:
         raise SystemExit("each round loads three adapters never loaded before: raise --adapters")
     work = Path(tempfile.mkdtemp(prefix="ossc-lora-bench-"))
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count()}
+    if a.nginx:
+        os.chmod(work, 0o711)  # nginx's workers (nobody, when root starts it) pass through
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
+              "store": "nginx" if a.nginx else "SeaweedFS"}
     try:
-        with LocalStore(str(work / "store")) as store:
+        with (NginxStore(a.nginx, str(work / "nginx")) if a.nginx
+              else LocalStore(str(work / "store"))) as store:
             store.create_bucket(BUCKET)
             if not a.skip_lora:
                 result["lora"] = bench_lora(a, store, work)
@@ -238,7 +251,7 @@ def main(argv=None) -> int:
     if "lora" in result:
         r = result["lora"]
         print(f"\n### Runtime LoRA load ({r['adapters']} adapters of {r['adapter_mib']:.2f} MiB, "
-              f"{a.rounds} rounds)\n\n| contender | median ms |\n|---|---|")
+              f"{a.rounds} rounds, {result['store']})\n\n| contender | median ms |\n|---|---|")
         for c, ms in r["median_ms"].items():
             print(f"| {c} | {ms:.0f} |")
         print(f"\nlazy/local {r['lazy/local']:.2f}x (target <= 1.2), lazy/s5cmd "
@@ -246,7 +259,7 @@ def main(argv=None) -> int:
     r = result.get("file")
     if not r:
         return 0
-    print(f"\n### One {a.file_mib} MiB file of {a.files} ({a.rounds} rounds)\n\n"
+    print(f"\n### One {a.file_mib} MiB file of {a.files} ({a.rounds} rounds, {result['store']})\n\n"
           "| contender | median s |\n|---|---|")
     for c, s in r["median_s"].items():
         print(f"| {c} | {s:.2f} |")

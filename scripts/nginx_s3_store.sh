@@ -1,7 +1,8 @@
 #!/bin/bash
 # A path-style S3 stand-in: nginx serving $ROOT/<bucket>/<key> (Range, HEAD; the Authorization
 # header is ignored, so signed requests pass) and, for GET /<bucket>?list-type=2&prefix=P, a static
-# ListObjectsV2 XML generated here for each top-level prefix P of the bucket.
+# ListObjectsV2 XML generated here for each top-level prefix P of the bucket, each directory
+# below it and each key.
 # usage: nginx_s3_store.sh NGINX_BIN ROOT BUCKET PORT WORKERS
 set -eu
 NGINX=$1 ROOT=$2 BUCKET=$3 PORT=$4 WORKERS=${5:-8}
@@ -12,6 +13,17 @@ from urllib.parse import quote
 root, bucket = sys.argv[1], sys.argv[2]
 bdir = os.path.join(root, bucket)
 maps = []
+
+
+def pattern(rest):  # a key below the prefix as a regex on the raw query value
+    return rest.replace(".", "\\.").replace("/", "(%2F|/)")
+
+
+def parents(d, pfx):  # d's ancestors below pfx
+    while (d := os.path.dirname(d)) not in ("", pfx):
+        yield d
+
+
 for pfx in sorted(os.listdir(bdir)):
     pdir = os.path.join(bdir, pfx)
     if not os.path.isdir(pdir):
@@ -45,8 +57,18 @@ for pfx in sorted(os.listdir(bdir)):
             line = [x for x in out if f"<Key>{quote(k, safe='/')}</Key>" in x]
             with open(os.path.join(root, "__list", name + ".xml"), "w") as f:
                 f.write("\n".join(hdr + line + ['</ListBucketResult>']) + "\n")
-            rest = sub[len(pfx) + 1:].replace(".", "\\.")
-            maps.append(f'    "~^{pfx}(%2F|/){rest}$" {name};')
+            maps.append(f'    "~^{pfx}(%2F|/){pattern(sub[len(pfx) + 1:])}$" {name};')
+    # and each directory below the prefix (s5cmd's 's3://B/P/dir/*' lists P/dir/)
+    dirs = {os.path.dirname(k) for k, _ in keys} - {pfx}
+    dirs |= {p for d in dirs for p in parents(d, pfx)}
+    for d in sorted(dirs):
+        inside = [x for x in out if x.startswith("<Contents><Key>" + quote(d, safe="/") + "/")]
+        hdr = out[:2] + [out[2].replace(f"<Prefix>{pfx}/</Prefix>", f"<Prefix>{d}/</Prefix>")
+                         .replace(f"<KeyCount>{len(keys)}</KeyCount>", f"<KeyCount>{len(inside)}</KeyCount>")]
+        name = d.replace("/", "__") + "__dir"
+        with open(os.path.join(root, "__list", name + ".xml"), "w") as f:
+            f.write("\n".join(hdr + inside + ['</ListBucketResult>']) + "\n")
+        maps.append(f'    "~^{pfx}(%2F|/){pattern(d[len(pfx) + 1:])}(%2F|/)?$" {name};')
 with open(os.environ.get("NGINX_STORE_DIR", "/tmp/ossc-nginx-store") + "/listmap.conf", "w") as f:
     f.write("map $arg_prefix $listpage {\n    default __none;\n" + "\n".join(maps) + "\n}\n")
 EOF
