@@ -1,4 +1,4 @@
-/* tmpfs_sink_bench.c: ways for many threads to fill one tmpfs file from memory buffers.
+/* tmpfs_sink_bench.c: ways for many threads to fill one tmpfs file (or K files) from memory buffers.
  *
  * Simulates the fetch engine's sink (preload/src/engine/fetch.c, sink_map.c): THREADS threads
  * take CHUNK-sized chunks of one SIZE file from a shared counter (so neighbouring chunks are
@@ -10,13 +10,17 @@
  *
  * Build: cc -O2 -pthread -o tmpfs_sink_bench scripts/tmpfs_sink_bench.c
  * Run:   ./tmpfs_sink_bench [-d /dev/shm] [-s GiB] [-t threads] [-c chunk MiB] [-p piece KiB]
- *                           [-r rounds] [-m method,method,...]
+ *                           [-r rounds] [-m method,method,...] [-k files]
  * Methods: map (shared mapping, a page fault per 4 KiB), map-falloc (one fallocate first, as
  * sink_map.c does today), map-falloc-pop (that, plus MADV_POPULATE_WRITE on each chunk before it
  * is copied), map-pop (populate each chunk, no fallocate), map-pop-all (one thread populates the
  * whole mapping before the copies), map-chunk-populate (an mmap with MAP_POPULATE per chunk),
  * pwrite (into the one file), pwrite-files (each thread into a file of its own: the ceiling),
- * pwrite-1m (pwrite into the one file in 1 MiB batches). */
+ * pwrite-1m (pwrite into the one file in 1 MiB batches).
+ * -k K splits the SIZE over K files written at once, thread i taking the chunks of file i % K
+ * (as a fetch that spreads its transfers over K items): it applies to every method but
+ * pwrite-files, and asks whether tmpfs serializes per file or per filesystem. The K files are
+ * set up (fallocate, mapping) by K threads at once, as the fetch's reserve-ahead threads do. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -45,14 +49,14 @@ static const char *method_names[M_COUNT] = {"map", "map-falloc", "map-falloc-pop
 
 static const char *dir = "/dev/shm";
 static size_t size = 2ul << 30, chunk = 32ul << 20, piece = 64ul << 10;
-static int threads = 16;
+static int threads = 16, files = 1;
 
 typedef struct run {
     enum method m;
-    int fd;                 /* the one file */
+    int *fd;                /* the K files (-k), each SIZE/K */
     int *fds;               /* pwrite-files: one per thread */
-    char *map;              /* the whole file, for the map methods that map once */
-    atomic_size_t next;     /* the next chunk to take */
+    char **map;             /* each whole file, for the map methods that map once */
+    atomic_size_t *next;    /* per file: the next chunk to take */
     atomic_int failed;
 } run;
 
@@ -92,14 +96,15 @@ static void *work(void *arg)
 {
     worker *w = arg;
     run *r = w->r;
-    size_t n_chunks = size / chunk;
+    int f = w->id % files;
+    size_t n_chunks = size / files / chunk;
     size_t files_at = 0;
     for (;;) {
-        size_t ci = atomic_fetch_add(&r->next, 1);
+        size_t ci = atomic_fetch_add(&r->next[f], 1);
         if (ci >= n_chunks)
             break;
         size_t off = ci * chunk;
-        char *dst = r->map ? r->map + off : NULL;
+        char *dst = r->map[f] ? r->map[f] + off : NULL;
         if (r->m == M_MAP_FALLOC_POP || r->m == M_MAP_POP) {
             if (madvise(dst, chunk, MADV_POPULATE_WRITE) != 0) {
                 perror("madvise(MADV_POPULATE_WRITE)");
@@ -107,7 +112,7 @@ static void *work(void *arg)
                 return NULL;
             }
         } else if (r->m == M_MAP_CHUNK_POPULATE) {
-            dst = mmap(NULL, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
+            dst = mmap(NULL, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd[f],
                        (off_t)off);
             if (dst == MAP_FAILED)
                 die("mmap");
@@ -119,7 +124,7 @@ static void *work(void *arg)
             if (dst) {
                 memcpy(dst + at, w->buf, len);
             } else {
-                int fd = r->m == M_PWRITE_FILES ? r->fds[w->id] : r->fd;
+                int fd = r->m == M_PWRITE_FILES ? r->fds[w->id] : r->fd[f];
                 off_t pos = r->m == M_PWRITE_FILES ? (off_t)files_at : (off_t)(off + at);
                 if (write_all(fd, w->buf, len, pos) != 0) {
                     perror("pwrite");
@@ -141,13 +146,50 @@ static double cpu_s(const struct rusage *u, int sys)
     return t->tv_sec + t->tv_usec / 1e6;
 }
 
+typedef struct file_setup {
+    run *r;
+    int f;
+    size_t size;
+} file_setup;
+
+/* Opens, sizes, reserves and maps file f of a run. */
+static void *setup_file(void *arg)
+{
+    file_setup *fs = arg;
+    run *r = fs->r;
+    int f = fs->f;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tmpfs-sink-bench.%d.f%d", dir, getpid(), f);
+    r->fd[f] = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (r->fd[f] < 0)
+        die(path);
+    unlink(path);
+    if (ftruncate(r->fd[f], (off_t)fs->size) != 0)
+        die("ftruncate");
+    if ((r->m == M_MAP_FALLOC || r->m == M_MAP_FALLOC_POP) &&
+        fallocate(r->fd[f], FALLOC_FL_KEEP_SIZE, 0, (off_t)fs->size) != 0)
+        die("fallocate");
+    if (r->m <= M_MAP_POP_ALL) {
+        r->map[f] = mmap(NULL, fs->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd[f], 0);
+        if (r->map[f] == MAP_FAILED)
+            die("mmap");
+        if (r->m == M_MAP_POP_ALL && madvise(r->map[f], fs->size, MADV_POPULATE_WRITE) != 0)
+            die("madvise(MADV_POPULATE_WRITE)");
+    }
+    return NULL;
+}
+
 /* One run of a method on fresh files: GB/s, and sys and user CPU-s per GB. */
 static void run_once(enum method m, double *gbs, double *sys_gb, double *usr_gb, double *setup)
 {
     char path[4096];
-    run r = {.m = m, .fd = -1};
+    run r = {.m = m, .fd = calloc((size_t)files, sizeof(int)),
+             .map = calloc((size_t)files, sizeof(char *)),
+             .next = calloc((size_t)files, sizeof(atomic_size_t))};
+    size_t file_size = size / (size_t)files;
     *setup = 0;
-    atomic_init(&r.next, 0);
+    for (int f = 0; f < files; f++)
+        atomic_init(&r.next[f], 0);
     atomic_init(&r.failed, 0);
     struct rusage u0, u1;
     getrusage(RUSAGE_SELF, &u0);
@@ -162,24 +204,15 @@ static void run_once(enum method m, double *gbs, double *sys_gb, double *usr_gb,
             unlink(path);
         }
     } else {
-        snprintf(path, sizeof(path), "%s/tmpfs-sink-bench.%d", dir, getpid());
-        r.fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-        if (r.fd < 0)
-            die(path);
-        unlink(path);
-        if (ftruncate(r.fd, (off_t)size) != 0)
-            die("ftruncate");
         double s0 = now();
-        if ((m == M_MAP_FALLOC || m == M_MAP_FALLOC_POP) &&
-            fallocate(r.fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) != 0)
-            die("fallocate");
-        if (m <= M_MAP_POP_ALL) {
-            r.map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, 0);
-            if (r.map == MAP_FAILED)
-                die("mmap");
-            if (m == M_MAP_POP_ALL && madvise(r.map, size, MADV_POPULATE_WRITE) != 0)
-                die("madvise(MADV_POPULATE_WRITE)");
+        pthread_t setters[files];
+        file_setup fs[files];
+        for (int f = 0; f < files; f++) {
+            fs[f] = (file_setup){.r = &r, .f = f, .size = file_size};
+            pthread_create(&setters[f], NULL, setup_file, &fs[f]);
         }
+        for (int f = 0; f < files; f++)
+            pthread_join(setters[f], NULL);
         *setup = now() - s0;
     }
     pthread_t tid[threads];
@@ -191,18 +224,21 @@ static void run_once(enum method m, double *gbs, double *sys_gb, double *usr_gb,
     }
     for (int i = 0; i < threads; i++)
         pthread_join(tid[i], NULL);
-    if (r.map)
-        munmap(r.map, size);
+    for (int f = 0; f < files; f++)
+        if (r.map[f])
+            munmap(r.map[f], file_size);
     double t = now() - t0;
     getrusage(RUSAGE_SELF, &u1);
     if (atomic_load(&r.failed))
         exit(1);
     /* Every page was written: spot-check one byte per 1 MiB. */
-    for (size_t at = 0; m != M_PWRITE_FILES && at < size; at += 1ul << 20) {
-        char b = 0;
-        if (pread(r.fd, &b, 1, (off_t)at) != 1 || b == 0) {
-            fprintf(stderr, "%s: byte %zu was not written\n", method_names[m], at);
-            exit(1);
+    for (int f = 0; m != M_PWRITE_FILES && f < files; f++) {
+        for (size_t at = 0; at < file_size; at += 1ul << 20) {
+            char b = 0;
+            if (pread(r.fd[f], &b, 1, (off_t)at) != 1 || b == 0) {
+                fprintf(stderr, "%s: file %d byte %zu was not written\n", method_names[m], f, at);
+                exit(1);
+            }
         }
     }
     double gb = size / 1e9;
@@ -216,8 +252,12 @@ static void run_once(enum method m, double *gbs, double *sys_gb, double *usr_gb,
             close(r.fds[i]);
         free(r.fds);
     } else {
-        close(r.fd);
+        for (int f = 0; f < files; f++)
+            close(r.fd[f]);
     }
+    free(r.fd);
+    free(r.map);
+    free(r.next);
 }
 
 static int cmp(const void *a, const void *b)
@@ -238,11 +278,12 @@ int main(int argc, char **argv)
     bool want[M_COUNT];
     for (int m = 0; m < M_COUNT; m++)
         want[m] = true;
-    while ((opt = getopt(argc, argv, "d:s:t:c:p:r:m:")) != -1) {
+    while ((opt = getopt(argc, argv, "d:s:t:c:p:r:m:k:")) != -1) {
         switch (opt) {
         case 'd': dir = optarg; break;
         case 's': size = (size_t)(atof(optarg) * (1ul << 30)); break;
         case 't': threads = atoi(optarg); break;
+        case 'k': files = atoi(optarg); break;
         case 'c': chunk = (size_t)atoi(optarg) << 20; break;
         case 'p': piece = (size_t)atoi(optarg) << 10; break;
         case 'r': rounds = atoi(optarg); break;
@@ -262,12 +303,13 @@ int main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: %s [-d dir] [-s GiB] [-t threads] [-c chunk MiB] "
-                            "[-p piece KiB] [-r rounds] [-m methods]\n", argv[0]);
+                            "[-p piece KiB] [-r rounds] [-m methods] [-k files]\n", argv[0]);
             return 2;
         }
     }
-    if (threads < 1 || chunk == 0 || piece == 0 || piece > (1ul << 20) || size % chunk) {
-        fprintf(stderr, "bad sizes: the file must be a whole number of chunks, pieces <= 1 MiB\n");
+    if (threads < 1 || files < 1 || chunk == 0 || piece == 0 || piece > (1ul << 20) ||
+        size % ((size_t)files * chunk)) {
+        fprintf(stderr, "bad sizes: each file must be a whole number of chunks, pieces <= 1 MiB\n");
         return 2;
     }
     double gbs[M_COUNT][rounds], sys[M_COUNT][rounds], usr[M_COUNT][rounds], setup[M_COUNT][rounds];
@@ -275,8 +317,9 @@ int main(int argc, char **argv)
         for (int m = 0; m < M_COUNT; m++)
             if (want[m])
                 run_once(m, &gbs[m][i], &sys[m][i], &usr[m][i], &setup[m][i]);
-    printf("%s: %.2f GiB, %d threads, %zu MiB chunks, %zu KiB pieces, median of %d rounds\n", dir,
-           size / (double)(1ul << 30), threads, chunk >> 20, piece >> 10, rounds);
+    printf("%s: %.2f GiB in %d file(s), %d threads, %zu MiB chunks, %zu KiB pieces, "
+           "median of %d rounds\n", dir, size / (double)(1ul << 30), files, threads, chunk >> 20,
+           piece >> 10, rounds);
     printf("%-20s %8s %10s %10s %8s   %s\n", "method", "GB/s", "sys s/GB", "usr s/GB", "setup s",
            "GB/s each round");
     for (int m = 0; m < M_COUNT; m++) {
