@@ -34,6 +34,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -114,17 +115,20 @@ static void wake(uintptr_t a, uintptr_t b)
     ioctl(uffd, UFFDIO_WAKE, &range);
 }
 
-/* Maps [a, b) over with pages past the end of an empty memfd: an access gets SIGBUS. */
+/* Maps [a, b) over with pages past the end of an empty memfd: an access gets SIGBUS. If
+ * that cannot be done, the faulting thread is left waiting, never handed the hole. */
 static void fail_pages(uintptr_t a, uintptr_t b)
 {
     int fd = memfd_create("ossc-not-fetched", MFD_CLOEXEC);
-    if (fd < 0 || real_mmap((void *)a, b - a, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                            fd, 0) == MAP_FAILED)
+    bool failed = fd >= 0 && real_mmap((void *)a, b - a, PROT_READ | PROT_WRITE,
+                                       MAP_SHARED | MAP_FIXED, fd, 0) != MAP_FAILED;
+    if (!failed)
         shim_log("ERROR", "cannot fail the pages of a mapping whose bytes are missing: %s; "
-                 "the access waits", strerror(errno));
+                 "its access waits for good", strerror(errno));
     if (fd >= 0)
         real_close(fd);
-    wake(a, b);
+    if (failed)
+        wake(a, b);
 }
 
 /* Under ranges_lock, with r's bytes in [a, b) present: maps their pages (those another
@@ -262,15 +266,17 @@ static bool ready_to_serve(void)
 }
 
 /* A read-write fd on the data file fd has open, for a shared mapping the kernel will let us
- * register; -1 if there is none. */
+ * register; -1 if there is none. It holds a shared flock as every open of a data file does
+ * (session.c's open_data): the mapping keeps it, and with it the file from being retired and
+ * fetched anew under the mapping. */
 static int writable_twin(int object, int fd)
 {
     char path[OSSC_MODEL_DIR_MAX];
     session_data_path(object, path, sizeof(path));
     int twin = real_open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     struct stat a, b;
-    if (twin >= 0 && (fstat(twin, &a) != 0 || fstat(fd, &b) != 0 || a.st_dev != b.st_dev ||
-                      a.st_ino != b.st_ino)) {
+    if (twin >= 0 && (flock(twin, LOCK_SH | LOCK_NB) != 0 || fstat(twin, &a) != 0 ||
+                      fstat(fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)) {
         real_close(twin);
         twin = -1;
     }
@@ -283,8 +289,9 @@ void *fault_map(void *addr, size_t length, int prot, int flags, int fd, int64_t 
     *served_here = false;
     uint64_t size = session_object_size(object);
     bool shared = (flags & MAP_TYPE) != MAP_PRIVATE;
+    /* A failed object's mmap fails with its errno at once, as before. */
     if (!wanted || pin_enabled() || (flags & MAP_POPULATE) || (shared && (prot & PROT_WRITE)) ||
-        offset < 0 || (uint64_t)offset >= size || length == 0)
+        offset < 0 || (uint64_t)offset >= size || length == 0 || session_object_failed(object))
         return MAP_FAILED;
     pthread_mutex_lock(&ranges_lock);
     bool can = ready_to_serve() && n_ranges < RANGES_MAX;

@@ -91,6 +91,8 @@ void session_audit(int object, uint32_t waited_ms);
 uint64_t session_object_size(int object);
 /* The session's chunk size: an object is fetched, and made present, in such pieces. */
 uint64_t session_chunk_size(int object);
+/* Whether the object's last fetch failed (its errno is set). */
+bool session_object_failed(int object);
 bool session_object_whole(int object);
 /* In a forked child: a lock another thread held at fork is free again. */
 void session_atfork_child(void);
