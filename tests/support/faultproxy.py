@@ -17,8 +17,7 @@ is the budget, None = forever):
                        the request's body; upstream untouched
   reset                send headers and `after_bytes` body bytes, then RST (SO_LINGER 0)
   truncate             full Content-Length, `after_bytes` bytes (default half), then FIN
-  stall                sleep `seconds` before the headers (after_bytes=None) or at body offset;
-                       with `gate` (a threading.Event), only until it is set
+  stall                sleep `seconds` before the headers (after_bytes=None) or at body offset
   wrong_content_range  shift the Content-Range start/end by `shift`, body unchanged
   flip_byte            xor one body byte at `offset` (default: middle), headers unchanged
   status_200_full      answer a ranged GET with 200 and the whole object (needs signer)
@@ -129,7 +128,6 @@ class Fault:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     after_bytes: int | None = None  # reset/truncate/stall: body offset (stall: None = pre-headers)
     seconds: float = 0.0  # stall
-    gate: threading.Event | None = None  # stall: ends early once set
     shift: int = 1  # wrong_content_range
     offset: int | None = None  # flip_byte: body offset, None = middle
     skipped: int = dataclasses.field(default=0, init=False)  # let through because of `after`
@@ -460,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "reset_request":
             return self._reset_mid_request(fault.after_bytes or 0)
         if kind == "stall" and fault.after_bytes is None:
-            self._stall(fault.seconds, fault.gate)
+            self._stall(fault.seconds)
 
         if kind == "status_200_full" and ranged:
             own_conn, resp = self.proxy.signed_get(self.path)
@@ -645,7 +643,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _act(self, kind: str, fault: Fault) -> None:
         if kind == "stall":
-            return self._stall(fault.seconds, fault.gate)
+            return self._stall(fault.seconds)
         self._drop_upstream()  # its response was not read to the end
         self.reset_on_close = kind == "reset"
         raise _Cut(kind)  # finish() closes: RST for reset, FIN for truncate
@@ -666,16 +664,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.close()
         sock.close()
 
-    def _stall(self, seconds: float, gate: threading.Event | None = None) -> None:
-        deadline = time.monotonic() + seconds
-        while not (gate is not None and gate.is_set()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            # stop() interrupts: send nothing more
-            if self.proxy._stopping.wait(left if gate is None else min(left, 0.05)):
-                self._drop_upstream()
-                raise _Cut("stopped")
+    def _stall(self, seconds: float) -> None:
+        if self.proxy._stopping.wait(seconds):  # stop() interrupts: send nothing more
+            self._drop_upstream()
+            raise _Cut("stopped")
 
     def _send_head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
         lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]

@@ -481,11 +481,23 @@ SHIM_API ssize_t preadv64v2(int fd, const struct iovec *iov, int iovcnt, off64_t
     return real_preadv64v2 ? real_preadv64v2(fd, iov, iovcnt, offset, flags) : fail(ENOSYS);
 }
 
+/* A mapping is served by page faults no hook sees: the mapped range must be whole first.
+ * Returns 0, or the errno the mapping fails with; *object is the object mapped, or -1. A
+ * mapping placed over others (MAP_FIXED) ends their GPU registrations first (pin.c). */
+static int wait_mapping(void *addr, int flags, int fd, int64_t offset, size_t length,
+                        int *object)
+{
+    if (flags & MAP_FIXED)
+        pin_forget(addr, length);
+    *object = flags & MAP_ANONYMOUS ? -1 : fd_object(fd);
+    return *object >= 0 ? wait_fd(*object, fd, offset, length) : 0;
+}
+
 /* After the real mmap: a shared mapping of an object's bytes, present now and for good, may
  * be registered with CUDA (OSSC_PIN_GPU=yes), up to the page holding the object's end. */
-static void *pinned(void *p, size_t length, int flags, int object, int64_t offset)
+static void *mapped(void *p, size_t length, int flags, int object, int64_t offset)
 {
-    if (p == MAP_FAILED || !pin_enabled())
+    if (p == MAP_FAILED || object < 0 || !pin_enabled())
         return p;
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), size = session_object_size(object);
     uint64_t in_object = (uint64_t)offset < size ? size - (uint64_t)offset : 0;
@@ -494,45 +506,22 @@ static void *pinned(void *p, size_t length, int flags, int object, int64_t offse
     return p;
 }
 
-/* A mapping is served by page faults no hook sees. A range of an object that is not all
- * present yet is served page by page as its chunks land (fault.c) or, where that cannot be,
- * waits here until whole. A mapping placed over others (MAP_FIXED) ends their GPU
- * registrations and fault service first. */
-static void *map(void *addr, size_t length, int prot, int flags, int fd, int64_t offset,
-                 bool large)
-{
-    if (flags & MAP_FIXED) {
-        pin_forget(addr, length);
-        fault_forget(addr, length);
-    }
-    int object = flags & MAP_ANONYMOUS ? -1 : fd_object(fd);
-    if (object >= 0 && !fd_whole(fd) && offset >= 0 &&
-        !session_present(object, (uint64_t)offset, length) && still_ours(fd)) {
-        bool served;
-        void *p = fault_map(addr, length, prot, flags, fd, offset, object, &served);
-        if (served)
-            return p;
-    }
-    int e = object >= 0 ? wait_fd(object, fd, offset, length) : 0;
-    if (e) {
-        errno = e;
-        return MAP_FAILED;
-    }
-    void *p = large ? real_mmap64(addr, length, prot, flags, fd, (off64_t)offset)
-                    : real_mmap(addr, length, prot, flags, fd, (off_t)offset);
-    return object >= 0 ? pinned(p, length, flags, object, offset) : p;
-}
-
 SHIM_API void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
     ENSURE(mmap);
-    return map(addr, length, prot, flags, fd, (int64_t)offset, false);
+    int object, e = wait_mapping(addr, flags, fd, (int64_t)offset, length, &object);
+    return e ? (errno = e, MAP_FAILED)
+             : mapped(real_mmap(addr, length, prot, flags, fd, offset), length, flags, object,
+                      (int64_t)offset);
 }
 
 SHIM_API void *mmap64(void *addr, size_t length, int prot, int flags, int fd, off64_t offset)
 {
     ENSURE(mmap64);
-    return map(addr, length, prot, flags, fd, (int64_t)offset, true);
+    int object, e = wait_mapping(addr, flags, fd, (int64_t)offset, length, &object);
+    return e ? (errno = e, MAP_FAILED)
+             : mapped(real_mmap64(addr, length, prot, flags, fd, offset), length, flags,
+                      object, (int64_t)offset);
 }
 
 /* The end of a mapping ends its GPU registration first: the driver would otherwise copy
@@ -541,12 +530,9 @@ SHIM_API int munmap(void *addr, size_t length)
 {
     ENSURE(munmap);
     pin_forget(addr, length);
-    fault_forget(addr, length);
     return real_munmap(addr, length);
 }
 
-/* A moved mapping loses its fault service (and would read unlanded pages as zeros): what
- * is served there is made whole first. */
 SHIM_API void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
 {
     ENSURE(mremap);
@@ -557,10 +543,8 @@ SHIM_API void *mremap(void *old_address, size_t old_size, size_t new_size, int f
         new_address = va_arg(ap, void *);
         va_end(ap);
         pin_forget(new_address, new_size); /* mapped over */
-        fault_forget(new_address, new_size);
     }
     pin_forget(old_address, old_size);
-    fault_settle(old_address, old_size);
     return real_mremap(old_address, old_size, new_size, flags, new_address);
 }
 

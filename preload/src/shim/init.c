@@ -313,9 +313,7 @@ __attribute__((constructor)) void shim_init(void)
                  dir);
     }
     pin_init();
-    fault_init();
     pthread_atfork(NULL, NULL, session_atfork_child);
     pthread_atfork(NULL, NULL, pin_atfork_child);
-    pthread_atfork(fault_before_fork, NULL, fault_atfork_child);
     shim_ready = 2;
 }

@@ -545,13 +545,6 @@ int session_open_data(int object, int flags)
 
 uint64_t session_object_size(int object) { return object_of(object)->size; }
 
-uint64_t session_chunk_size(int object) { return mount_of(object)->hdr->chunk_size; }
-
-bool session_object_failed(int object)
-{
-    return __atomic_load_n(&object_of(object)->error, __ATOMIC_ACQUIRE) != 0;
-}
-
 bool session_object_whole(int object)
 {
     const ossc_session_object *o = object_of(object);

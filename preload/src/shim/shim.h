@@ -89,10 +89,6 @@ bool session_present(int object, uint64_t offset, uint64_t length);
 /* One audit line (auditPath) for a closed fd of an object. */
 void session_audit(int object, uint32_t waited_ms);
 uint64_t session_object_size(int object);
-/* The session's chunk size: an object is fetched, and made present, in such pieces. */
-uint64_t session_chunk_size(int object);
-/* Whether the object's last fetch failed (its errno is set). */
-bool session_object_failed(int object);
 bool session_object_whole(int object);
 /* In a forked child: a lock another thread held at fork is free again. */
 void session_atfork_child(void);
@@ -107,20 +103,6 @@ void pin_mapping(void *addr, size_t length, int flags, int object);
 void pin_forget(const void *addr, size_t length);
 /* In a forked child: the registrations are the parent's (CUDA does not survive fork). */
 void pin_atfork_child(void);
-
-/* ---- mappings served page by page (fault.c): userfaultfd ---- */
-void fault_init(void); /* reads OSSC_USERFAULTFD */
-/* Maps [offset, +length) of object's data file (fd, opened on it) like mmap(2) when not all
- * of it is present yet, and serves each page once its chunk lands. *served_here false (and
- * MAP_FAILED) when this process cannot: the caller then waits for the range and maps. */
-void *fault_map(void *addr, size_t length, int prot, int flags, int fd, int64_t offset,
-                int object, bool *served_here);
-/* Before [addr, +length) is unmapped or mapped over: it is no longer served. */
-void fault_forget(const void *addr, size_t length);
-/* Before [addr, +length) is moved (mremap): what is served there gets whole first. */
-void fault_settle(const void *addr, size_t length);
-void fault_before_fork(void); /* a child gets the mappings, not their service: whole first */
-void fault_atfork_child(void);
 
 /* ---- fd table (fdtable.c): which fds are data files of which object ---- */
 #define FD_TABLE_SIZE 65536

@@ -1,14 +1,8 @@
-/* shim_mmap.c: mmap and mmap64 of an fd of a large object. Where the shim cannot serve the
- * mapping page by page (here: MAP_POPULATE, which wants every page at once) they wait until
- * the mapped range is present, then map the object's bytes, or fail with the object's errno.
- * Otherwise (page_faults, where this process may have a userfaultfd) the mapping returns at
- * once and each page is served as its chunk lands, or gets SIGBUS if it cannot be fetched.
- * Anonymous mappings and other files are the real call. */
+/* shim_mmap.c: mmap and mmap64 of an fd of a large object wait until the mapped range is
+ * present (page faults are invisible to the shim), then map the object's bytes; they fail
+ * with the object's errno; anonymous mappings and other files are the real call. */
 #include <fcntl.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fixture.h"
@@ -42,8 +36,7 @@ static void check_mapper(mapper m, int error)
     fx_reset();
     int fd = open(fx_path(0), O_RDONLY);
     fx_call c = {.fn = call_map, .ctx = (const void *)(uintptr_t)m, .fd = fd,
-                 .off = (int64_t)first * FX_CHUNK, .len = 2 * FX_CHUNK,
-                 .flags = MAP_SHARED | MAP_POPULATE};
+                 .off = (int64_t)first * FX_CHUNK, .len = 2 * FX_CHUNK, .flags = MAP_SHARED};
     fx_start(&c);
     CHECK(fx_asks(&c, 0, first));
     fx_land(0, first);
@@ -57,7 +50,7 @@ static void check_mapper(mapper m, int error)
 
     /* The whole object, private and writable (copy on write): it waits for the rest. */
     c = (fx_call){.fn = call_map, .ctx = (const void *)(uintptr_t)m, .fd = fd,
-                  .len = fx_size(0), .flags = MAP_PRIVATE | MAP_POPULATE};
+                  .len = fx_size(0), .flags = MAP_PRIVATE};
     fx_start(&c);
     CHECK(fx_asks(&c, 0, first ? 0 : 2));
     for (uint32_t k = 0; k < fx_chunks(0); k++)
@@ -91,12 +84,12 @@ static void check_mapper(mapper m, int error)
     /* An object that cannot be fetched: MAP_FAILED with its errno. */
     fd = open(fx_path(1), O_RDONLY);
     c = (fx_call){.fn = call_map, .ctx = (const void *)(uintptr_t)m, .fd = fd,
-                  .len = fx_size(1), .flags = MAP_SHARED | MAP_POPULATE};
+                  .len = fx_size(1), .flags = MAP_SHARED};
     fx_start(&c);
     CHECK(fx_asks(&c, 1, 0));
     fx_fail(1, error);
     CHECK(fx_finish(&c) == -1 && errno == error && c.ptr == MAP_FAILED);
-    errno = 0; /* failed already: at once, served page by page or not */
+    errno = 0;
     CHECK(m(FX_CHUNK, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED && errno == error);
     close(fd);
 
@@ -115,85 +108,5 @@ static void check_mapper(mapper m, int error)
 
 SHIM_TEST(mmap) { check_mapper(by_mmap, EACCES); }
 SHIM_TEST(mmap64) { check_mapper(by_mmap64, ENOENT); }
-
-/* Whether this process may open a userfaultfd that serves the kernel's accesses too. */
-static bool userfaultfd_here(void)
-{
-    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-    if (fd < 0)
-        fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-    if (fd >= 0)
-        close(fd);
-    return fd >= 0;
-}
-
-static long call_touch(fx_call *c) { return ((const volatile unsigned char *)c->ptr)[c->off]; }
-
-static __thread sigjmp_buf on_sigbus;
-static void sigbus(int sig)
-{
-    (void)sig;
-    siglongjmp(on_sigbus, 1);
-}
-
-/* The touch, or -2 if it got SIGBUS. */
-static long call_touch_or_sigbus(fx_call *c)
-{
-    if (sigsetjmp(on_sigbus, 1))
-        return -2;
-    return call_touch(c);
-}
-
-SHIM_TEST(page_faults)
-{
-    if (!userfaultfd_here()) {
-        fx_skip("no userfaultfd in this process: every mapping waits (shim.mmap checks that)");
-        return;
-    }
-    for (int shared = 0; shared <= 1; shared++) {
-        fx_reset();
-        int fd = open(fx_path(0), O_RDONLY);
-        uint32_t w = fx_wanted();
-        unsigned char *p =
-            mmap(NULL, fx_size(0), PROT_READ, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
-        CHECK(p != MAP_FAILED && fx_wanted() == w); /* at once, asking for nothing */
-        /* Backwards, each page its own fault: it asks for its chunk, and reads its bytes
-         * once the chunk landed (the last chunk is one byte). */
-        for (uint32_t k = fx_chunks(0); p != MAP_FAILED && k-- > 0;) {
-            uint64_t at = (uint64_t)k * FX_CHUNK + (k + 1 < fx_chunks(0) ? 7 : 0);
-            fx_call c = {.fn = call_touch, .ptr = p, .off = (int64_t)at};
-            fx_start(&c);
-            CHECK(fx_asks(&c, 0, k));
-            fx_land(0, k);
-            CHECK(fx_finish(&c) == fx_byte(0, at));
-        }
-        if (p != MAP_FAILED) {
-            CHECK(fx_bytes(0, 0, p, fx_size(0)));
-            munmap(p, fx_size(0));
-        }
-        close(fd);
-    }
-
-    /* A chunk that cannot be fetched: SIGBUS, never its hole's zeros; the landed one reads. */
-    fx_reset();
-    struct sigaction sa = {.sa_handler = sigbus}, old;
-    sigaction(SIGBUS, &sa, &old);
-    int fd = open(fx_path(1), O_RDONLY);
-    unsigned char *p = mmap(NULL, fx_size(1), PROT_READ, MAP_SHARED, fd, 0);
-    CHECK(p != MAP_FAILED);
-    if (p != MAP_FAILED) {
-        fx_land(1, 0);
-        CHECK(p[5] == fx_byte(1, 5));
-        fx_call c = {.fn = call_touch_or_sigbus, .ptr = p, .off = FX_CHUNK + 1};
-        fx_start(&c);
-        CHECK(fx_asks(&c, 1, 1));
-        fx_fail(1, EACCES);
-        CHECK(fx_finish(&c) == -2);
-        CHECK(fx_log_count(fx_shim_log(), "could not be fetched") > 0);
-        munmap(p, fx_size(1));
-    }
-    sigaction(SIGBUS, &old, NULL);
-    close(fd);
-}
 
 int main(int argc, char **argv) { return fx_main(argc, argv); }
