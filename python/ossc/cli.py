@@ -19,7 +19,6 @@ from typing import Optional
 
 from ossc import config as config_helper
 from ossc import settings as setting_options
-from ossc import tartool
 from ossc.config import DEFAULT_PATH, to_text
 from ossc.errors import EXIT_CONFIG, EXIT_LOCAL, UserError, exit_code, status_exit_code
 from ossc.native import (Client, FetchItem, ObjectInfo, OsscError, lib, reap_session,
@@ -297,11 +296,13 @@ def cmd_gc(args) -> int:
 
 
 def cmd_tar_build(args) -> int:
+    from ossc import tartool  # here: every other command starts without it
     return tartool.build(args.source, args.tar, args.index or args.tar + ".idx",
                          _settings(args))
 
 
 def cmd_tar_index(args) -> int:
+    from ossc import tartool
     return tartool.index(args.tar, args.index or args.tar + ".idx", _settings(args))
 
 

@@ -10,10 +10,7 @@ import sys
 import time
 from typing import Optional, TextIO
 
-try:
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover - pyproject depends on it
-    tqdm = None
+_tqdm = None  # tqdm's class, imported with the first bar (pipes and logs never need it)
 
 # The file name after the bar only where the bar keeps room for itself.
 NAME_MIN_COLUMNS = 100
@@ -29,11 +26,24 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def _bar_class():
+    """tqdm's class, or None where it is missing (a distribution package that lacks it).
+    Imported on the first bar: it costs a command's start-up 15-30 ms."""
+    global _tqdm
+    if _tqdm is None:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover - pyproject depends on it
+            tqdm = False
+        _tqdm = tqdm
+    return _tqdm or None
+
+
 def write_line(text: str, stream: TextIO = sys.stderr) -> None:
     """A line of its own while a bar may be drawn: the bar is cleared, the line written, the
     bar drawn again below it."""
-    if tqdm is not None:
-        tqdm.write(text, file=stream)
+    if _tqdm:  # a bar may be drawn only once tqdm is imported
+        _tqdm.write(text, file=stream)
     else:
         stream.write(text + "\n")
     stream.flush()
@@ -61,13 +71,13 @@ class Progress:
         self._closed = False
 
     def update(self, done: int, current: str = "") -> None:
-        if self.tty and tqdm is not None:
+        if self.tty and _bar_class() is not None:
             if self._closed:
                 return
             if self._bar is None:
                 # Redrawn by update() at the callers' pace; the rate is the average since
                 # start, the width the terminal's at each redraw.
-                self._bar = tqdm(total=self.total, desc=self.name, file=self.stream, unit="B",
+                self._bar = _tqdm(total=self.total, desc=self.name, file=self.stream, unit="B",
                                  unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
                                  smoothing=0, leave=True, bar_format=BAR_FORMAT)
             name = current.rsplit("/", 1)[-1] if _columns(self.stream) >= NAME_MIN_COLUMNS else ""
