@@ -506,12 +506,41 @@ def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_
             except BlockingIOError:
                 time.sleep(0.01)
     # The reader starts while the directory is locked, as the dead owner's guardian locks it
-    # to look whether the session can go: its new owner must wait, not join the dead one.
-    held = os.open(os.environ["SESSION_DIR"], os.O_RDONLY | os.O_DIRECTORY)
+    # to look whether the session can go: its new owner must wait, not join the dead one. The
+    # lock goes only once a new owner has the directory open (it then finds it locked and
+    # waits), else a slow start would find it free and the test pass on the old code too.
+    session = os.environ["SESSION_DIR"]
+    held = os.open(session, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(held, fcntl.LOCK_EX)
-    threading.Timer(1.0, os.close, (held,)).start()
+    def owners():
+        found = set()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() != "ossc-owner":
+                        continue
+                if any(os.readlink(f"/proc/{pid}/fd/{fd}") == session
+                       for fd in os.listdir(f"/proc/{pid}/fd")):
+                    found.add(int(pid))
+            except OSError:
+                pass
+        return found
+    before = owners()  # the dead owner's guardian may hold it too
+    waited = []
+    def release_once_a_new_owner_waits():
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not owners() - before:
+            time.sleep(0.01)
+        waited.append(bool(owners() - before))
+        time.sleep(0.3)
+        os.close(held)
+    releaser = threading.Thread(target=release_once_a_new_owner_waits)
+    releaser.start()
     out = subprocess.run([sys.executable, "-c", os.environ["READER"]], capture_output=True,
                          text=True)
+    releaser.join()
+    assert waited == [True], ("no new owner waited at the locked directory (one that joins "
+                              "the dead session leaves at once)")
     assert out.returncode == 0, out.stderr
     print(out.stdout.strip().splitlines()[-1])
     """

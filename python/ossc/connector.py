@@ -20,6 +20,7 @@ OsscError with the engine's class (kind) in the message.
 from __future__ import annotations
 
 import atexit
+import functools
 import io
 import json
 import os
@@ -532,6 +533,17 @@ class OssModelConnector:
             pass
 
 
+def _one_at_a_time(method):
+    """A stream's calls from several threads run one after another, as io.BufferedReader's
+    do: its read-ahead segments and fetch handles are not for two threads at once (a close or
+    a small read would free what a waiting read still uses)."""
+    @functools.wraps(method)
+    def serialized(self, *args, **kwargs):
+        with self._io_lock:
+            return method(self, *args, **kwargs)
+    return serialized
+
+
 class ObjectStream(io.BufferedIOBase):
     """A read-only, seekable stream of one object, prefetched whole into anonymous memory.
 
@@ -544,6 +556,7 @@ class ObjectStream(io.BufferedIOBase):
 
     def __init__(self, connector: OssModelConnector, client: Client, uri: str, key: str,
                  size: int, crc: Optional[int] = None):
+        self._io_lock = threading.RLock()  # first: close() takes it, from __del__ too
         super().__init__()
         self._connector = connector
         self._client = client
@@ -709,11 +722,13 @@ class ObjectStream(io.BufferedIOBase):
         self._check_open()
         return self._pos
 
+    @_one_at_a_time
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
         self._pos = seek_position(self._pos, self._size, offset, whence)
         return self._pos
 
+    @_one_at_a_time
     def read(self, size: Optional[int] = -1) -> bytes:
         self._check_open()
         end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
@@ -728,6 +743,7 @@ class ObjectStream(io.BufferedIOBase):
 
     read1 = read
 
+    @_one_at_a_time
     def readinto(self, buffer) -> int:
         self._check_open()
         out = memoryview(buffer).cast("B")
@@ -775,6 +791,7 @@ class ObjectStream(io.BufferedIOBase):
     def _wait(self, fetch: native.Fetch) -> None:
         direct_read.wait_for(fetch, self._connector.refresh_credentials, CREDENTIALS_POLL_S)
 
+    @_one_at_a_time
     def readline(self, size: Optional[int] = -1) -> bytes:
         self._check_open()
         self._reads += 1
@@ -802,18 +819,21 @@ class ObjectStream(io.BufferedIOBase):
             with _translated():
                 self._crc.update(offset, data)
 
+    @_one_at_a_time
     def peek(self, size: int = 0) -> bytes:
         self._check_open()
         end = min(self._size, self._pos + max(size, 1))
         self._ensure(self._pos, end)
         return self._view[self._pos:end].tobytes()
 
+    @_one_at_a_time
     def mmap(self) -> memoryview:
         """The whole object as a read-only memoryview (waits until all of it is in)."""
         self._check_open()
         self._ensure(0, self._size)
         return self._view.toreadonly()
 
+    @_one_at_a_time
     def close(self) -> None:
         if self.closed:
             return

@@ -53,8 +53,9 @@ typedef struct chunk {
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
-/* Whether an item is written through a mapping (sink_map.c): decided by the thread that starts
- * its first transfer, which reserves the item's pages; until then writes go through pwrite. */
+/* Whether an item is written through a mapping (sink_map.c): decided by whichever comes first,
+ * a reserve-ahead thread or the thread that starts the item's first transfer, which then
+ * reserves the item's pages (MAP_RESERVING: its transfers wait); MAP_NONE writes with pwrite. */
 enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_RESERVING, MAP_READY };
 
 typedef struct item_state {
@@ -417,6 +418,8 @@ static void *reserve_ahead_main(void *arg)
     while (!atomic_load(&f->cancelled) &&
            (i = atomic_fetch_add(&f->next_to_reserve, 1)) < f->n_items) {
         item_state *is = &f->items[i];
+        if (atomic_load(&is->map_state) != MAP_UNDECIDED)
+            continue; /* not mapped (memory, empty), or a transfer took it first */
         pthread_mutex_lock(&f->lock);
         while (!atomic_load(&f->cancelled) && f->items_open > 0 &&
                is->fetch_offset > atomic_load(&f->bytes_done) + f->reserve_ahead_bytes) {
@@ -740,6 +743,7 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
         f->n_workers = 1;
 
     uint32_t ci = 0;
+    size_t n_mapped = 0; /* items written through a mapping: what reserving ahead is for */
     for (size_t i = 0; i < n_items; i++) {
         item_state *is = &f->items[i];
         is->it = items[i];
@@ -747,8 +751,9 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
         if (!is->it.key)
             goto oom;
         is->first_chunk = ci;
-        atomic_init(&is->map_state, f->n_workers >= MAP_MIN_THREADS && is->it.fd >= 0 &&
-                    is->it.length ? MAP_UNDECIDED : MAP_NONE);
+        bool mapped = f->n_workers >= MAP_MIN_THREADS && is->it.fd >= 0 && is->it.length;
+        atomic_init(&is->map_state, mapped ? MAP_UNDECIDED : MAP_NONE);
+        n_mapped += mapped;
         is->fetch_offset = f->bytes_total;
         f->bytes_total += is->it.length;
         for (uint64_t off = 0; off < is->it.length; off += chunk_size) {
@@ -793,12 +798,11 @@ OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *it
             return NULL;
         }
     }
-    /* Reserving ahead only where items are mapped; none starting just leaves it to transfers. */
-    int ahead = f->n_workers >= MAP_MIN_THREADS ? RESERVE_AHEAD_THREADS : 0;
+    /* Reserving ahead only where items are mapped (not into memory, not on few threads); none
+     * starting just leaves it to the transfers. */
+    int ahead = n_mapped < RESERVE_AHEAD_THREADS ? (int)n_mapped : RESERVE_AHEAD_THREADS;
     f->reserve_ahead_bytes = RESERVE_AHEAD_WINDOWS * (uint64_t)f->n_workers *
                              (uint64_t)cl->s.workers * f->chunk_size;
-    if ((size_t)ahead > f->n_items)
-        ahead = (int)f->n_items;
     while (f->n_reservers < ahead &&
            pthread_create(&f->reservers[f->n_reservers], NULL, reserve_ahead_main, f) == 0)
         f->n_reservers++;

@@ -145,7 +145,8 @@ static int *attached_pids(const ossc_session *s, int *n, uint64_t *hash)
 /* Marks in used[] the objects whose data files one of pids has open or mapped. Only the
  * processes attached to the session (holding its users lock) are read: a process that
  * opens a data file attaches first. Reading maps takes each one's mmap lock, so this runs
- * only when what it could find changed (session_budget_keep). */
+ * only when what it could find changed, or once a second while over cacheLimit
+ * (session_budget_keep). */
 static void scan_users(const ossc_session *s, const int *pids, int n, bool *used)
 {
     memset(used, 0, s->n_data * sizeof(*used));
@@ -260,7 +261,8 @@ void session_budget_keep(ossc_session *s, uint64_t incoming)
         char in_use[32], over[32], limit[32];
         LOGW("session %s: files in use hold %s, %s over cacheLimit %s; reads go on, and files "
              "are released once closed (looked at again each second, and on the next open, "
-             "fetch, or process that attaches or ends)", s->path, amount(held + incoming, in_use, sizeof(in_use)),
+             "fetch, or process that attaches or ends)", s->path,
+             amount(held + incoming, in_use, sizeof(in_use)),
              amount(held + incoming - s->cache_limit, over, sizeof(over)),
              amount(s->cache_limit, limit, sizeof(limit)));
     }
