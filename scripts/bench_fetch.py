@@ -780,6 +780,8 @@ def parse_args(argv=None):
     ap.add_argument("--ossc-cmd", help="command before `get URL DIR` (default: ossc or python -m ossc)")
     ap.add_argument("--verify", choices=["first", "all"], default="first",
                     help="full sha256 in the first round only (sample after), or every round")
+    ap.add_argument("--target-root", default="/dev/shm",
+                    help="the tmpfs every tool writes into (e.g. one mounted huge=within_size)")
     a = ap.parse_args(argv)
     a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
     a.variants = {}
@@ -815,7 +817,9 @@ def _on_sigterm(*_):
 
 
 def main(argv=None) -> int:
+    global SHM
     a = parse_args(argv)
+    SHM = os.path.join(a.target_root, "ossc-bench-")
     signal.signal(signal.SIGTERM, _on_sigterm)
     if a.single_gib:
         mdir, man = ensure_single_file(Path(a.model_dir), a.single_gib)
