@@ -78,8 +78,8 @@ class Progress:
                 # Redrawn by update() at the callers' pace; the rate is the average since
                 # start, the width the terminal's at each redraw.
                 self._bar = _tqdm(total=self.total, desc=self.name, file=self.stream, unit="B",
-                                 unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
-                                 smoothing=0, leave=True, bar_format=BAR_FORMAT)
+                                  unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
+                                  smoothing=0, leave=True, bar_format=BAR_FORMAT)
             name = current.rsplit("/", 1)[-1] if _columns(self.stream) >= NAME_MIN_COLUMNS else ""
             self._bar.n = done
             self._bar.set_postfix_str(name[-40:], refresh=False)
