@@ -11,6 +11,8 @@ from __future__ import annotations
 import gc
 import io
 import random
+import threading
+import time
 
 import oss2
 import pytest
@@ -305,3 +307,33 @@ def test_failed_range_fails_the_read_with_the_engines_error(store, bucket, objec
                 f.readinto(buf)
             assert f.tell() == 12 * CHUNK
         assert not f._ahead.segments
+
+
+def test_close_from_another_thread_ends_a_waiting_read(store, bucket, objects, proxy):
+    """A read waiting on the store holds its stream (calls run one at a time); a close() from
+    another thread must not wait for the store: the read fails as on a closed file within a
+    poll, hands out nothing, and the close returns."""
+    proxy.add_fault("stall", key=PREFIX + "obj0.bin", ranged_only=True, seconds=60,
+                    times=None)
+    with make(store, proxy.endpoint) as c:
+        f = c.open(uri(bucket, "obj0.bin"))
+        buf = bytearray(8 * CHUNK)
+        outcome = []
+
+        def read():
+            try:
+                outcome.append(f.readinto(buf))
+            except Exception as e:  # noqa: BLE001 - the outcome is the assertion
+                outcome.append(e)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.5)
+        assert reader.is_alive()  # waiting on the stalled store
+        t = time.monotonic()
+        f.close()
+        took = time.monotonic() - t
+        reader.join(30)
+        assert not reader.is_alive() and took < 10, took
+        assert isinstance(outcome[0], ValueError), outcome
+        assert buf == bytearray(len(buf))

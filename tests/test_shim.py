@@ -529,10 +529,10 @@ def test_dead_owners_released_session_is_not_reused(store, bucket, model, model_
     waited = []
     def release_once_a_new_owner_waits():
         end = time.monotonic() + 30
-        while time.monotonic() < end and not owners() - before:
+        while not (new := owners() - before) and time.monotonic() < end:
             time.sleep(0.01)
-        waited.append(bool(owners() - before))
-        time.sleep(0.3)
+        waited.append(bool(new))
+        time.sleep(0.3)  # the new owner goes on from open() to the lock it must wait at
         os.close(held)
     releaser = threading.Thread(target=release_once_a_new_owner_waits)
     releaser.start()

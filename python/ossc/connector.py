@@ -535,8 +535,8 @@ class OssModelConnector:
 
 def _one_at_a_time(method):
     """A stream's calls from several threads run one after another, as io.BufferedReader's
-    do: its read-ahead segments and fetch handles are not for two threads at once (a close or
-    a small read would free what a waiting read still uses)."""
+    do: its read-ahead segments and fetch handles are not for two threads at once (a small
+    read or a close would free what a waiting read still uses)."""
     @functools.wraps(method)
     def serialized(self, *args, **kwargs):
         with self._io_lock:
@@ -557,6 +557,7 @@ class ObjectStream(io.BufferedIOBase):
     def __init__(self, connector: OssModelConnector, client: Client, uri: str, key: str,
                  size: int, crc: Optional[int] = None):
         self._io_lock = threading.RLock()  # first: close() takes it, from __del__ too
+        self._closing = False  # a close() waits for the lock: a waiting read ends (_wait_step)
         super().__init__()
         self._connector = connector
         self._client = client
@@ -658,7 +659,7 @@ class ObjectStream(io.BufferedIOBase):
         client = self._direct_client()
         with _translated():
             direct_read.fetch_into(client, self.key, self._size, ranges, views,
-                                   self._connector.refresh_credentials, CREDENTIALS_POLL_S)
+                                   self._wait_step, CREDENTIALS_POLL_S)
 
     def _ensure(self, start: int, end: int) -> None:
         """Waits until [start, end) is in memory."""
@@ -679,7 +680,7 @@ class ObjectStream(io.BufferedIOBase):
             self._connector._stop_streaming()  # a reader waits on a prefetch again
         err = ffi.new("ossc_error *")
         while True:
-            self._connector.refresh_credentials()
+            self._wait_step()
             rc = lib.ossc_fetch_wait_range(self._fetch._handle, 0, start, end - start,
                                            int(CREDENTIALS_POLL_S * 1000), err)
             if rc == 0:
@@ -789,7 +790,15 @@ class ObjectStream(io.BufferedIOBase):
             self._direct(ranges, [out[o - start:o - start + m] for o, m in ranges])
 
     def _wait(self, fetch: native.Fetch) -> None:
-        direct_read.wait_for(fetch, self._connector.refresh_credentials, CREDENTIALS_POLL_S)
+        direct_read.wait_for(fetch, self._wait_step, CREDENTIALS_POLL_S)
+
+    def _wait_step(self) -> None:
+        """Runs every CREDENTIALS_POLL_S while a read waits on the store: rotated credentials
+        reach the engine, and a close() from another thread ends the wait (the read fails as
+        on a closed file) instead of waiting for the store itself."""
+        if self._closing:
+            raise ValueError("I/O operation on closed file.")
+        self._connector.refresh_credentials()
 
     @_one_at_a_time
     def readline(self, size: Optional[int] = -1) -> bytes:
@@ -833,8 +842,14 @@ class ObjectStream(io.BufferedIOBase):
         self._ensure(0, self._size)
         return self._view.toreadonly()
 
-    @_one_at_a_time
     def close(self) -> None:
+        # A read waiting in another thread holds the stream; it sees _closing within
+        # CREDENTIALS_POLL_S and ends, so a close never waits for the store.
+        self._closing = True
+        with self._io_lock:
+            self._close()
+
+    def _close(self) -> None:
         if self.closed:
             return
         try:
