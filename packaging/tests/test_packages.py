@@ -454,6 +454,11 @@ def test_help_and_config_validate(roots, release):
     assert "usage: ossc" in root.sh("ossc --help").stdout
     # Nothing written beside the package's modules by running them.
     assert not (root.path / PYDIR.lstrip("/") / "__pycache__").exists()
+    # The distribution's cffi reads the declarations parsed ahead of time (python/ossc/
+    # binding.py): no command parses C at start.
+    probe = f"import sys; sys.path.insert(0, '{LIB}/ossc/python'); import ossc.native as n; " \
+            "print(n.BINDING, 'pycparser' in sys.modules)"
+    assert root.sh(f'python3 -B -c "{probe}"').stdout.split() == ["precompiled", "False"]
 
 
 def next_revision(release: str, tmp_path: Path) -> Path:

@@ -8,7 +8,8 @@
  * one readable line without secrets.
  *
  * The block between the CFFI markers is parsed by the Python binding: keep it free of
- * preprocessor directives.
+ * preprocessor directives, and after changing it run `python3 -m ossc.binding
+ * preload/include/ossc.h` (python/ossc/binding.py; tests/test_binding.py checks it).
  */
 #ifndef OSSC_H
 #define OSSC_H

@@ -1,7 +1,7 @@
 """cffi bindings to libossc, the C fetch engine (ABI mode: nothing is compiled at install).
 
-The declarations are read from the public header ossc.h, between its CFFI markers, so the
-binding cannot drift from the library.
+The declarations are the public header ossc.h's, between its CFFI markers (binding.py: parsed
+ahead of time while they match the header found), so the binding cannot drift from the library.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
-import cffi
+from . import binding
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # A source checkout: python/ossc/ -> the repository root.
@@ -32,10 +32,7 @@ def _load():
     header = next((p for p in header_paths if p.is_file()), None)
     if header is None:
         raise ImportError("ossc.h not found; tried: " + ", ".join(map(str, header_paths)))
-    text = header.read_text()
-    begin, end = text.index("/* CFFI-BEGIN */"), text.index("/* CFFI-END */")
-    ffi = cffi.FFI()
-    ffi.cdef(text[begin + len("/* CFFI-BEGIN */"):end])
+    ffi, how = binding.ffi_for(header)
     lib_paths = _candidates("libossc.so", "OSSC_LIBRARY", [_SOURCE_ROOT / "build/libossc.so"])
     errors = []
     for path in lib_paths:
@@ -43,13 +40,13 @@ def _load():
             errors.append(f"{path} (missing)")
             continue
         try:
-            return ffi, ffi.dlopen(str(path)), path
+            return ffi, how, ffi.dlopen(str(path)), path
         except OSError as exc:
             errors.append(f"{path} ({exc})")
     raise ImportError("libossc.so could not be loaded; tried: " + "; ".join(errors))
 
 
-ffi, lib, LIBRARY_PATH = _load()
+ffi, BINDING, lib, LIBRARY_PATH = _load()  # BINDING: "precompiled" or "parsed" (binding.py)
 
 
 def preload_library() -> Path:
