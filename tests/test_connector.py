@@ -369,6 +369,14 @@ def _rss_kib():
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+def _rss_says_nothing() -> bool:
+    """Under ASan (scripts/test.sh's sanitizer stage) freed memory waits in its quarantine,
+    and RSS moved by -110 to +11 MiB between identical runs of a leak test: there the RSS
+    check is left to the plain run of the same tests, and leaks to ASan's own checks."""
+    with open("/proc/self/maps") as f:
+        return "libasan" in f.read()
+
+
 def test_1000_open_close_cycles_leak_nothing(store, bucket, files):
     data = files["small.bin"]
     with make(store, settings=SMALL) as c:
@@ -386,7 +394,8 @@ def test_1000_open_close_cycles_leak_nothing(store, bucket, files):
         assert _threads() == threads == threading.active_count() + (threads -
                                                                     threading.active_count())
         grown = _rss_kib() - rss
-        assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 1,000 cycles"
+        assert grown < 8 * 1024 or _rss_says_nothing(), \
+            f"RSS grew by {grown} KiB over 1,000 cycles"
 
 
 @pytest.mark.parametrize("ending", ["exit", "gc", "close"])

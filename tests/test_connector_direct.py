@@ -225,7 +225,7 @@ def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_c
                                    ahead_calls):
     """100 cycles of open, direct and read-ahead reads to the end (a fetch per read or
     segment) and close leave the process's fds, threads and memory where they were."""
-    from test_connector import _fds, _rss_kib, _threads
+    from test_connector import _fds, _rss_kib, _rss_says_nothing, _threads
 
     monkeypatch.setattr(conn, "GIVE_WAY_MAX", 1 << 40)
     data = objects["obj0.bin"]
@@ -248,7 +248,8 @@ def test_direct_reads_leak_nothing(store, bucket, objects, monkeypatch, direct_c
         assert len(ahead_calls) >= 100 * 2
         assert _fds() == fds and _threads() == threads
         grown = _rss_kib() - rss
-        assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 100 cycles"
+        assert grown < 8 * 1024 or _rss_says_nothing(), \
+            f"RSS grew by {grown} KiB over 100 cycles"
 
 
 def _read_to_end(f, buf) -> bytes:
