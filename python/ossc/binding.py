@@ -38,19 +38,20 @@ def ffi_for(header: Path):
             return precompiled.ffi, "precompiled"
     except (ImportError, AttributeError):  # absent, or an older cffi cannot read it
         pass
-    import cffi
+    return _parsed(cdef), "parsed"
+
+
+def _parsed(cdef: str):
+    import cffi  # pycparser with it: only here
 
     ffi = cffi.FFI()
     ffi.cdef(cdef)
-    return ffi, "parsed"
+    return ffi
 
 
 def write_module(header: Path, out: Path = MODULE) -> None:
-    import cffi
-
     cdef = declarations(header.read_text())
-    ffi = cffi.FFI()
-    ffi.cdef(cdef)
+    ffi = _parsed(cdef)
     ffi.set_source("ossc._libossc_cffi", None)
     ffi.emit_python_code(str(out))
     code = out.read_text()
