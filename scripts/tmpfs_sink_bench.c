@@ -10,17 +10,20 @@
  *
  * Build: cc -O2 -pthread -o tmpfs_sink_bench scripts/tmpfs_sink_bench.c
  * Run:   ./tmpfs_sink_bench [-d /dev/shm] [-s GiB] [-t threads] [-c chunk MiB] [-p piece KiB]
- *                           [-r rounds] [-m method,method,...] [-k files]
+ *                           [-r rounds] [-m method,method,...] [-k files] [-x]
  * Methods: map (shared mapping, a page fault per 4 KiB), map-falloc (one fallocate first, as
  * sink_map.c does today), map-falloc-pop (that, plus MADV_POPULATE_WRITE on each chunk before it
  * is copied), map-pop (populate each chunk, no fallocate), map-pop-all (one thread populates the
  * whole mapping before the copies), map-chunk-populate (an mmap with MAP_POPULATE per chunk),
  * pwrite (into the one file), pwrite-files (each thread into a file of its own: the ceiling),
- * pwrite-1m (pwrite into the one file in 1 MiB batches).
+ * pwrite-1m (pwrite into the one file in 1 MiB batches), map-falloc-chunk (the mapping, each
+ * chunk's pages reserved with fallocate by the thread that copies it, just before the copy).
  * -k K splits the SIZE over K files written at once, thread i taking the chunks of file i % K
  * (as a fetch that spreads its transfers over K items): it applies to every method but
  * pwrite-files, and asks whether tmpfs serializes per file or per filesystem. The K files are
- * set up (fallocate, mapping) by K threads at once, as the fetch's reserve-ahead threads do. */
+ * set up (fallocate, mapping) by K threads at once, as the fetch's reserve-ahead threads do.
+ * -x spreads instead: thread i takes its n-th chunk from file (i + n) % K, so every file is
+ * written by every thread (as a fetch whose transfers are round-robin over K items). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -42,14 +45,15 @@
 #endif
 
 enum method { M_MAP, M_MAP_FALLOC, M_MAP_FALLOC_POP, M_MAP_POP, M_MAP_POP_ALL, M_MAP_CHUNK_POPULATE,
-              M_PWRITE, M_PWRITE_FILES, M_PWRITE_1M, M_COUNT };
+              M_PWRITE, M_PWRITE_FILES, M_PWRITE_1M, M_MAP_FALLOC_CHUNK, M_COUNT };
 static const char *method_names[M_COUNT] = {"map", "map-falloc", "map-falloc-pop", "map-pop",
                                             "map-pop-all", "map-chunk-populate", "pwrite",
-                                            "pwrite-files", "pwrite-1m"};
+                                            "pwrite-files", "pwrite-1m", "map-falloc-chunk"};
 
 static const char *dir = "/dev/shm";
 static size_t size = 2ul << 30, chunk = 32ul << 20, piece = 64ul << 10;
 static int threads = 16, files = 1;
+static bool spread;
 
 typedef struct run {
     enum method m;
@@ -96,11 +100,15 @@ static void *work(void *arg)
 {
     worker *w = arg;
     run *r = w->r;
-    int f = w->id % files;
     size_t n_chunks = size / files / chunk;
     size_t files_at = 0;
-    for (;;) {
+    for (int turn = 0;; turn++) {
+        int f = spread ? (w->id + turn) % files : w->id % files;
         size_t ci = atomic_fetch_add(&r->next[f], 1);
+        for (int k = 1; spread && ci >= n_chunks && k < files; k++) {
+            f = (f + 1) % files; /* that file is done: another one */
+            ci = atomic_fetch_add(&r->next[f], 1);
+        }
         if (ci >= n_chunks)
             break;
         size_t off = ci * chunk;
@@ -111,6 +119,9 @@ static void *work(void *arg)
                 atomic_store(&r->failed, 1);
                 return NULL;
             }
+        } else if (r->m == M_MAP_FALLOC_CHUNK) {
+            if (fallocate(r->fd[f], FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)chunk) != 0)
+                die("fallocate");
         } else if (r->m == M_MAP_CHUNK_POPULATE) {
             dst = mmap(NULL, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd[f],
                        (off_t)off);
@@ -169,7 +180,7 @@ static void *setup_file(void *arg)
     if ((r->m == M_MAP_FALLOC || r->m == M_MAP_FALLOC_POP) &&
         fallocate(r->fd[f], FALLOC_FL_KEEP_SIZE, 0, (off_t)fs->size) != 0)
         die("fallocate");
-    if (r->m <= M_MAP_POP_ALL) {
+    if (r->m <= M_MAP_POP_ALL || r->m == M_MAP_FALLOC_CHUNK) {
         r->map[f] = mmap(NULL, fs->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd[f], 0);
         if (r->map[f] == MAP_FAILED)
             die("mmap");
@@ -278,12 +289,13 @@ int main(int argc, char **argv)
     bool want[M_COUNT];
     for (int m = 0; m < M_COUNT; m++)
         want[m] = true;
-    while ((opt = getopt(argc, argv, "d:s:t:c:p:r:m:k:")) != -1) {
+    while ((opt = getopt(argc, argv, "d:s:t:c:p:r:m:k:x")) != -1) {
         switch (opt) {
         case 'd': dir = optarg; break;
         case 's': size = (size_t)(atof(optarg) * (1ul << 30)); break;
         case 't': threads = atoi(optarg); break;
         case 'k': files = atoi(optarg); break;
+        case 'x': spread = true; break;
         case 'c': chunk = (size_t)atoi(optarg) << 20; break;
         case 'p': piece = (size_t)atoi(optarg) << 10; break;
         case 'r': rounds = atoi(optarg); break;
@@ -303,7 +315,7 @@ int main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: %s [-d dir] [-s GiB] [-t threads] [-c chunk MiB] "
-                            "[-p piece KiB] [-r rounds] [-m methods] [-k files]\n", argv[0]);
+                            "[-p piece KiB] [-r rounds] [-m methods] [-k files] [-x]\n", argv[0]);
             return 2;
         }
     }
@@ -317,9 +329,9 @@ int main(int argc, char **argv)
         for (int m = 0; m < M_COUNT; m++)
             if (want[m])
                 run_once(m, &gbs[m][i], &sys[m][i], &usr[m][i], &setup[m][i]);
-    printf("%s: %.2f GiB in %d file(s), %d threads, %zu MiB chunks, %zu KiB pieces, "
-           "median of %d rounds\n", dir, size / (double)(1ul << 30), files, threads, chunk >> 20,
-           piece >> 10, rounds);
+    printf("%s: %.2f GiB in %d file(s)%s, %d threads, %zu MiB chunks, %zu KiB pieces, "
+           "median of %d rounds\n", dir, size / (double)(1ul << 30), files,
+           spread ? " (spread)" : "", threads, chunk >> 20, piece >> 10, rounds);
     printf("%-20s %8s %10s %10s %8s   %s\n", "method", "GB/s", "sys s/GB", "usr s/GB", "setup s",
            "GB/s each round");
     for (int m = 0; m < M_COUNT; m++) {
