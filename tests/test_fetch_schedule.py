@@ -274,6 +274,63 @@ def test_a_clients_fetches_reuse_its_connections(objects, client_for, proxy):
     assert proxy.connections_accepted == before + 6, (before, proxy.connections_accepted)
 
 
+def test_a_sessions_prefetch_starts_on_half_its_threads_until_a_reader_waits(store, bucket,
+                                                                              proxy, tmp_path):
+    """A session's prefetch runs beside the application, which is starting up too: ossc-run
+    with 4 threads of 1 transfer has 2 GETs in flight while nobody reads (the store holds the
+    first replies 4 s). Once a reader waits for the file, the other 2 threads start, before a
+    held reply ends. The reader gets every byte."""
+    prefix = f"beside-{os.getpid()}/"
+    data = pattern(24 * (256 << 10), 21)  # 24 chunks, above smallFileSize (4 MiB)
+    s3 = store.s3()
+    s3.put_object(Bucket=bucket, Key=prefix + "config.json", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key=prefix + "model.bin", Body=data)
+    model_dir, go = tmp_path / "model", tmp_path / "go"
+    env = {k: v for k, v in os.environ.items()
+           if k == "OSSC_LIBRARY" or not k.startswith(
+               ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+    env.update(store.env(), OSSC_EXPIRE_TIME_SEC="1", AWS_ENDPOINT_URL=proxy.endpoint)
+    proxy.add_fault("stall", key=prefix + "model.bin", ranged_only=True, times=4, seconds=4.0)
+    reader = textwrap.dedent(f"""
+        import hashlib, os, time
+        deadline = time.monotonic() + 60
+        while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(os.path.join({str(model_dir)!r}, "model.bin"), "rb") as f:
+            print(hashlib.sha256(f.read()).hexdigest())
+    """)
+
+    def in_flight() -> int:
+        return sum(1 for m, k, r in proxy.request_order()
+                   if m == "GET" and k.endswith(prefix + "model.bin") and r)
+
+    cmd = [sys.executable, "-m", "ossc.launcher", "--config", "", "--oss-path",
+           f"s3://{bucket}/{prefix}", "--model-dir", str(model_dir), "--vcpus", "4",
+           "--workers", "1", "--chunk-size", "256KiB", "--", sys.executable, "-c", reader]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while in_flight() < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "the prefetch never began"
+            time.sleep(0.005)
+        began = time.monotonic()
+        time.sleep(0.7)
+        assert in_flight() == 2, "more than half the threads fetched before anyone read"
+        go.touch()
+        while in_flight() < 4:
+            assert time.monotonic() < began + 3.5, "a waiting reader did not start every thread"
+            time.sleep(0.005)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # ossc-run and the reader it started
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.strip() == hashlib.sha256(data).hexdigest()
+    assert wait_session_gone(model_dir)
+
+
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):
     """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8; chunkSize auto
     (32 MiB until a fetch sizes it). Resolved settings keep "auto" (a config file or the
