@@ -784,14 +784,8 @@ def parse_args(argv=None):
                     help="the tmpfs every tool writes into (e.g. one mounted huge=within_size)")
     a = ap.parse_args(argv)
     a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
-    a.variants = {}
-    for v in a.variant:
-        name, _, assigns = v.partition(":")
-        pairs = [x.partition("=") for x in assigns.split(",") if x]
-        if not name or any(not k or not eq for k, eq, _ in pairs):
-            ap.error(f"--variant {v!r}: expected NAME:VAR=VALUE[,VAR=VALUE]")
-        a.variants["ossc-" + name] = {k: val for k, _, val in pairs}
-        a.tools.append("ossc-" + name)
+    a.variants = parse_variants(ap, a.variant, "ossc-")
+    a.tools += list(a.variants)
     if a.nginx and a.endpoint:
         ap.error("--nginx starts a store; --endpoint names a running one: give one")
     if bad := [t for t in a.tools if t not in ALL_TOOLS and t not in a.variants]:
@@ -799,6 +793,18 @@ def parse_args(argv=None):
     if a.rounds < 1:
         ap.error("--rounds must be >= 1")
     return a
+
+
+def parse_variants(ap: argparse.ArgumentParser, specs: list[str], prefix: str) -> dict:
+    """--variant NAME:VAR=VALUE[,VAR=VALUE] options: {prefix + NAME: {VAR: VALUE}}."""
+    variants = {}
+    for v in specs:
+        name, _, assigns = v.partition(":")
+        pairs = [x.partition("=") for x in assigns.split(",") if x]
+        if not name or any(not k or not eq for k, eq, _ in pairs):
+            ap.error(f"--variant {v!r}: expected NAME:VAR=VALUE[,VAR=VALUE]")
+        variants[prefix + name] = {k: val for k, _, val in pairs}
+    return variants
 
 
 def _cleanup_children():

@@ -11,7 +11,8 @@
 #   debs/    Debian 12's nginx_*.deb (apt-get download nginx)
 #   nginx-s3-store.sh (../shared/reference/)
 # Knobs: SIZE (GiB, 8), ROUNDS (3), TOOLS (bench_load's --device cuda default), PROBE (1),
-# BENCH_S (420), CACHE_DIR (the shim's cacheDir and the local copy, e.g. a huge=always tmpfs).
+# BENCH_S (420), CACHE_DIR (the shim's cacheDir and the local copy, e.g. a huge=always tmpfs),
+# EXTRA (more bench_load.py options, e.g. --variant old:LD_PRELOAD=/old/libossc_preload.so).
 set -u
 C=$(cd "$1" && pwd)
 R=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +44,7 @@ if [ "${PROBE:-1}" = 1 ]; then
 fi
 timeout "${BENCH_S:-420}" python3 "$R/scripts/bench_load.py" --device cuda --size-gib "$SIZE" \
   --rounds "${ROUNDS:-3}" --model-dir $ROOT/ossc-load --endpoint http://127.0.0.1:9000 \
-  ${TOOLS:+--tools $TOOLS} ${CACHE_DIR:+--cache-dir $CACHE_DIR} --json "$OUT/bench.json"
+  ${TOOLS:+--tools $TOOLS} ${CACHE_DIR:+--cache-dir $CACHE_DIR} ${EXTRA:-} --json "$OUT/bench.json"
 echo "bench rc=$?"
 kill "$(cat /tmp/ngstore/nginx.pid)"
 date -u

@@ -39,6 +39,9 @@ spawn-to-loaded. The GPU contenders:
                 (vLLM's use of it)
   runai-s3      the same streaming every shard from the store (s3://; needs the streamer's
                 s3 package and boto3)
+--variant NAME:VAR=VALUE,... adds shim-NAME (CPU or cuda): shim with that environment, in the
+same rounds, e.g. another build's shim (LD_PRELOAD=/old/build/libossc_preload.so; its
+ossc-owner is the one next to it) or a setting (OSSC_PREFETCH_VCPUS=8).
 --endpoint URL uses a running store that serves the model of --model-dir (e.g. nginx,
 ../shared/reference/nginx-s3-store.sh) instead of starting SeaweedFS.
 Each loader sums every tensor, so every byte is really read; the sums must equal those of an
@@ -71,8 +74,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "python"))
 sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' support package: model, local store
 from bench_fetch import (  # noqa: E402
-    Bench, Run, Store, _cleanup_children, _f, _on_sigterm, med, parse_worker, run_child,
-    settle, tail)
+    Bench, Run, Store, _cleanup_children, _f, _on_sigterm, med, parse_variants, parse_worker,
+    run_child, settle, tail)
 from support.synth_model import ensure_model  # noqa: E402
 
 from support.localstore import LocalStore  # noqa: E402
@@ -224,7 +227,18 @@ def parse_args(argv=None):
                     "local copy goes there too")
     ap.add_argument("--prefix", help="with --endpoint (default: the model's directory name, "
                     "e.g. 4gib)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
+                    help="one more contender, shim-NAME: shim with this environment added "
+                    "(e.g. old:LD_PRELOAD=/path/to/old/libossc_preload.so); repeatable")
     a = ap.parse_args(argv)
+    a.variants = parse_variants(ap, a.variant, "shim-")
+    a = _check_tools(ap, a)
+    a.tools += [t for t in a.variants if t not in a.tools]
+    return a
+
+
+def _check_tools(ap: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Namespace:
+    """--tools checked against --device and --old-build, or their defaults."""
     if a.device == "cuda":
         a.tools = a.tools or GPU_TOOLS
         wrong = sorted(set(a.tools) - set(GPU_TOOLS))
@@ -266,6 +280,7 @@ class Loads:
         self.loader = GPU_LOADER if device == "cuda" else LOADER
         self.runai_loader = GPU_RUNAI_LOADER if device == "cuda" else RUNAI_LOADER
         self.want: dict | None = None  # tensor sums of the local copy
+        self.variants: dict = {}  # shim-NAME: the environment it adds (--variant)
         self._fetch = None
         self.cache_dir = None
 
@@ -318,7 +333,11 @@ class Loads:
         try:
             if tool in WARM:
                 self.complete_session()
-            r = self._load(tool, rnd, *getattr(self, "c_" + tool.replace("-", "_"))())[0]
+            if tool in self.variants:
+                cmd, env = self.c_shim()
+                r = self._load(tool, rnd, cmd, dict(env, **self.variants[tool]))[0]
+            else:
+                r = self._load(tool, rnd, *getattr(self, "c_" + tool.replace("-", "_"))())[0]
         finally:
             owner_cpu = self.end_owner()
             self.clean()
@@ -518,6 +537,7 @@ def main(argv=None) -> int:
             shutil.copytree(model, Loads.LOCAL, dirs_exist_ok=True)
             b = Loads(st, man, a.old_build, a.device)
             b.cache_dir = a.cache_dir
+            b.variants = a.variants
             # Untimed: every object once through the store (its first reads after the upload)
             # and into /dev/shm; then the local reference sums.
             curl = b.fetch.warm_up() if a.device == "cpu" else None
