@@ -274,61 +274,95 @@ def test_a_clients_fetches_reuse_its_connections(objects, client_for, proxy):
     assert proxy.connections_accepted == before + 6, (before, proxy.connections_accepted)
 
 
+class BesideApp:
+    """ossc-run with 4 fetch threads of 1 transfer each, whose command reads model.bin (24
+    chunks) once the test creates `go`; the store holds the first `held` ranged GETs for
+    `seconds`."""
+
+    def __init__(self, store, bucket, proxy, tmp_path, held: int, seconds: float):
+        self.proxy, self.prefix = proxy, f"beside-{os.getpid()}-{held}/"
+        self.data = pattern(24 * (256 << 10), 21)  # above smallFileSize (4 MiB)
+        s3 = store.s3()
+        s3.put_object(Bucket=bucket, Key=self.prefix + "config.json", Body=b"{}")
+        s3.put_object(Bucket=bucket, Key=self.prefix + "model.bin", Body=self.data)
+        self.model_dir, self.go = tmp_path / "model", tmp_path / "go"
+        env = {k: v for k, v in os.environ.items()
+               if k == "OSSC_LIBRARY" or not k.startswith(
+                   ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+        env.update(store.env(), OSSC_EXPIRE_TIME_SEC="1", AWS_ENDPOINT_URL=proxy.endpoint)
+        proxy.add_fault("stall", key=self.prefix + "model.bin", ranged_only=True, times=held,
+                        seconds=seconds)
+        reader = textwrap.dedent(f"""
+            import hashlib, os, time
+            deadline = time.monotonic() + 60
+            while not os.path.exists({str(self.go)!r}) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with open(os.path.join({str(self.model_dir)!r}, "model.bin"), "rb") as f:
+                print(hashlib.sha256(f.read()).hexdigest())
+        """)
+        cmd = [sys.executable, "-m", "ossc.launcher", "--config", "", "--oss-path",
+               f"s3://{bucket}/{self.prefix}", "--model-dir", str(self.model_dir), "--vcpus",
+               "4", "--workers", "1", "--chunk-size", "256KiB", "--", sys.executable, "-c",
+               reader]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def gets(self) -> int:
+        """Ranged GETs of model.bin so far: with every reply held, those in flight."""
+        return sum(1 for m, k, r in self.proxy.request_order()
+                   if m == "GET" and k.endswith(self.prefix + "model.bin") and r)
+
+    def wait_for_gets(self, n: int, until: float, why: str) -> None:
+        while self.gets() < n:
+            assert time.monotonic() < until and self.proc.poll() is None, why
+            time.sleep(0.005)
+
+    def finish(self) -> None:
+        """Lets the reader read; its bytes must be the object's."""
+        self.go.touch()
+        out, err = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, err
+        assert out.strip() == hashlib.sha256(self.data).hexdigest()
+        assert wait_session_gone(self.model_dir)
+
+    def began(self) -> float:
+        """When the prefetch's first 2 GETs were in flight."""
+        self.wait_for_gets(2, time.monotonic() + 60, "the prefetch never began")
+        return time.monotonic()
+
+    def __enter__(self) -> "BesideApp":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:  # ossc-run and the reader it started
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.communicate()
+
+
 def test_a_sessions_prefetch_starts_on_half_its_threads_until_a_reader_waits(store, bucket,
                                                                               proxy, tmp_path):
-    """A session's prefetch runs beside the application, which is starting up too: ossc-run
-    with 4 threads of 1 transfer has 2 GETs in flight while nobody reads (the store holds the
-    first replies 4 s). Once a reader waits for the file, the other 2 threads start, before a
-    held reply ends. The reader gets every byte."""
-    prefix = f"beside-{os.getpid()}/"
-    data = pattern(24 * (256 << 10), 21)  # 24 chunks, above smallFileSize (4 MiB)
-    s3 = store.s3()
-    s3.put_object(Bucket=bucket, Key=prefix + "config.json", Body=b"{}")
-    s3.put_object(Bucket=bucket, Key=prefix + "model.bin", Body=data)
-    model_dir, go = tmp_path / "model", tmp_path / "go"
-    env = {k: v for k, v in os.environ.items()
-           if k == "OSSC_LIBRARY" or not k.startswith(
-               ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
-    env.update(store.env(), OSSC_EXPIRE_TIME_SEC="1", AWS_ENDPOINT_URL=proxy.endpoint)
-    proxy.add_fault("stall", key=prefix + "model.bin", ranged_only=True, times=4, seconds=4.0)
-    reader = textwrap.dedent(f"""
-        import hashlib, os, time
-        deadline = time.monotonic() + 60
-        while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with open(os.path.join({str(model_dir)!r}, "model.bin"), "rb") as f:
-            print(hashlib.sha256(f.read()).hexdigest())
-    """)
-
-    def in_flight() -> int:
-        return sum(1 for m, k, r in proxy.request_order()
-                   if m == "GET" and k.endswith(prefix + "model.bin") and r)
-
-    cmd = [sys.executable, "-m", "ossc.launcher", "--config", "", "--oss-path",
-           f"s3://{bucket}/{prefix}", "--model-dir", str(model_dir), "--vcpus", "4",
-           "--workers", "1", "--chunk-size", "256KiB", "--", sys.executable, "-c", reader]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while in_flight() < 2:
-            assert time.monotonic() < deadline and proc.poll() is None, "the prefetch never began"
-            time.sleep(0.005)
-        began = time.monotonic()
+    """A session's prefetch runs beside the application, which is starting up too: 2 of its
+    4 threads fetch while nobody reads (the store holds the first replies 4 s); once a reader
+    waits for the file, the other 2 start, before a held reply ends."""
+    with BesideApp(store, bucket, proxy, tmp_path, held=4, seconds=4.0) as app:
+        began = app.began()
         time.sleep(0.7)
-        assert in_flight() == 2, "more than half the threads fetched before anyone read"
-        go.touch()
-        while in_flight() < 4:
-            assert time.monotonic() < began + 3.5, "a waiting reader did not start every thread"
-            time.sleep(0.005)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # ossc-run and the reader it started
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 0, err
-    assert out.strip() == hashlib.sha256(data).hexdigest()
-    assert wait_session_gone(model_dir)
+        assert app.gets() == 2, "more than half the threads fetched before anyone read"
+        app.go.touch()
+        app.wait_for_gets(4, began + 3.5, "a waiting reader did not start every thread")
+        app.finish()
+
+
+def test_a_sessions_prefetch_takes_every_thread_after_10_s(store, bucket, proxy, tmp_path):
+    """Readers of another user's shared session cannot say that they wait: with nobody
+    reading, the other 2 threads start 10 s after the prefetch did, before the first 2
+    replies (held 12 s) end."""
+    with BesideApp(store, bucket, proxy, tmp_path, held=2, seconds=12.0) as app:
+        began = app.began()
+        time.sleep(5)
+        assert app.gets() == 2, "more than half the threads fetched before anyone read"
+        app.wait_for_gets(3, began + 11.5, "10 s on, the prefetch still ran on half its threads")
+        app.finish()
 
 
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):

@@ -9,7 +9,7 @@
  * status and Content-Range are checked before a byte is written. A whole-object item whose store sent
  * x-oss-hash-crc64ecma is verified when its last chunk lands, and refetched once on mismatch;
  * with verifyBeforeRead its chunks are reported (on_chunk) only after it verified. A session's
- * prefetch starts on half its threads and takes them all once a reader waits
+ * prefetch starts on half its threads and takes them all once a reader waits, or after 10 s
  * (fetch_start_beside_app).
  */
 #include <curl/curl.h>
@@ -43,8 +43,11 @@
  * CUDA): on a 16-core H200 host, with a prefetch on every core spawn-to-cuda took 1.18-1.21x a
  * local copy's time, on 8 threads 1.03x (docs/BENCHMARKS.md). So it starts on half its threads,
  * at least this many, and takes them all once a reader waits for bytes: then the fetch is what
- * the application waits on. */
+ * the application waits on. Readers of another user's shared session cannot say that they
+ * wait (they map its control file read-only), so the prefetch takes every thread after this
+ * long in any case. */
 #define BESIDE_APP_MIN_THREADS 2
+#define BESIDE_APP_MAX_MS 10000
 
 enum chunk_state { CH_QUEUED, CH_ACTIVE, CH_DONE, CH_DROPPED };
 
@@ -120,6 +123,7 @@ struct ossc_fetch {
     uint32_t head, tail;      /* the queue */
     uint32_t active;          /* chunks in flight, all threads */
     atomic_int threads_in_use; /* workers that take chunks: all, or half until a reader waits */
+    uint64_t all_threads_at_ms; /* ... or until then */
     size_t items_open;        /* items neither finished nor failed */
     atomic_bool cancelled;
     ossc_error first_error;
@@ -202,6 +206,13 @@ static void use_every_thread(ossc_fetch *f)
         atomic_store(&f->threads_in_use, f->n_workers);
         pthread_cond_broadcast(&f->changed);
     }
+}
+
+void fetch_use_every_thread(ossc_fetch *f)
+{
+    pthread_mutex_lock(&f->lock);
+    use_every_thread(f);
+    pthread_mutex_unlock(&f->lock);
 }
 
 /* ---- item completion (callers hold f->lock) ---- */
@@ -591,6 +602,10 @@ static void *worker_main(void *arg)
         long wait_ms = IDLE_POLL_MS;
         bool done = false;
         bool in_use = w->index < atomic_load(&f->threads_in_use);
+        if (!in_use && now_ms() >= f->all_threads_at_ms) {
+            fetch_use_every_thread(f);
+            in_use = true;
+        }
         for (int i = 0; in_use && i < n_slots; i++) {
             slot *s = &w->slots[i];
             if (s->chunk != NO_CHUNK)
@@ -766,6 +781,7 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
     if (in_use < BESIDE_APP_MIN_THREADS)
         in_use = BESIDE_APP_MIN_THREADS;
     atomic_init(&f->threads_in_use, in_use < f->n_workers ? in_use : f->n_workers);
+    f->all_threads_at_ms = now_ms() + BESIDE_APP_MAX_MS;
 
     uint32_t ci = 0;
     size_t n_mapped = 0; /* items written through a mapping: what reserving ahead is for */
@@ -852,13 +868,6 @@ ossc_fetch *fetch_start_beside_app(ossc_client *cl, const ossc_fetch_item *items
                                    ossc_error *err)
 {
     return fetch_start(cl, items, n_items, on_chunk, ctx, true, err);
-}
-
-void fetch_use_every_thread(ossc_fetch *f)
-{
-    pthread_mutex_lock(&f->lock);
-    use_every_thread(f);
-    pthread_mutex_unlock(&f->lock);
 }
 
 OSSC_API int ossc_fetch_wait(ossc_fetch *f, int timeout_ms, ossc_error *err)
