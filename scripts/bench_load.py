@@ -41,7 +41,9 @@ spawn-to-loaded. The GPU contenders:
                 s3 package and boto3)
 --variant NAME:VAR=VALUE,... adds shim-NAME (CPU or cuda): shim with that environment, in the
 same rounds, e.g. another build's shim (LD_PRELOAD=/old/build/libossc_preload.so; its
-ossc-owner is the one next to it) or a setting (OSSC_PREFETCH_VCPUS=8).
+ossc-owner is the one next to it), a setting (OSSC_PREFETCH_VCPUS=8), or, with --device cuda,
+BENCH_DELAY_S=4: the loader waits that long between its CUDA context and its first shard (the
+copy phase then starts long after the prefetch ended).
 --endpoint URL uses a running store that serves the model of --model-dir (e.g. nginx,
 ../shared/reference/nginx-s3-store.sh) instead of starting SeaweedFS.
 Each loader sums every tensor, so every byte is really read; the sums must equal those of an
@@ -136,6 +138,7 @@ import json, os, sys, time, torch
 from safetensors.torch import load_file
 torch.zeros(1, device="cuda")  # the context first, as a framework makes it before its weights
 torch.cuda.synchronize()
+time.sleep(float(os.environ.get("BENCH_DELAY_S", "0")))  # e.g. a --variant that starts late
 ready = time.time()
 root = sys.argv[1]
 shards = sorted(f for f in os.listdir(root) if f.endswith(".safetensors"))
