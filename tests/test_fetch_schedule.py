@@ -21,7 +21,7 @@ from ossc.errors import EXIT_NO_SPACE, status_exit_code
 from ossc.native import ffi, lib
 from ossc.settings import resolve
 from support.patterns import pattern
-from support.session_helpers import wait_session_gone
+from support.session_helpers import launcher_env, wait_session_gone
 
 CHUNK = 64 << 10  # the smallest chunk size: many chunks from a small object
 PREFIX = "schedule/"
@@ -286,9 +286,7 @@ class BesideApp:
         s3.put_object(Bucket=bucket, Key=self.prefix + "config.json", Body=b"{}")
         s3.put_object(Bucket=bucket, Key=self.prefix + "model.bin", Body=self.data)
         self.model_dir, self.go = tmp_path / "model", tmp_path / "go"
-        env = {k: v for k, v in os.environ.items()
-               if k == "OSSC_LIBRARY" or not k.startswith(
-                   ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+        env = launcher_env()
         env.update(store.env(), OSSC_EXPIRE_TIME_SEC="1", AWS_ENDPOINT_URL=proxy.endpoint)
         proxy.add_fault("stall", key=self.prefix + "model.bin", ranged_only=True, times=held,
                         seconds=seconds)
@@ -424,9 +422,7 @@ def test_a_full_cache_dir_gives_readers_eio_and_the_owner_survives(store, bucket
     for name, data in blobs.items():
         s3.put_object(Bucket=bucket, Key=prefix + name, Body=data)
     model_dir = tmp_path / "model"
-    env = {k: v for k, v in os.environ.items()
-           if k == "OSSC_LIBRARY" or not k.startswith(
-               ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+    env = launcher_env()
     env.update(store.env(), OSSC_EXPIRE_TIME_SEC="1", AWS_ENDPOINT_URL=proxy.endpoint)
     proxy.add_fault("stall", seconds=0.3, times=None)
     reader = textwrap.dedent(f"""

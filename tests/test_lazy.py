@@ -20,7 +20,7 @@ import pytest
 
 from ossc.errors import EXIT_NO_SPACE
 from ossc.native import preload_library, session_dir
-from support.session_helpers import session_info, wait_session_gone
+from support.session_helpers import launcher_env, session_info, wait_session_gone
 
 MIB = 1 << 20
 NAMES = [f"adapter-{i}/weights.bin" for i in range(6)]  # 2 MiB each: 12 MiB in all
@@ -343,9 +343,7 @@ def test_eager_that_cannot_fit_is_refused_at_start(store, bucket, model_dir, sma
     prefix = f"lazy-big-{uuid.uuid4().hex[:8]}/"
     store.upload_dir(bucket, prefix, str(local))
     marker = tmp_path / "command-ran"
-    env = {k: v for k, v in os.environ.items()
-           if k == "OSSC_LIBRARY" or not k.startswith(
-               ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+    env = launcher_env()
     env.update(store.env())
     r = subprocess.run([sys.executable, "-m", "ossc.launcher", "--config", "", "--oss-path",
                         f"s3://{bucket}/{prefix}", "--model-dir", str(model_dir),

@@ -44,6 +44,14 @@ def upload_small_model(store, bucket, local: Path, tag: str, seed: int, sizes) -
     return {"url": f"s3://{bucket}/{prefix}", "want": want, "local": local}
 
 
+def launcher_env() -> dict:
+    """This process's environment for an `ossc-run` child: no shim, no ossc settings (the
+    library under test stays)."""
+    return {k: v for k, v in os.environ.items()
+            if k == "OSSC_LIBRARY" or not k.startswith(
+                ("LD_PRELOAD", "ENABLE_CONNECTOR", "OSS_", "MODEL_DIR", "OSSC_"))}
+
+
 def session_info(model_dir) -> dict:
     found = sessions(str(model_dir))
     assert found, f"no session serves {model_dir}"
