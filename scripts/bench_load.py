@@ -35,6 +35,12 @@ spawn-to-loaded. The GPU contenders:
   shim-warm, shim-pin-mmap-warm
                 shim and shim-pin-mmap once the session is complete (an untimed reader went
                 first): the copy phase alone, without the download behind it
+  shim-done     shim once the session is complete, its pages never read (an untimed process
+                mapped each file whole, which waits for it, and touched nothing)
+  local-shim, cache-direct
+                where a copy phase through the shim loses time, after the same untimed
+                process: the local copy loaded with the shim in the process, and the session's
+                data files loaded without it
   runai         Run:ai Model Streamer from the local copy, each tensor then .to("cuda")
                 (vLLM's use of it)
   runai-s3      the same streaming every shard from the store (s3://; needs the streamer's
@@ -85,9 +91,12 @@ from ossc.native import preload_library, session_dir, sessions  # noqa: E402
 
 ALL_TOOLS = ["local", "shim", "shim-x4", "local-x4", "shim-inproc", "shim-inproc-x4", "s5cmd",
              "runai", "curl-shm"]
-GPU_TOOLS = ["local", "shim", "shim-pin", "shim-warm", "local-mmap", "shim-pin-mmap",
+GPU_TOOLS = ["local", "shim", "shim-pin", "shim-warm", "shim-done", "local-shim", "cache-direct",
+             "local-mmap", "shim-pin-mmap",
              "shim-pin-mmap-warm", "runai", "runai-s3"]
 WARM = ("shim-warm", "shim-pin-mmap-warm")  # an untimed reader completes the session first
+# the session complete first, its pages never read (mapped, not touched)
+DONE = ("shim-done", "local-shim", "cache-direct")
 OLD = ("shim-inproc", "shim-inproc-x4")  # these need --old-build
 RUNAI_ENV = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}  # SeaweedFS: path-style URLs
 TARGETS = [("shim", "curl-shm", 1.1), ("shim-x4", "shim", 1.2),  # (tool, reference, at most)
@@ -273,6 +282,7 @@ class Loads:
     LOCAL = Path("/dev/shm/ossc-load-local")
     S5 = Path("/dev/shm/ossc-load-s5cmd")
     MDIR = Path("/dev/shm/ossc-load-model")  # MODEL_DIR: on tmpfs, as a container would have it
+    LINKS = Path("/dev/shm/ossc-load-cache-links")  # cache-direct: the session's data files
 
     def __init__(self, st: Store, man: dict, old_build: Path | None = None,
                  device: str = "cpu"):
@@ -298,7 +308,7 @@ class Loads:
 
     @classmethod
     def clean(cls) -> None:
-        for d in (cls.S5, cls.MDIR, Path(session_dir(str(cls.MDIR)))):
+        for d in (cls.S5, cls.MDIR, cls.LINKS, Path(session_dir(str(cls.MDIR)))):
             shutil.rmtree(d, ignore_errors=True)
 
     def _load(self, tool, rnd, cmd, env) -> tuple[Run, dict]:
@@ -334,8 +344,8 @@ class Loads:
         self.clean()
         settle()
         try:
-            if tool in WARM:
-                self.complete_session()
+            if tool in WARM + DONE:
+                self.complete_session(read=tool in WARM)
             if tool in self.variants:
                 cmd, env = self.c_shim()
                 r = self._load(tool, rnd, cmd, dict(env, **self.variants[tool]))[0]
@@ -366,12 +376,16 @@ class Loads:
                 time.sleep(0.005)
         return cpu
 
-    def complete_session(self) -> None:
-        """Untimed: one reader through the shim, to the end of every file; the session and its
-        data files stay (expireTimeSec) for the timed process, which attaches to it."""
-        script = ("import os, sys\nfor f in sorted(os.listdir(sys.argv[1])):\n"
-                  "    with open(os.path.join(sys.argv[1], f), 'rb') as fh:\n"
-                  "        while fh.read(64 << 20): pass\n")
+    def complete_session(self, read: bool = True) -> None:
+        """Untimed: one reader through the shim, to the end of every file (or, not read,
+        mapping each file whole, which waits until it is, without touching a page); the
+        session and its data files stay (expireTimeSec) for the timed process, which attaches
+        to it."""
+        script = ("import mmap, os, sys\nfor f in sorted(os.listdir(sys.argv[1])):\n"
+                  "    with open(os.path.join(sys.argv[1], f), 'rb') as fh:\n" +
+                  ("        while fh.read(64 << 20): pass\n" if read else
+                   "        if os.fstat(fh.fileno()).st_size:\n"
+                   "            mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ).close()\n"))
         p = run_child([sys.executable, "-c", script, str(self.MDIR)], self._shim_env())
         if p.rc != 0:
             raise SystemExit(f"completing the session failed: {tail(p.out)}")
@@ -402,7 +416,19 @@ class Loads:
     def c_shim_pin_mmap(self):
         return self.c_shim_pin(GPU_MMAP_LOADER)
 
-    c_shim_warm, c_shim_pin_mmap_warm = c_shim, c_shim_pin_mmap
+    c_shim_warm, c_shim_done, c_shim_pin_mmap_warm = c_shim, c_shim, c_shim_pin_mmap
+
+    def c_local_shim(self):
+        """The local copy with the shim in the process (attached to a complete session)."""
+        return [sys.executable, "-c", self.loader, str(self.LOCAL)], self._shim_env()
+
+    def c_cache_direct(self):
+        """The session's data files themselves, without the shim: the cache's pages."""
+        self.LINKS.mkdir()
+        data = Path(sessions(str(self.MDIR))[0]["dataDir"])
+        for f in data.iterdir():
+            (self.LINKS / f"{f.name}.safetensors").symlink_to(f)
+        return [sys.executable, "-c", self.loader, str(self.LINKS)], self.env
 
     def c_shim_x4(self, old=False):
         return [sys.executable, "-c", FOUR, LOADER, str(self.MDIR)], self._shim_env(old)

@@ -20,6 +20,7 @@ import ossc
 from ossc.errors import EXIT_NO_SPACE, status_exit_code
 from ossc.native import ffi, lib
 from ossc.settings import resolve
+from support.hugepages import pages_in_huge_pages, tmpfs_gives_huge_pages
 from support.patterns import pattern
 from support.session_helpers import launcher_env, wait_session_gone
 
@@ -105,6 +106,29 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
     finally:
         os.close(fd)
     assert capfd.readouterr().err.count("written through a shared mapping") == 1
+
+
+def test_a_tmpfs_file_is_reserved_span_by_span_in_huge_pages(store, bucket, client_for,
+                                                             shm_file, capfd):
+    """An object of three reservation spans (64 MiB each), 1 MiB chunks on 4 threads, into a
+    tmpfs file: byte for byte, and, where the kernel makes huge tmpfs pages, every whole 2 MiB
+    of it in one."""
+    data = pattern((130 << 20) + 4321, 7)
+    store.s3().put_object(Bucket=bucket, Key=PREFIX + "spans.bin", Body=data)
+    client = client_for(**{"prefetch.vcpus": 4, "prefetch.workers": 8, "chunkSize": "1MiB",
+                           "logLevel": "debug"})
+    fd = os.open(shm_file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, len(data))
+        item = ossc.FetchItem(PREFIX + "spans.bin", len(data), fd=fd)
+        with client.fetch([item]) as f:
+            assert f.wait(60), "fetch did not end in time"
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)
+    assert capfd.readouterr().err.count("written through a shared mapping") == 1
+    if tmpfs_gives_huge_pages():
+        assert pages_in_huge_pages(shm_file) == (65 * 512, len(data) // 4096 + 1)
 
 
 def test_items_are_reserved_ahead_of_their_transfers(store, bucket, client_for, proxy):

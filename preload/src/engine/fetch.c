@@ -33,9 +33,12 @@
 #define MAP_MIN_THREADS 4
 /* Threads that map and reserve items ahead of their transfers, in the items' order: reserving a
  * tmpfs file's pages runs one thread at a time per file (7-9 GB/s on 16 cores; 2 GiB takes
- * 0.25-0.4 s), while files reserve in parallel. Reserved ahead, a transfer finds its item ready
- * instead of waiting for, or serializing with, its reservation (docs/BENCHMARKS.md). */
+ * 0.25-0.4 s, in huge pages 0.4-0.5 s), while files reserve in parallel. Reserved ahead, a
+ * transfer finds its item ready instead of waiting for, or serializing with, its reservation
+ * (docs/BENCHMARKS.md). */
 #define RESERVE_AHEAD_THREADS 4
+/* An item is reserved this much at a time: its first transfers wait for one span, not all. */
+#define RESERVE_SPAN (64ULL << 20)
 /* ... and no further ahead than this many windows of transfers in flight: reserved pages are
  * taken from the tmpfs (and a cacheLimit) before their bytes land. */
 #define RESERVE_AHEAD_WINDOWS 2
@@ -66,7 +69,8 @@ typedef struct chunk {
 
 /* Whether an item is written through a mapping (sink_map.c): decided by whichever comes first,
  * a reserve-ahead thread or the thread that starts the item's first transfer, which then
- * reserves the item's pages (MAP_RESERVING: its transfers wait); MAP_NONE writes with pwrite. */
+ * reserves the item's pages span by span (MAP_RESERVING: a transfer waits for the span it
+ * writes); MAP_NONE writes with pwrite, and so does MAP_READY past the pages reserved. */
 enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_RESERVING, MAP_READY };
 
 typedef struct item_state {
@@ -76,7 +80,8 @@ typedef struct item_state {
     int refetches;
     sink_map map;             /* a tmpfs fd's range, mapped while it is fetched (sink_map.c) */
     uint64_t fetch_offset;    /* the bytes of the items before it */
-    atomic_int map_state;     /* enum map_state; map is set before MAP_READY is stored */
+    atomic_int map_state;     /* enum map_state; map is set before MAP_RESERVING is left */
+    _Atomic uint64_t reserved; /* bytes from the item's start reserved: written through map */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
     ossc_error err;
@@ -384,7 +389,8 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         return 0;
     }
     uint64_t pos = c->offset + c->done - is->it.offset;
-    if (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_READY) {
+    if (atomic_load_explicit(&is->map_state, memory_order_acquire) >= MAP_RESERVING &&
+        pos + len <= atomic_load_explicit(&is->reserved, memory_order_acquire)) {
         memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {
         size_t off = 0;
@@ -410,32 +416,53 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
     return len;
 }
 
-/* Reserve an item's pages and map it, once: ahead of its transfers (reserve_ahead_main), or by
- * the first of them to start if none got to it yet. */
+/* Publishes how much of an item is reserved, and its map_state once that is final. */
+static void item_reserved(ossc_fetch *f, item_state *is, uint64_t reserved, int state)
+{
+    pthread_mutex_lock(&f->lock);
+    atomic_store_explicit(&is->reserved, reserved, memory_order_release);
+    atomic_store_explicit(&is->map_state, state, memory_order_release);
+    pthread_cond_broadcast(&f->changed); /* transfers waiting for it (item_wait_mapped) */
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Map an item and reserve its pages, once: ahead of its transfers (reserve_ahead_main), or by
+ * the first of them to start if none got to it yet. Span by span, each published as it is
+ * reserved; a span that cannot be (ENOSPC) leaves the rest to pwrite, which fails cleanly. */
 static void item_map_once(ossc_fetch *f, item_state *is)
 {
     int undecided = MAP_UNDECIDED;
     if (!atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_RESERVING))
         return;
-    int rc = sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length);
+    uint64_t length = is->it.length, done = 0;
+    int rc = sink_map_open(&is->map, is->it.fd, is->it.fd_offset, length);
+    while (rc == 0 && done < length && !atomic_load(&f->cancelled)) {
+        uint64_t end = length - done > RESERVE_SPAN ? done + RESERVE_SPAN : length;
+        rc = sink_map_reserve(&is->map, done, end);
+        if (rc == 0 && end < length)
+            item_reserved(f, is, end, MAP_RESERVING);
+        if (rc == 0)
+            done = end;
+    }
     if (rc == 0)
         LOGD("%s: written through a shared mapping", is->it.key);
     else if (rc != ENOTSUP)
-        LOGD("%s: written with pwrite (no mapping: %s)", is->it.key, strerror(rc));
-    pthread_mutex_lock(&f->lock);
-    atomic_store_explicit(&is->map_state, rc == 0 ? MAP_READY : MAP_NONE, memory_order_release);
-    pthread_cond_broadcast(&f->changed); /* transfers waiting for it (item_wait_mapped) */
-    pthread_mutex_unlock(&f->lock);
+        LOGD("%s: written with pwrite from byte %llu on (no mapping: %s)", is->it.key,
+             (unsigned long long)done, strerror(rc));
+    if (!done)
+        sink_map_close(&is->map);
+    item_reserved(f, is, done, is->map.addr ? MAP_READY : MAP_NONE);
 }
 
-/* A transfer into an item being reserved waits for it rather than writing with pwrite, which
- * would queue on the inode lock that the reservation holds. */
-static void item_wait_mapped(ossc_fetch *f, item_state *is)
+/* A transfer into an item being reserved waits for the span it writes rather than writing
+ * with pwrite, which would queue on the inode lock that the reservation holds. */
+static void item_wait_mapped(ossc_fetch *f, item_state *is, uint64_t end)
 {
     if (atomic_load_explicit(&is->map_state, memory_order_acquire) != MAP_RESERVING)
         return;
     pthread_mutex_lock(&f->lock);
-    while (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_RESERVING)
+    while (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_RESERVING &&
+           atomic_load_explicit(&is->reserved, memory_order_acquire) < end)
         pthread_cond_wait(&f->changed, &f->lock);
     pthread_mutex_unlock(&f->lock);
 }
@@ -477,7 +504,7 @@ static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
     item_map_once(f, is);
-    item_wait_mapped(f, is);
+    item_wait_mapped(f, is, c->offset + c->length - is->it.offset);
     s->chunk = ci;
     s->checked = s->accepting = false;
     s->abort_code = s->abort_errno = 0;

@@ -127,12 +127,19 @@ typedef struct sink_map {
     void *addr;    /* the mapping, page-aligned; NULL when not mapped */
     size_t len;
     char *at;      /* the first byte of the range asked for */
+    int fd;
+    uint64_t offset; /* of that byte in the file */
+    bool huge;     /* huge pages are still tried (none failed or was slow yet) */
 } sink_map;
 
-/* Reserves the pages of [offset, offset+length) of fd and maps that range, if fd is a tmpfs
- * file open for reading and writing, that long; 0, or why not (an errno: ENOSPC when the pages
- * cannot be reserved; the caller then writes with pwrite). */
+/* Maps [offset, offset+length) of fd, if fd is a tmpfs file open for reading and writing, that
+ * long; 0, or why not (an errno, ENOTSUP for another kind of file; the caller then writes with
+ * pwrite). Nothing may be written there before sink_map_reserve has reserved it. */
 int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length);
+/* Reserves the pages of [from, to) of the range (offsets from its start), in huge pages where
+ * the kernel gives them: 0, or an errno (ENOSPC), after which that span must be written with
+ * pwrite. */
+int sink_map_reserve(sink_map *m, uint64_t from, uint64_t to);
 void sink_map_close(sink_map *m);
 
 /* ---- URLs and encoding (url.c) ---- */
