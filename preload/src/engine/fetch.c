@@ -1,8 +1,9 @@
 /* fetch.c: the parallel ranged-GET engine.
  *
  * Items (byte ranges of objects) are cut into chunks of chunkSize. An item whose fd is a tmpfs
- * file is written through one shared mapping when the fetch runs enough threads and its pages
- * could be reserved (sink_map.c), others with pwrite. A queue holds the chunks in the caller's
+ * file is written through one shared mapping when the fetch runs enough threads, each 64 MiB
+ * span of it once its pages are reserved (sink_map.c; a few threads reserve ahead of the
+ * transfers); others, and spans that could not be reserved, with pwrite. A queue holds the chunks in the caller's
  * order; up to prefetch.vcpus threads (one per prefetch.workers chunks) each run one curl multi
  * handle with prefetch.workers transfers in flight, taking chunks from the front. A failed
  * attempt goes back to the front after a backoff and resumes where it stopped; every reply's
@@ -31,13 +32,12 @@
  * file's lock, and pwrite costs less CPU than a page fault per 4 KiB (on 2 cores a mapping
  * cost 1.4x the CPU at the same speed). */
 #define MAP_MIN_THREADS 4
-/* Threads that map and reserve items ahead of their transfers, in the items' order: reserving a
- * tmpfs file's pages runs one thread at a time per file (7-9 GB/s on 16 cores; 2 GiB takes
- * 0.25-0.4 s, in huge pages 0.4-0.5 s), while files reserve in parallel. Reserved ahead, a
- * transfer finds its item ready instead of waiting for, or serializing with, its reservation
- * (docs/BENCHMARKS.md). */
+/* Threads that reserve items' pages ahead of their transfers, span by span in the items' order:
+ * one thread reserves 2.5-5 GB/s (in huge pages, on 16 cores), so a few run at once, on one
+ * file or several. Reserved ahead, a transfer finds its span ready instead of waiting for, or
+ * serializing with, its reservation (docs/BENCHMARKS.md). */
 #define RESERVE_AHEAD_THREADS 4
-/* An item is reserved this much at a time: its first transfers wait for one span, not all. */
+/* The unit of reservation: a transfer waits for the spans it writes, not for its whole item. */
 #define RESERVE_SPAN (64ULL << 20)
 /* ... and no further ahead than this many windows of transfers in flight: reserved pages are
  * taken from the tmpfs (and a cacheLimit) before their bytes land. */
@@ -67,11 +67,18 @@ typedef struct chunk {
     uint64_t not_before_ms;   /* backoff */
 } chunk;
 
-/* Whether an item is written through a mapping (sink_map.c): decided by whichever comes first,
- * a reserve-ahead thread or the thread that starts the item's first transfer, which then
- * reserves the item's pages span by span (MAP_RESERVING: a transfer waits for the span it
- * writes); MAP_NONE writes with pwrite, and so does MAP_READY past the pages reserved. */
-enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_RESERVING, MAP_READY };
+/* Whether an item is written through a mapping (sink_map.c): mapped by whichever comes first,
+ * a reserve-ahead thread or a transfer (MAP_OPENING: the others wait); MAP_NONE writes with
+ * pwrite. Mapped, each span of it is reserved by one thread (a reserve-ahead thread, or a
+ * transfer that needs it first) and written through the mapping once SPAN_RESERVED, with
+ * pwrite if it could not be (SPAN_FAILED: ENOSPC, which pwrite then reports cleanly). */
+enum map_state { MAP_NONE, MAP_UNDECIDED, MAP_OPENING, MAP_OPEN };
+enum span_state { SPAN_FREE, SPAN_TAKEN, SPAN_RESERVED, SPAN_FAILED };
+
+typedef struct span {
+    atomic_int state;         /* enum span_state */
+    uint32_t item;
+} span;
 
 typedef struct item_state {
     ossc_fetch_item it;       /* key is our copy */
@@ -80,8 +87,8 @@ typedef struct item_state {
     int refetches;
     sink_map map;             /* a tmpfs fd's range, mapped while it is fetched (sink_map.c) */
     uint64_t fetch_offset;    /* the bytes of the items before it */
-    atomic_int map_state;     /* enum map_state; map is set before MAP_RESERVING is left */
-    _Atomic uint64_t reserved; /* bytes from the item's start reserved: written through map */
+    atomic_int map_state;     /* enum map_state; map is set before MAP_OPEN is stored */
+    uint32_t first_span;      /* its spans in the fetch's, when mapped */
     uint64_t object_crc;      /* from the store, if it sent one */
     bool has_object_crc;
     ossc_error err;
@@ -133,9 +140,11 @@ struct ossc_fetch {
     atomic_bool cancelled;
     ossc_error first_error;
 
-    pthread_t reservers[RESERVE_AHEAD_THREADS]; /* mapping items ahead (reserve_ahead_main) */
+    pthread_t reservers[RESERVE_AHEAD_THREADS]; /* reserving spans ahead (reserve_ahead_main) */
     int n_reservers;
-    atomic_size_t next_to_reserve;
+    span *spans;              /* of the mapped items, in their order */
+    uint32_t n_spans;
+    atomic_uint next_to_reserve; /* the spans taken in order by the reserve-ahead threads */
     uint64_t reserve_ahead_bytes; /* how far past the bytes landed an item may be reserved */
 
     atomic_uint_fast64_t bytes_done;
@@ -364,6 +373,14 @@ static bool check_reply(slot *s, chunk *c, item_state *is)
     return same_object;
 }
 
+/* Whether byte pos of an item is in a reserved span of its mapping (written with memcpy). */
+static bool span_reserved(ossc_fetch *f, item_state *is, uint64_t pos)
+{
+    return atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_OPEN &&
+           atomic_load_explicit(&f->spans[is->first_span + pos / RESERVE_SPAN].state,
+                                memory_order_acquire) == SPAN_RESERVED;
+}
+
 static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
 {
     slot *s = slot_ptr;
@@ -389,8 +406,7 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         return 0;
     }
     uint64_t pos = c->offset + c->done - is->it.offset;
-    if (atomic_load_explicit(&is->map_state, memory_order_acquire) >= MAP_RESERVING &&
-        pos + len <= atomic_load_explicit(&is->reserved, memory_order_acquire)) {
+    if (span_reserved(f, is, pos) && span_reserved(f, is, len ? pos + len - 1 : pos)) {
         memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {
         size_t off = 0;
@@ -416,71 +432,84 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
     return len;
 }
 
-/* Publishes how much of an item is reserved, and its map_state once that is final. */
-static void item_reserved(ossc_fetch *f, item_state *is, uint64_t reserved, int state)
-{
-    pthread_mutex_lock(&f->lock);
-    atomic_store_explicit(&is->reserved, reserved, memory_order_release);
-    atomic_store_explicit(&is->map_state, state, memory_order_release);
-    pthread_cond_broadcast(&f->changed); /* transfers waiting for it (item_wait_mapped) */
-    pthread_mutex_unlock(&f->lock);
-}
-
-/* Map an item and reserve its pages, once: ahead of its transfers (reserve_ahead_main), or by
- * the first of them to start if none got to it yet. Span by span, each published as it is
- * reserved; a span that cannot be (ENOSPC) leaves the rest to pwrite, which fails cleanly. */
-static void item_map_once(ossc_fetch *f, item_state *is)
+/* Maps an item once, by whoever needs it first; false if it is written with pwrite. */
+static bool item_mapped(ossc_fetch *f, item_state *is)
 {
     int undecided = MAP_UNDECIDED;
-    if (!atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_RESERVING))
-        return;
-    uint64_t length = is->it.length, done = 0;
-    int rc = sink_map_open(&is->map, is->it.fd, is->it.fd_offset, length);
-    while (rc == 0 && done < length && !atomic_load(&f->cancelled)) {
-        uint64_t end = length - done > RESERVE_SPAN ? done + RESERVE_SPAN : length;
-        rc = sink_map_reserve(&is->map, done, end);
-        if (rc == 0 && end < length)
-            item_reserved(f, is, end, MAP_RESERVING);
+    if (atomic_compare_exchange_strong(&is->map_state, &undecided, MAP_OPENING)) {
+        int rc = sink_map_open(&is->map, is->it.fd, is->it.fd_offset, is->it.length);
         if (rc == 0)
-            done = end;
+            LOGD("%s: written through a shared mapping", is->it.key);
+        else if (rc != ENOTSUP)
+            LOGD("%s: written with pwrite (no mapping: %s)", is->it.key, strerror(rc));
+        pthread_mutex_lock(&f->lock);
+        atomic_store_explicit(&is->map_state, rc == 0 ? MAP_OPEN : MAP_NONE,
+                              memory_order_release);
+        pthread_cond_broadcast(&f->changed);
+        pthread_mutex_unlock(&f->lock);
+    } else if (undecided == MAP_OPENING) {
+        pthread_mutex_lock(&f->lock);
+        while (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_OPENING)
+            pthread_cond_wait(&f->changed, &f->lock);
+        pthread_mutex_unlock(&f->lock);
     }
-    if (rc == 0)
-        LOGD("%s: written through a shared mapping", is->it.key);
-    else if (rc != ENOTSUP)
-        LOGD("%s: written with pwrite from byte %llu on (no mapping: %s)", is->it.key,
-             (unsigned long long)done, strerror(rc));
-    if (!done)
-        sink_map_close(&is->map);
-    item_reserved(f, is, done, is->map.addr ? MAP_READY : MAP_NONE);
+    return atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_OPEN;
 }
 
-/* A transfer into an item being reserved waits for the span it writes rather than writing
- * with pwrite, which would queue on the inode lock that the reservation holds. */
-static void item_wait_mapped(ossc_fetch *f, item_state *is, uint64_t end)
+/* Reserves span k of a mapped item, unless another thread took it. */
+static void span_reserve(ossc_fetch *f, item_state *is, uint64_t k)
 {
-    if (atomic_load_explicit(&is->map_state, memory_order_acquire) != MAP_RESERVING)
+    int free_span = SPAN_FREE;
+    span *sp = &f->spans[is->first_span + k];
+    if (!atomic_compare_exchange_strong(&sp->state, &free_span, SPAN_TAKEN))
         return;
+    uint64_t from = k * RESERVE_SPAN, length = is->it.length;
+    uint64_t to = length - from > RESERVE_SPAN ? from + RESERVE_SPAN : length;
+    int rc = sink_map_reserve(&is->map, from, to);
+    if (rc)
+        LOGD("%s: bytes %llu-%llu written with pwrite (not reserved: %s)", is->it.key,
+             (unsigned long long)from, (unsigned long long)to - 1, strerror(rc));
     pthread_mutex_lock(&f->lock);
-    while (atomic_load_explicit(&is->map_state, memory_order_acquire) == MAP_RESERVING &&
-           atomic_load_explicit(&is->reserved, memory_order_acquire) < end)
-        pthread_cond_wait(&f->changed, &f->lock);
+    atomic_store_explicit(&sp->state, rc ? SPAN_FAILED : SPAN_RESERVED, memory_order_release);
+    pthread_cond_broadcast(&f->changed); /* transfers waiting for it (item_prepare) */
     pthread_mutex_unlock(&f->lock);
 }
 
-/* Maps and reserves the items in order, ahead of their transfers, a few files at once, up to
+/* Before a transfer writes [from, to) of an item: the item mapped, and each span there
+ * reserved, by this thread where nobody took it yet. A span being reserved is waited for
+ * rather than written with pwrite, which would queue on the inode lock its reservation holds. */
+static void item_prepare(ossc_fetch *f, item_state *is, uint64_t from, uint64_t to)
+{
+    if (!item_mapped(f, is))
+        return;
+    for (uint64_t k = from / RESERVE_SPAN; k * RESERVE_SPAN < to; k++) {
+        span_reserve(f, is, k);
+        atomic_int *state = &f->spans[is->first_span + k].state;
+        if (atomic_load_explicit(state, memory_order_acquire) != SPAN_TAKEN)
+            continue;
+        pthread_mutex_lock(&f->lock);
+        while (atomic_load_explicit(state, memory_order_acquire) == SPAN_TAKEN)
+            pthread_cond_wait(&f->changed, &f->lock);
+        pthread_mutex_unlock(&f->lock);
+    }
+}
+
+/* Reserves the mapped items' spans in order, ahead of their transfers, up to
  * reserve_ahead_bytes past the bytes landed. */
 static void *reserve_ahead_main(void *arg)
 {
     ossc_fetch *f = arg;
-    size_t i;
+    uint32_t j;
     while (!atomic_load(&f->cancelled) &&
-           (i = atomic_fetch_add(&f->next_to_reserve, 1)) < f->n_items) {
-        item_state *is = &f->items[i];
-        if (atomic_load(&is->map_state) != MAP_UNDECIDED)
-            continue; /* not mapped (memory, empty), or a transfer took it first */
+           (j = atomic_fetch_add(&f->next_to_reserve, 1)) < f->n_spans) {
+        item_state *is = &f->items[f->spans[j].item];
+        uint64_t k = j - is->first_span;
+        if (atomic_load(&f->spans[j].state) != SPAN_FREE)
+            continue; /* a transfer took it first */
         pthread_mutex_lock(&f->lock);
         while (!atomic_load(&f->cancelled) && f->items_open > 0 &&
-               is->fetch_offset > atomic_load(&f->bytes_done) + f->reserve_ahead_bytes) {
+               is->fetch_offset + k * RESERVE_SPAN >
+                   atomic_load(&f->bytes_done) + f->reserve_ahead_bytes) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += IDLE_POLL_MS * 1000000L;
@@ -492,7 +521,8 @@ static void *reserve_ahead_main(void *arg)
         pthread_mutex_unlock(&f->lock);
         if (over)
             break;
-        item_map_once(f, is);
+        if (item_mapped(f, is))
+            span_reserve(f, is, k);
     }
     return NULL;
 }
@@ -503,8 +533,7 @@ static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
     ossc_client *cl = f->client;
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
-    item_map_once(f, is);
-    item_wait_mapped(f, is, c->offset + c->length - is->it.offset);
+    item_prepare(f, is, c->offset + c->done - is->it.offset, c->offset + c->length - is->it.offset);
     s->chunk = ci;
     s->checked = s->accepting = false;
     s->abort_code = s->abort_errno = 0;
@@ -722,6 +751,7 @@ static void fetch_destroy(ossc_fetch *f)
         free((char *)f->items[i].it.key);
     }
     free(f->workers);
+    free(f->spans);
     free(f->items);
     free(f->chunks);
     pthread_mutex_destroy(&f->lock);
@@ -811,7 +841,13 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
     f->all_threads_at_ms = now_ms() + BESIDE_APP_MAX_MS;
 
     uint32_t ci = 0;
-    size_t n_mapped = 0; /* items written through a mapping: what reserving ahead is for */
+    uint64_t n_spans = 0;
+    for (size_t i = 0; i < n_items; i++)
+        if (f->n_workers >= MAP_MIN_THREADS && items[i].fd >= 0 && items[i].length)
+            n_spans += (items[i].length + RESERVE_SPAN - 1) / RESERVE_SPAN;
+    f->spans = calloc(n_spans ? n_spans : 1, sizeof(span));
+    if (!f->spans || n_spans > UINT32_MAX)
+        goto oom;
     for (size_t i = 0; i < n_items; i++) {
         item_state *is = &f->items[i];
         is->it = items[i];
@@ -821,7 +857,11 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
         is->first_chunk = ci;
         bool mapped = f->n_workers >= MAP_MIN_THREADS && is->it.fd >= 0 && is->it.length;
         atomic_init(&is->map_state, mapped ? MAP_UNDECIDED : MAP_NONE);
-        n_mapped += mapped;
+        is->first_span = f->n_spans;
+        for (uint64_t off = 0; mapped && off < is->it.length; off += RESERVE_SPAN) {
+            atomic_init(&f->spans[f->n_spans].state, SPAN_FREE);
+            f->spans[f->n_spans++].item = (uint32_t)i;
+        }
         is->fetch_offset = f->bytes_total;
         f->bytes_total += is->it.length;
         for (uint64_t off = 0; off < is->it.length; off += chunk_size) {
@@ -869,7 +909,7 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
     }
     /* Reserving ahead only where items are mapped (not into memory, not on few threads); none
      * starting just leaves it to the transfers. */
-    int ahead = n_mapped < RESERVE_AHEAD_THREADS ? (int)n_mapped : RESERVE_AHEAD_THREADS;
+    int ahead = f->n_spans < RESERVE_AHEAD_THREADS ? (int)f->n_spans : RESERVE_AHEAD_THREADS;
     f->reserve_ahead_bytes = RESERVE_AHEAD_WINDOWS * (uint64_t)f->n_workers *
                              (uint64_t)cl->s.workers * f->chunk_size;
     while (f->n_reservers < ahead &&
