@@ -112,7 +112,8 @@ def test_a_tmpfs_file_is_reserved_span_by_span_in_huge_pages(store, bucket, clie
                                                              shm_file, capfd):
     """An object of three reservation spans (64 MiB each), 1 MiB chunks on 4 threads, into a
     tmpfs file: byte for byte, and, where the kernel makes huge tmpfs pages, every whole 2 MiB
-    of it in one."""
+    of it in one (unless a span took so long that the sink went on in small pages, and said
+    so)."""
     data = pattern((130 << 20) + 4321, 7)
     store.s3().put_object(Bucket=bucket, Key=PREFIX + "spans.bin", Body=data)
     client = client_for(**{"prefetch.vcpus": 4, "prefetch.workers": 8, "chunkSize": "1MiB",
@@ -126,9 +127,15 @@ def test_a_tmpfs_file_is_reserved_span_by_span_in_huge_pages(store, bucket, clie
         assert os.pread(fd, len(data), 0) == data
     finally:
         os.close(fd)
-    assert capfd.readouterr().err.count("written through a shared mapping") == 1
+    log = capfd.readouterr().err
+    assert log.count("written through a shared mapping") == 1
     if tmpfs_gives_huge_pages():
-        assert pages_in_huge_pages(shm_file) == (65 * 512, len(data) // 4096 + 1)
+        huge, pages = pages_in_huge_pages(shm_file)
+        assert pages == len(data) // 4096 + 1
+        if "for a tmpfs file" in log:  # it gave up (a slow span on a loaded machine), and said so
+            assert huge and huge % 512 == 0
+        else:
+            assert huge == 65 * 512
 
 
 def test_items_are_reserved_ahead_of_their_transfers(store, bucket, client_for, proxy):

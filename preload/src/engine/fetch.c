@@ -3,15 +3,15 @@
  * Items (byte ranges of objects) are cut into chunks of chunkSize. An item whose fd is a tmpfs
  * file is written through one shared mapping when the fetch runs enough threads, each 64 MiB
  * span of it once its pages are reserved (sink_map.c; a few threads reserve ahead of the
- * transfers); others, and spans that could not be reserved, with pwrite. A queue holds the chunks in the caller's
- * order; up to prefetch.vcpus threads (one per prefetch.workers chunks) each run one curl multi
- * handle with prefetch.workers transfers in flight, taking chunks from the front. A failed
- * attempt goes back to the front after a backoff and resumes where it stopped; every reply's
- * status and Content-Range are checked before a byte is written. A whole-object item whose store sent
- * x-oss-hash-crc64ecma is verified when its last chunk lands, and refetched once on mismatch;
- * with verifyBeforeRead its chunks are reported (on_chunk) only after it verified. A session's
- * prefetch starts on half its threads and takes them all once a reader waits, or after 10 s
- * (fetch_start_beside_app).
+ * transfers); others, and spans that could not be reserved, with pwrite. A queue holds the
+ * chunks in the caller's order; up to prefetch.vcpus threads (one per prefetch.workers chunks)
+ * each run one curl multi handle with prefetch.workers transfers in flight, taking chunks from
+ * the front. A failed attempt goes back to the front after a backoff and resumes where it
+ * stopped; every reply's status and Content-Range are checked before a byte is written. A
+ * whole-object item whose store sent x-oss-hash-crc64ecma is verified when its last chunk
+ * lands, and refetched once on mismatch; with verifyBeforeRead its chunks are reported
+ * (on_chunk) only after it verified. A session's prefetch starts on half its threads and takes
+ * them all once a reader waits, or after 10 s (fetch_start_beside_app).
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -533,7 +533,8 @@ static int start_transfer(worker *w, slot *s, uint32_t ci, ossc_error *err)
     ossc_client *cl = f->client;
     chunk *c = &f->chunks[ci];
     item_state *is = &f->items[c->item];
-    item_prepare(f, is, c->offset + c->done - is->it.offset, c->offset + c->length - is->it.offset);
+    item_prepare(f, is, c->offset + c->done - is->it.offset,
+                 c->offset + c->length - is->it.offset);
     s->chunk = ci;
     s->checked = s->accepting = false;
     s->abort_code = s->abort_errno = 0;
@@ -787,6 +788,13 @@ uint64_t fetch_chunk_size(const ossc_client *cl, uint64_t bytes)
     return tuning_chunk_size(&t, bytes, cl->s.vcpus * cl->s.workers);
 }
 
+/* Whether an item may be written through a mapping (it is, if its fd is a tmpfs file that
+ * suits: sink_map_open). */
+static bool written_through_mapping(const ossc_fetch *f, const ossc_fetch_item *it)
+{
+    return f->n_workers >= MAP_MIN_THREADS && it->fd >= 0 && it->length;
+}
+
 static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, size_t n_items,
                                ossc_chunk_cb on_chunk, void *ctx, bool beside_app,
                                ossc_error *err)
@@ -843,7 +851,7 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
     uint32_t ci = 0;
     uint64_t n_spans = 0;
     for (size_t i = 0; i < n_items; i++)
-        if (f->n_workers >= MAP_MIN_THREADS && items[i].fd >= 0 && items[i].length)
+        if (written_through_mapping(f, &items[i]))
             n_spans += (items[i].length + RESERVE_SPAN - 1) / RESERVE_SPAN;
     f->spans = calloc(n_spans ? n_spans : 1, sizeof(span));
     if (!f->spans || n_spans > UINT32_MAX)
@@ -855,7 +863,7 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
         if (!is->it.key)
             goto oom;
         is->first_chunk = ci;
-        bool mapped = f->n_workers >= MAP_MIN_THREADS && is->it.fd >= 0 && is->it.length;
+        bool mapped = written_through_mapping(f, &is->it);
         atomic_init(&is->map_state, mapped ? MAP_UNDECIDED : MAP_NONE);
         is->first_span = f->n_spans;
         for (uint64_t off = 0; mapped && off < is->it.length; off += RESERVE_SPAN) {

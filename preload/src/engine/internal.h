@@ -129,7 +129,8 @@ typedef struct sink_map {
     char *at;      /* the first byte of the range asked for */
     int fd;
     uint64_t offset; /* of that byte in the file */
-    bool huge;     /* huge pages are still tried (none failed or was slow yet) */
+    atomic_bool huge; /* huge pages are still tried (none failed or was slow yet); spans of one
+                       * item are reserved by several threads at once */
 } sink_map;
 
 /* Maps [offset, offset+length) of fd, if fd is a tmpfs file open for reading and writing, that

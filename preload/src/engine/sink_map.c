@@ -23,7 +23,7 @@
  * Reserved pages are huge (2 MiB) wherever the kernel gives them (MADV_COLLAPSE, which works on
  * tmpfs whatever its huge= setting unless shmem_enabled is "deny"; the mapping is placed so
  * that the file's 2 MiB boundaries fall on the address's). Everything that later touches
- * the file gains: the transfers' writes fault once per 2 MiB (ossc get on 16 cores: 1.33x
+ * the file gains: the transfers' writes fault once per 2 MiB (ossc get on 16 cores: 1.15-1.35x
  * the speed at 0.63x the CPU), a reader's copies and a GPU's pageable copy from it run faster,
  * and registering it with CUDA (OSSC_PIN_GPU) costs a fraction (docs/BENCHMARKS.md). */
 #include <errno.h>
@@ -90,7 +90,7 @@ static void make_huge_pages(sink_map *m, uint64_t from, uint64_t to, size_t page
 {
     from = (from + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     to -= to % HUGE_PAGE;
-    if (!m->huge || from >= to)
+    if (!atomic_load(&m->huge) || from >= to)
         return;
     uint64_t start_ms = now_ms(), base = m->offset - (uint64_t)(m->at - (char *)m->addr);
     for (uint64_t r = from; r < to; r += HUGE_PAGE)
@@ -98,10 +98,11 @@ static void make_huge_pages(sink_map *m, uint64_t from, uint64_t to, size_t page
             return; /* ENOSPC: the fallocate after this says so */
     if (madvise((char *)m->addr + (from - base), to - from, MADV_COLLAPSE) != 0) {
         LOGD("no huge pages for a tmpfs file (%s): small ones", strerror(errno));
-        m->huge = false;
-    } else if (now_ms() - start_ms > HUGE_SPAN_MAX_MS * ((to - from) / HUGE_SPAN_BYTES + 1)) {
+        atomic_store(&m->huge, false);
+    } else if (now_ms() - start_ms >
+               HUGE_SPAN_MAX_MS * ((to - from + HUGE_SPAN_BYTES - 1) / HUGE_SPAN_BYTES)) {
         LOGD("huge pages for a tmpfs file come slowly: small ones");
-        m->huge = false;
+        atomic_store(&m->huge, false);
     }
 }
 
@@ -122,7 +123,7 @@ int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length)
     m->at = (char *)p + (offset - base);
     m->fd = fd;
     m->offset = offset;
-    m->huge = true;
+    atomic_init(&m->huge, true);
     return 0;
 }
 
