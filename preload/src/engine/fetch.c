@@ -33,7 +33,7 @@
  * cost 1.4x the CPU at the same speed). */
 #define MAP_MIN_THREADS 4
 /* Threads that reserve items' pages ahead of their transfers, span by span in the items' order:
- * one thread reserves 2.5-5 GB/s (in huge pages, on 16 cores), so a few run at once, on one
+ * one thread reserves about 5 GB/s (huge pages, 16 cores), so a few run at once, on one
  * file or several. Reserved ahead, a transfer finds its span ready instead of waiting for, or
  * serializing with, its reservation (docs/BENCHMARKS.md). */
 #define RESERVE_AHEAD_THREADS 4
