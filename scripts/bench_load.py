@@ -92,11 +92,9 @@ from ossc.native import preload_library, session_dir, sessions  # noqa: E402
 ALL_TOOLS = ["local", "shim", "shim-x4", "local-x4", "shim-inproc", "shim-inproc-x4", "s5cmd",
              "runai", "curl-shm"]
 GPU_TOOLS = ["local", "shim", "shim-pin", "shim-warm", "shim-done", "local-shim", "cache-direct",
-             "local-mmap", "shim-pin-mmap",
-             "shim-pin-mmap-warm", "runai", "runai-s3"]
+             "local-mmap", "shim-pin-mmap", "shim-pin-mmap-warm", "runai", "runai-s3"]
 WARM = ("shim-warm", "shim-pin-mmap-warm")  # an untimed reader completes the session first
-# the session complete first, its pages never read (mapped, not touched)
-DONE = ("shim-done", "local-shim", "cache-direct")
+DONE = ("shim-done", "local-shim", "cache-direct")  # ... maps every file, reads no page
 OLD = ("shim-inproc", "shim-inproc-x4")  # these need --old-build
 RUNAI_ENV = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}  # SeaweedFS: path-style URLs
 TARGETS = [("shim", "curl-shm", 1.1), ("shim-x4", "shim", 1.2),  # (tool, reference, at most)
