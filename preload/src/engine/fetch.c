@@ -405,8 +405,10 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
         slot_abort(s, OSSC_E_PROTOCOL, 0, "reply body is longer than the range it announced");
         return 0;
     }
+    if (len == 0)
+        return 0;
     uint64_t pos = c->offset + c->done - is->it.offset;
-    if (span_reserved(f, is, pos) && span_reserved(f, is, len ? pos + len - 1 : pos)) {
+    if (span_reserved(f, is, pos) && span_reserved(f, is, pos + len - 1)) {
         memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {
         size_t off = 0;
@@ -518,10 +520,11 @@ static void *reserve_ahead_main(void *arg)
             pthread_cond_timedwait(&f->changed, &f->lock, &ts); /* a transfer ended, or not */
         }
         bool over = atomic_load(&f->cancelled) || f->items_open == 0;
+        bool failed = is->failed; /* its pages would hold space for nothing */
         pthread_mutex_unlock(&f->lock);
         if (over)
             break;
-        if (item_mapped(f, is))
+        if (!failed && item_mapped(f, is))
             span_reserve(f, is, k);
     }
     return NULL;
