@@ -138,6 +138,27 @@ def test_a_tmpfs_file_is_reserved_span_by_span_in_huge_pages(store, bucket, clie
             assert huge == 65 * 512
 
 
+def test_a_failed_fetch_ends_only_after_its_last_transfer(objects, client_for, proxy, tmp_path):
+    """One chunk of a.bin is refused for good (403) while another is held 3 s before its
+    headers: wait() and stats().finished say the fetch ended only once that transfer ended
+    too (it still writes into the item's fd; a session closes that fd once the fetch ends)."""
+    proxy.add_fault("stall", key="a.bin", ranged_only=True, range_from=CHUNK, seconds=3)
+    proxy.add_fault("status", key="a.bin", ranged_only=True, status=403)
+    client = client_for(proxy.endpoint, **{"prefetch.vcpus": 1, "prefetch.workers": 8})
+    fd = os.open(tmp_path / "a.bin", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        item = ossc.FetchItem(PREFIX + "a.bin", len(OBJECTS["a.bin"]), fd=fd)
+        t0 = time.monotonic()
+        with client.fetch([item]) as f:
+            with pytest.raises(ossc.OsscError, match="403|AccessDenied|denied"):
+                f.wait(30)
+            waited = time.monotonic() - t0
+            assert f.stats().finished
+    finally:
+        os.close(fd)
+    assert waited >= 2.5, f"wait() returned after {waited:.2f} s, with a transfer in flight"
+
+
 def test_items_are_reserved_ahead_of_their_transfers(store, bucket, client_for, proxy):
     """With 4 threads the items' tmpfs pages are reserved (and the files mapped) in the items'
     order ahead of the transfers, up to two windows of transfers in flight (4 x 8 x 64 KiB,

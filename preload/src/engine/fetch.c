@@ -960,7 +960,8 @@ OSSC_API int ossc_fetch_wait(ossc_fetch *f, int timeout_ms, ossc_error *err)
         deadline.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&f->lock);
-    while (f->items_open > 0 && !(atomic_load(&f->cancelled) && f->active == 0)) {
+    /* All work: a failed item's other transfers run on (into its fd) until they end. */
+    while (f->active > 0 || (f->items_open > 0 && !atomic_load(&f->cancelled))) {
         if (timeout_ms < 0) {
             pthread_cond_wait(&f->changed, &f->lock);
         } else if (pthread_cond_timedwait(&f->changed, &f->lock, &deadline) == ETIMEDOUT) {
@@ -988,7 +989,7 @@ OSSC_API void ossc_fetch_stats_get(ossc_fetch *f, ossc_fetch_stats *out)
     out->items_total = f->n_items;
     out->items_done = f->items_done;
     out->items_failed = f->items_failed;
-    out->finished = f->items_open == 0;
+    out->finished = f->items_open == 0 && f->active == 0;
     pthread_mutex_unlock(&f->lock);
     out->bytes_total = f->bytes_total;
     out->bytes_done = atomic_load(&f->bytes_done);
