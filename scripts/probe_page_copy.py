@@ -22,7 +22,6 @@ and how physically contiguous the file's pages are (/proc/self/pagemap, root onl
 from __future__ import annotations
 
 import argparse
-import array
 import ctypes
 import json
 import mmap
@@ -34,9 +33,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
-MADV_COLLAPSE, MAP_FIXED = 25, 0x10  # Linux 6.1; not in Python 3.11's mmap
-HUGE = 2 << 20
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.hugepages import (FALLOC_FL_KEEP_SIZE, HUGE, libc, make_huge,  # noqa: E402
+                               map_aligned, page_frames)
+
 CHUNK = 32 << 20  # the engine's default transfer
 BLOCK = 64 << 20  # a copy's write() size, and the reader's read() size
 
@@ -67,14 +69,6 @@ print(json.dumps({"s": t, "minflt": resource.getrusage(resource.RUSAGE_SELF).ru_
 VMSTAT_KEYS = ("pgfault", "pgmigrate_success", "pgactivate", "pgdeactivate", "numa_hint_faults",
                "thp_fault_alloc", "compact_migrate_scanned", "pgalloc_normal", "pgrefill",
                "workingset_activate_anon", "pglazyfree", "pgscan_kswapd")
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_long]
-libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 def vmstat() -> dict:
@@ -132,21 +126,13 @@ def mapped(path: str, src: bytearray, threads: int, reserve: bool = True,
     size = len(src)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     os.ftruncate(fd, size)
-    if reserve and not collapse and libc.fallocate(fd, 1, 0, size) != 0:  # FALLOC_FL_KEEP_SIZE
+    if reserve and not collapse and libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size) != 0:
         raise OSError(ctypes.get_errno(), "fallocate")
-    area = libc.mmap(None, size + HUGE, 0, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                     -1, 0)
-    dst = (area + HUGE - 1) // HUGE * HUGE
-    if libc.mmap(dst, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | MAP_FIXED, fd,
-                 0) != dst:
-        raise OSError(ctypes.get_errno(), "mmap")
+    area, dst = map_aligned(fd, size)
     if collapse:
-        t0, failed = time.perf_counter(), 0
-        for o in range(0, size - size % HUGE, HUGE):
-            libc.fallocate(fd, 1, o, mmap.PAGESIZE)
-        if libc.madvise(dst, size - size % HUGE, MADV_COLLAPSE) != 0:
-            failed = ctypes.get_errno()
-        libc.fallocate(fd, 1, 0, size)  # the tail, and whatever did not collapse
+        t0 = time.perf_counter()
+        failed = make_huge(fd, dst, size)
+        libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size)  # the tail, and what did not collapse
         print(f"  collapse {time.perf_counter() - t0:.3f} s, errno {failed}", flush=True)
     os.close(fd)
     s = ctypes.addressof(ctypes.c_char.from_buffer(src))
@@ -185,19 +171,7 @@ def pfn_runs(path: str) -> dict | None:
     """How many physically contiguous runs the file's pages form (root only)."""
     if os.geteuid() != 0:
         return None
-    fd = os.open(path, os.O_RDONLY)
-    size = os.fstat(fd).st_size
-    # libc's mmap: Python's hides the address of a read-only mapping
-    p = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED | mmap.MAP_POPULATE, fd, 0)
-    os.close(fd)
-    page = mmap.PAGESIZE
-    n = size // page
-    with open("/proc/self/pagemap", "rb", buffering=0) as pm:
-        pm.seek(p // page * 8)
-        raw = pm.read(n * 8)
-    libc.munmap(p, size)
-    a = array.array("Q", raw)
-    pfns = [e & ((1 << 55) - 1) for e in a if e >> 63]
+    pfns, _ = page_frames(path)
     runs = 1 + sum(1 for x, y in zip(pfns, pfns[1:]) if y != x + 1)
     return {"pages": len(pfns), "runs": runs, "pages_per_run": round(len(pfns) / runs, 1)}
 
