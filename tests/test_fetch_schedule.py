@@ -110,7 +110,7 @@ def test_one_large_object_over_many_transfers_lands_byte_for_byte(objects, clien
 
 def test_a_tmpfs_file_is_reserved_span_by_span_in_huge_pages(store, bucket, client_for,
                                                              shm_file, capfd):
-    """An object of three reservation spans (64 MiB each), 1 MiB chunks on 4 threads, into a
+    """An object of five reservation spans (32 MiB each), 1 MiB chunks on 4 threads, into a
     tmpfs file: byte for byte, and, where the kernel makes huge tmpfs pages, every whole 2 MiB
     of it in one (unless a span took so long that the sink went on in small pages, and said
     so)."""
@@ -416,7 +416,8 @@ def test_a_sessions_prefetch_takes_every_thread_after_10_s(store, bucket, proxy,
 
 
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):
-    """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8; chunkSize auto
+    """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8 per thread, at most
+    64 in all (2 per thread at least); chunkSize auto
     (32 MiB until a fetch sizes it). Resolved settings keep "auto" (a config file or the
     owner's options never pin this machine's numbers); a client runs with the numbers.
     Numbers, "auto" and Aliyun's config.json keys still set them."""
@@ -429,8 +430,10 @@ def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeyp
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     s = ossc.Client("s3://bucket/p/", {"endpoint": "http://127.0.0.1:9"}).settings()
-    assert s["prefetch"]["vcpus"] == min(64, max(2, cores))
-    assert s["prefetch"]["workers"] == 8 and s["chunkSize"] == 32 << 20
+    threads = min(64, max(2, cores))
+    assert s["prefetch"]["vcpus"] == threads
+    assert s["prefetch"]["workers"] == min(8, max(2, 64 // threads))
+    assert s["chunkSize"] == 32 << 20
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "5", "chunkSize": "4MiB"}, os.environ)
     assert s["prefetch"]["vcpus"] == 5 and s["chunkSize"] == 4 << 20
     monkeypatch.setenv("OSSC_PREFETCH_WORKERS", "3")

@@ -226,6 +226,28 @@ static void test_settings(void)
     CHECK(s.derived == (DERIVED_VCPUS | DERIVED_CHUNK_SIZE));
 }
 
+/* The derived defaults on machines this one is not (ARCHITECTURE.md, "Fetch defaults"). */
+static void test_tuning(void)
+{
+    static const struct {
+        int cores, threads, transfers;
+    } rows[] = {{1, 2, 8}, {2, 2, 8}, {8, 8, 8}, {12, 12, 5}, {16, 16, 4},
+                {32, 32, 2}, {64, 64, 2}, {192, 64, 2}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        tuning t = {.cores = rows[i].cores, .memory = 128ULL << 30};
+        CHECK(tuning_threads(&t) == rows[i].threads);
+        CHECK(tuning_transfers(&t) == rows[i].transfers);
+    }
+    tuning t = {.cores = 16, .memory = 128ULL << 30};
+    CHECK(tuning_chunk_size(&t, 8620000000ULL, 64) == 32ULL << 20);
+    CHECK(tuning_chunk_size(&t, 1ULL << 30, 64) == 8ULL << 20);
+    CHECK(tuning_chunk_size(&t, 1ULL << 20, 64) == 4ULL << 20);
+    t.memory = 16ULL << 30; /* the window in flight stays under 1/16 of the memory */
+    CHECK(tuning_chunk_size(&t, 8620000000ULL, 64) == 16ULL << 20);
+    t.memory = 2ULL << 30; /* ... but no chunk is smaller than 4 MiB */
+    CHECK(tuning_chunk_size(&t, 8620000000ULL, 64) == 4ULL << 20);
+}
+
 static void test_listing(void)
 {
     const char *xml =
@@ -621,6 +643,7 @@ int main(void)
     test_encoding();
     test_urls();
     test_settings();
+    test_tuning();
     test_listing();
     test_backoff();
     test_relative_name();

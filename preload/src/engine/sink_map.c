@@ -16,7 +16,7 @@
  * the rest is written with pwrite instead, whose ENOSPC fails the item cleanly. A tmpfs file's
  * pages are allocated one thread at a time (fallocate holds the inode lock; faults that
  * allocate contend on the file's page-cache locks, 3-3.5 s of sys CPU per GB at 16 threads), so
- * the fetch reserves items ahead of their transfers in 64 MiB spans, on several threads (one
+ * the fetch reserves items ahead of their transfers in 32 MiB spans, on several threads (one
  * file's spans too: its huge pages are made in parallel); faults on reserved pages only map
  * them (and zero 4 KiB ones), in parallel (fetch.c, scripts/tmpfs_sink_bench.c).
  *
