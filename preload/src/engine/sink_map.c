@@ -42,10 +42,9 @@
 #define MADV_COLLAPSE 25 /* Linux 6.1; glibc 2.36's headers lack it */
 #endif
 #define HUGE_PAGE (2UL << 20)
-/* Huge pages made slower than this many ms per HUGE_SPAN_BYTES (0.25 GB/s) cost more than small
- * pages would: memory is being compacted for them. */
-#define HUGE_SPAN_BYTES (64UL << 20)
-#define HUGE_SPAN_MAX_MS 250
+/* Huge pages made slower than this (64 MiB in 250 ms, 0.27 GB/s) cost more than small pages
+ * would: memory is being compacted for them. */
+#define HUGE_MIN_BYTES_PER_MS ((64UL << 20) / 250)
 
 /* fd is a tmpfs file open for reading and writing, at least end bytes long. */
 static bool suits(int fd, uint64_t end)
@@ -99,8 +98,7 @@ static void make_huge_pages(sink_map *m, uint64_t from, uint64_t to, size_t page
     if (madvise((char *)m->addr + (from - base), to - from, MADV_COLLAPSE) != 0) {
         LOGD("no huge pages for a tmpfs file (%s): small ones", strerror(errno));
         atomic_store(&m->huge, false);
-    } else if (now_ms() - start_ms >
-               HUGE_SPAN_MAX_MS * ((to - from + HUGE_SPAN_BYTES - 1) / HUGE_SPAN_BYTES)) {
+    } else if ((now_ms() - start_ms) * HUGE_MIN_BYTES_PER_MS > to - from) {
         LOGD("huge pages for a tmpfs file come slowly: small ones");
         atomic_store(&m->huge, false);
     }
