@@ -417,7 +417,7 @@ def test_a_sessions_prefetch_takes_every_thread_after_10_s(store, bucket, proxy,
 
 def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeypatch):
     """prefetch.vcpus: the CPUs this process may use (2 to 64); workers 8 per thread, at most
-    64 in all (2 per thread at least); chunkSize auto
+    64 over the threads (derived or given; 2 per thread at least); chunkSize auto
     (32 MiB until a fetch sizes it). Resolved settings keep "auto" (a config file or the
     owner's options never pin this machine's numbers); a client runs with the numbers.
     Numbers, "auto" and Aliyun's config.json keys still set them."""
@@ -434,6 +434,9 @@ def test_defaults_are_derived_from_the_machine_and_numbers_override_them(monkeyp
     assert s["prefetch"]["vcpus"] == threads
     assert s["prefetch"]["workers"] == min(8, max(2, 64 // threads))
     assert s["chunkSize"] == 32 << 20
+    s = ossc.Client("s3://bucket/p/", {"endpoint": "http://127.0.0.1:9", "prefetch.vcpus": 16,
+                                       "prefetch.workers": "auto"}).settings()
+    assert s["prefetch"]["workers"] == 4, "auto transfers do not follow the threads given"
     s = resolve("s3://bucket/p/", {"prefetch.vcpus": "5", "chunkSize": "4MiB"}, os.environ)
     assert s["prefetch"]["vcpus"] == 5 and s["chunkSize"] == 4 << 20
     monkeypatch.setenv("OSSC_PREFETCH_WORKERS", "3")

@@ -236,8 +236,23 @@ static void test_tuning(void)
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         tuning t = {.cores = rows[i].cores, .memory = 128ULL << 30};
         CHECK(tuning_threads(&t) == rows[i].threads);
-        CHECK(tuning_transfers(&t) == rows[i].transfers);
+        CHECK(tuning_transfers(tuning_threads(&t)) == rows[i].transfers);
     }
+    /* A derived workers follows prefetch.vcpus as given; a given workers stays. */
+    settings s;
+    ossc_error e = {0};
+    const char *envp[] = {"OSSC_CONFIG=", NULL};
+    const char *given[][2] = {{"prefetch.vcpus=4", "prefetch.workers=auto"},
+                              {"prefetch.vcpus=16", "prefetch.workers=auto"},
+                              {"prefetch.vcpus=64", "prefetch.workers=auto"},
+                              {"prefetch.vcpus=16", "prefetch.workers=8"}};
+    const int workers[] = {8, 4, 2, 8};
+    for (size_t i = 0; i < 4; i++)
+        CHECK(settings_resolve(&s, SCHEME_OSS, given[i], 2, envp, &e) == 0 &&
+              s.workers == workers[i]);
+    CHECK(settings_resolve(&s, SCHEME_OSS, given[1], 1, envp, &e) == 0 && s.workers == 4 &&
+          (s.derived & DERIVED_WORKERS)); /* workers left at its default */
+
     tuning t = {.cores = 16, .memory = 128ULL << 30};
     CHECK(tuning_chunk_size(&t, 8620000000ULL, 64) == 32ULL << 20);
     CHECK(tuning_chunk_size(&t, 1ULL << 30, 64) == 8ULL << 20);

@@ -98,7 +98,7 @@ typedef struct tuning {
 
 void tuning_probe(tuning *t);
 int tuning_threads(const tuning *t);
-int tuning_transfers(const tuning *t);
+int tuning_transfers(int threads);
 uint64_t tuning_chunk_size(const tuning *t, uint64_t total_bytes, int in_flight);
 
 /* envp: "NAME=value" items, NULL-terminated; NULL reads the process environment. */

@@ -308,7 +308,7 @@ static void set_derived(settings *s, const setting_def *d)
     if (d->offset == offsetof(settings, vcpus))
         *(int *)field = tuning_threads(&t);
     else if (d->offset == offsetof(settings, workers))
-        *(int *)field = tuning_transfers(&t);
+        *(int *)field = tuning_transfers(s->vcpus); /* again once vcpus is final: below */
     else
         *(uint64_t *)field = tuning_chunk_size(&t, UINT64_MAX / 2, 1);
     s->derived |= derived_bit(d);
@@ -550,6 +550,9 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
         if (v && (rc = set_value(s, d, v, src, err)))
             return rc;
     }
+
+    if (s->derived & DERIVED_WORKERS)
+        s->workers = tuning_transfers(s->vcpus);
 
     if (scheme == SCHEME_S3) {
         if (s->signature == SIG_OSS_V1) {

@@ -6,10 +6,10 @@
  *                kernel's receive path and in copying into tmpfs pages, so speed grew with
  *                threads up to the core count on a 16-core machine (4: 2.8, 8: 3.6, 16: 4.8
  *                GB/s) at about the same CPU per GB; 2 on 2 cores, as before;
- *   transfers  = 8 per thread, at most 64 in all (at least 2 per thread): 8 hide a request's
- *                round trip on each connection; on 16 cores 16 x 4 transfers ran 0.96-0.99x the
- *                one-file-per-range ceiling against 0.83-0.88x for 16 x 8 (fewer spans open at
- *                once, each reserved sooner);
+ *   transfers  = 8 per thread, at most 64 over prefetch.vcpus threads (derived or given; at
+ *                least 2 per thread): 8 hide a request's round trip on each connection; on 16
+ *                cores 16 x 4 transfers ran 0.96-0.99x the one-file-per-range ceiling against
+ *                0.83-0.88x for 16 x 8 (fewer spans open at once, each reserved sooner);
  *   chunk size = the fetch's bytes spread over twice the transfers in flight, from 4 MiB to
  *                32 MiB: a single large object still keeps every transfer busy, a small model
  *                is not one request per object, and the window in flight (threads x transfers
@@ -64,9 +64,9 @@ int tuning_threads(const tuning *t)
     return n < MIN_THREADS ? MIN_THREADS : n > MAX_THREADS ? MAX_THREADS : n;
 }
 
-int tuning_transfers(const tuning *t)
+int tuning_transfers(int threads)
 {
-    int n = MAX_TRANSFERS / tuning_threads(t);
+    int n = MAX_TRANSFERS / (threads > 0 ? threads : 1);
     return n < MIN_TRANSFERS_PER_THREAD ? MIN_TRANSFERS_PER_THREAD
            : n > TRANSFERS_PER_THREAD   ? TRANSFERS_PER_THREAD
                                         : n;
