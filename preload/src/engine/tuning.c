@@ -8,7 +8,7 @@
  *                GB/s) at about the same CPU per GB; 2 on 2 cores, as before;
  *   transfers  = 8 per thread, at most 64 over prefetch.vcpus threads (derived or given; at
  *                least 2 per thread): 8 hide a request's round trip on each connection; on 16
- *                cores 16 x 4 transfers ran 0.96-0.99x the one-file-per-range ceiling against
+ *                cores 16 x 4 transfers ran 0.91-0.99x the one-file-per-range ceiling against
  *                0.83-0.88x for 16 x 8 (fewer spans open at once, each reserved sooner);
  *   chunk size = the fetch's bytes spread over twice the transfers in flight, from 4 MiB to
  *                32 MiB: a single large object still keeps every transfer busy, a small model
