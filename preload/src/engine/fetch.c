@@ -41,6 +41,7 @@
  * As large as the largest default chunk, so a chunk waits for one span (16 cores: 1.03x the
  * speed of 64 MiB spans, 16 MiB no better). */
 #define RESERVE_SPAN (32ULL << 20)
+_Static_assert(RECV_BUFFER_SIZE <= RESERVE_SPAN, "one write of curl's would cross three spans");
 /* ... and no further ahead than this many windows of transfers in flight: reserved pages are
  * taken from the tmpfs (and a cacheLimit) before their bytes land. */
 #define RESERVE_AHEAD_WINDOWS 2
@@ -410,6 +411,7 @@ static size_t sink_write(char *data, size_t size, size_t n, void *slot_ptr)
     if (len == 0)
         return 0;
     uint64_t pos = c->offset + c->done - is->it.offset;
+    /* len <= RECV_BUFFER_SIZE: the bytes lie in one span or two */
     if (span_reserved(f, is, pos) && span_reserved(f, is, pos + len - 1)) {
         memcpy(is->map.at + pos, data, len);
     } else if (is->it.fd >= 0) {

@@ -299,7 +299,8 @@ static unsigned derived_bit(const setting_def *d)
 }
 
 /* "auto": the value tuning.c derives from this machine. chunkSize's is a placeholder that
- * each fetch replaces with one sized to its bytes. */
+ * each fetch replaces with one sized to its bytes; workers' follows the final prefetch.vcpus,
+ * at the end of settings_resolve. */
 static void set_derived(settings *s, const setting_def *d)
 {
     tuning t;
@@ -307,9 +308,7 @@ static void set_derived(settings *s, const setting_def *d)
     char *field = (char *)s + d->offset;
     if (d->offset == offsetof(settings, vcpus))
         *(int *)field = tuning_threads(&t);
-    else if (d->offset == offsetof(settings, workers))
-        *(int *)field = tuning_transfers(s->vcpus); /* again once vcpus is final: below */
-    else
+    else if (d->offset == offsetof(settings, chunk_size))
         *(uint64_t *)field = tuning_chunk_size(&t, UINT64_MAX / 2, 1);
     s->derived |= derived_bit(d);
 }
@@ -551,7 +550,7 @@ int settings_resolve(settings *s, int scheme, const char *const *overrides, size
             return rc;
     }
 
-    if (s->derived & DERIVED_WORKERS)
+    if (s->derived & DERIVED_WORKERS) /* prefetch.vcpus is final now */
         s->workers = tuning_transfers(s->vcpus);
 
     if (scheme == SCHEME_S3) {
