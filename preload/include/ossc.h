@@ -209,9 +209,7 @@ ossc_session *ossc_session_start(const char *url, const char *model_dir,
                                  ossc_error *err);
 /* 1 if the session attached to a live owner's (and fetches nothing). */
 int ossc_session_attached(const ossc_session *session);
-/* Like ossc_fetch_wait, for the session's prefetch (0 at once if attached). A prefetch runs on
- * half its threads until somebody waits for it, 10 s at most: a wait (timeout_ms not 0) gives
- * it them all. */
+/* Like ossc_fetch_wait, for the session's prefetch (0 at once if attached). */
 int ossc_session_wait(ossc_session *session, int timeout_ms, ossc_error *err);
 void ossc_session_stats(ossc_session *session, ossc_fetch_stats *out);
 /* Where the session lives in /dev/shm. */

@@ -11,4 +11,4 @@ ffi = _cffi_backend.FFI('ossc._libossc_cffi',
     _typenames = (b'\x00\x00\x00\x9Aossc_chunk_cb',b'\x00\x00\x00\xE7ossc_client',b'\x00\x00\x00\xE8ossc_error',b'\x00\x00\x00\xE9ossc_fetch',b'\x00\x00\x00\xEAossc_fetch_item',b'\x00\x00\x00\xEBossc_fetch_stats',b'\x00\x00\x00\xECossc_listing',b'\x00\x00\x00\xEEossc_object',b'\x00\x00\x00\xEFossc_session',b'\x00\x00\x00\xF0ossc_upload'),
 )
 
-CDEF_SHA256 = '54db712010738c541b01e117f11c2e043e6f2c0bc51569bac28645a790481631'
+CDEF_SHA256 = '082e02f96cad02491c45f8fbb948f036dc665ca73351270519768b8eb7d0bcaf'

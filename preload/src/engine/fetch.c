@@ -10,8 +10,7 @@
  * stopped; every reply's status and Content-Range are checked before a byte is written. A
  * whole-object item whose store sent x-oss-hash-crc64ecma is verified when its last chunk
  * lands, and refetched once on mismatch; with verifyBeforeRead its chunks are reported
- * (on_chunk) only after it verified. A session's prefetch starts on half its threads and takes
- * them all once a reader waits, or after 10 s (fetch_start_beside_app).
+ * (on_chunk) only after it verified.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -45,15 +44,6 @@ _Static_assert(RECV_BUFFER_SIZE <= RESERVE_SPAN, "one write of curl's would cros
 /* ... and no further ahead than this many windows of transfers in flight: reserved pages are
  * taken from the tmpfs (and a cacheLimit) before their bytes land. */
 #define RESERVE_AHEAD_WINDOWS 2
-/* A session's prefetch runs beside the application it serves, which is starting too (imports,
- * CUDA): on a 16-core H200 host, with a prefetch on every core spawn-to-cuda took 1.18-1.21x a
- * local copy's time, on 8 threads 1.03x (docs/BENCHMARKS.md). So it starts on half its threads,
- * at least this many, and takes them all once a reader waits for bytes: then the fetch is what
- * the application waits on. Readers of another user's shared session cannot say that they
- * wait (they map its control file read-only), so the prefetch takes every thread after this
- * long in any case. */
-#define BESIDE_APP_MIN_THREADS 2
-#define BESIDE_APP_MAX_MS 10000
 
 enum chunk_state { CH_QUEUED, CH_ACTIVE, CH_DONE, CH_DROPPED };
 
@@ -114,7 +104,6 @@ typedef struct slot {
 
 typedef struct worker {
     ossc_fetch *f;
-    int index;                /* threads index >= threads_in_use take no chunks */
     pthread_t thread;
     CURLM *multi;
     slot *slots;
@@ -137,8 +126,6 @@ struct ossc_fetch {
     pthread_cond_t changed;
     uint32_t head, tail;      /* the queue */
     uint32_t active;          /* chunks in flight, all threads */
-    atomic_int threads_in_use; /* workers that take chunks: all, or half until a reader waits */
-    uint64_t all_threads_at_ms; /* ... or until then */
     size_t items_open;        /* items neither finished nor failed */
     atomic_bool cancelled;
     ossc_error first_error;
@@ -213,23 +200,6 @@ static uint32_t queue_pop_due(ossc_fetch *f, uint64_t now, long *wait_ms)
             *wait_ms = w;
     }
     return NO_CHUNK;
-}
-
-/* A reader waits for bytes: the fetch is what the application waits on now, so every thread
- * takes chunks (callers hold f->lock). */
-static void use_every_thread(ossc_fetch *f)
-{
-    if (atomic_load(&f->threads_in_use) < f->n_workers) {
-        atomic_store(&f->threads_in_use, f->n_workers);
-        pthread_cond_broadcast(&f->changed);
-    }
-}
-
-void fetch_use_every_thread(ossc_fetch *f)
-{
-    pthread_mutex_lock(&f->lock);
-    use_every_thread(f);
-    pthread_mutex_unlock(&f->lock);
 }
 
 /* ---- item completion (callers hold f->lock) ---- */
@@ -665,12 +635,7 @@ static void *worker_main(void *arg)
         /* Fill idle slots from the queue. */
         long wait_ms = IDLE_POLL_MS;
         bool done = false;
-        bool in_use = w->index < atomic_load(&f->threads_in_use);
-        if (!in_use && now_ms() >= f->all_threads_at_ms) {
-            fetch_use_every_thread(f);
-            in_use = true;
-        }
-        for (int i = 0; in_use && i < n_slots; i++) {
+        for (int i = 0; i < n_slots; i++) {
             slot *s = &w->slots[i];
             if (s->chunk != NO_CHUNK)
                 continue;
@@ -802,9 +767,9 @@ static bool written_through_mapping(const ossc_fetch *f, const ossc_fetch_item *
     return f->n_workers >= MAP_MIN_THREADS && it->fd >= 0 && it->length;
 }
 
-static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, size_t n_items,
-                               ossc_chunk_cb on_chunk, void *ctx, bool beside_app,
-                               ossc_error *err)
+OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *items,
+                                      size_t n_items, ossc_chunk_cb on_chunk, void *ctx,
+                                      ossc_error *err)
 {
     err_clear(err);
     uint64_t bytes = 0;
@@ -849,11 +814,6 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
     f->n_workers = threads < (uint64_t)cl->s.vcpus ? (int)threads : cl->s.vcpus;
     if (f->n_workers < 1)
         f->n_workers = 1;
-    int in_use = beside_app ? (f->n_workers + 1) / 2 : f->n_workers;
-    if (in_use < BESIDE_APP_MIN_THREADS)
-        in_use = BESIDE_APP_MIN_THREADS;
-    atomic_init(&f->threads_in_use, in_use < f->n_workers ? in_use : f->n_workers);
-    f->all_threads_at_ms = now_ms() + BESIDE_APP_MAX_MS;
 
     uint32_t ci = 0;
     uint64_t n_spans = 0;
@@ -897,7 +857,6 @@ static ossc_fetch *fetch_start(ossc_client *cl, const ossc_fetch_item *items, si
     for (int i = 0; i < f->n_workers; i++) {
         worker *w = &f->workers[i];
         w->f = f;
-        w->index = i;
         w->multi = multi_pool_take(cl);
         w->slots = calloc((size_t)cl->s.workers, sizeof(slot));
         if (!w->multi || !w->slots)
@@ -936,20 +895,6 @@ oom:
     if (f)
         fetch_destroy(f);
     return NULL;
-}
-
-OSSC_API ossc_fetch *ossc_fetch_start(ossc_client *cl, const ossc_fetch_item *items,
-                                      size_t n_items, ossc_chunk_cb on_chunk, void *ctx,
-                                      ossc_error *err)
-{
-    return fetch_start(cl, items, n_items, on_chunk, ctx, false, err);
-}
-
-ossc_fetch *fetch_start_beside_app(ossc_client *cl, const ossc_fetch_item *items,
-                                   size_t n_items, ossc_chunk_cb on_chunk, void *ctx,
-                                   ossc_error *err)
-{
-    return fetch_start(cl, items, n_items, on_chunk, ctx, true, err);
 }
 
 OSSC_API int ossc_fetch_wait(ossc_fetch *f, int timeout_ms, ossc_error *err)
@@ -1020,7 +965,6 @@ OSSC_API void ossc_fetch_prioritize(ossc_fetch *f, size_t item, uint64_t offset)
     if (item >= f->n_items)
         return;
     pthread_mutex_lock(&f->lock);
-    use_every_thread(f);
     item_state *is = &f->items[item];
     if (offset >= is->it.offset && offset < is->it.offset + is->it.length) {
         uint32_t ci = is->first_chunk + (uint32_t)((offset - is->it.offset) /
@@ -1091,7 +1035,6 @@ OSSC_API int ossc_fetch_wait_range(ossc_fetch *f, size_t item, uint64_t offset,
             break;
         }
         if (!asked) {
-            use_every_thread(f);
             if (c->state == CH_QUEUED) {
                 queue_unlink(f, ci);
                 queue_push(f, ci, true);

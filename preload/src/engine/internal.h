@@ -113,14 +113,6 @@ bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent);
 /* ---- the fetch (fetch.c) ---- */
 /* The chunk size a fetch of this many bytes uses: chunkSize, or derived when it is "auto". */
 uint64_t fetch_chunk_size(const ossc_client *cl, uint64_t bytes);
-/* ossc_fetch_start for a session's prefetch, which runs beside the application it serves: it
- * starts on half its threads (at least 2) and takes them all once a reader waits for bytes
- * (ossc_fetch_prioritize, ossc_fetch_wait_range), or 10 s after it started. */
-ossc_fetch *fetch_start_beside_app(ossc_client *cl, const ossc_fetch_item *items,
-                                   size_t n_items, ossc_chunk_cb on_chunk, void *ctx,
-                                   ossc_error *err);
-/* Somebody waits for the whole fetch: every thread takes chunks from now on. */
-void fetch_use_every_thread(ossc_fetch *f);
 
 /* ---- writing through a shared mapping of a tmpfs file (sink_map.c) ---- */
 typedef struct sink_map {

@@ -212,7 +212,7 @@ static int create(ossc_session *s, const char *url, const char *model_dir, size_
             session_audit(s, i, "fetch", "prefetch");
     }
     /* Fetch item i is object i: the prefetch is the prefix [0, n_eager) of the order. */
-    s->fetch = fetch_start_beside_app(s->client, items, s->n_eager, on_chunk, s, err);
+    s->fetch = ossc_fetch_start(s->client, items, s->n_eager, on_chunk, s, err);
     if (!s->fetch) {
         rc = err->code;
         goto out;
@@ -378,8 +378,6 @@ OSSC_API int ossc_session_wait(ossc_session *s, int timeout_ms, ossc_error *err)
     err_clear(err);
     if (!s->fetch)
         return 0;
-    if (timeout_ms != 0)
-        fetch_use_every_thread(s->fetch);
     return ossc_fetch_wait(s->fetch, timeout_ms, err);
 }
 
