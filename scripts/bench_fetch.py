@@ -397,6 +397,7 @@ class Run:
     proc_cpu: float | None = None
     verified: str = ""
     note: str = ""
+    kernel: dict | None = None  # /proc/vmstat counters the run moved (bench_load.py)
 
     @property
     def gbps(self) -> float:

@@ -57,6 +57,8 @@ untimed load of the local copy. Before that, one untimed curl pass warms the sto
 medians of same-round ratios; CPU-s is user+sys of the contender's processes (wait4 rusage),
 plus, for the shim, that of the detached ossc-owner, read from /proc until SIGTERM has ended it
 after each run (else it would outlive the run by expireTimeSec, holding the session's memory).
+With --device cuda the report also gives, per contender, the median change per run of the
+machine's direct compaction stalls, migrated pages and collapsed huge pages (/proc/vmstat).
 The shim is the build ossc.native finds (OSSC_LIBRARY, else python/ossc/, else build/).
 
 Usage: python3 scripts/bench_load.py [--size-gib 4] [--rounds 3] [--tools shim,curl-shm]
@@ -97,6 +99,9 @@ WARM = ("shim-warm", "shim-pin-mmap-warm")  # an untimed reader completes the se
 DONE = ("shim-done", "local-shim", "cache-direct")  # ... maps every file, reads no page
 OLD = ("shim-inproc", "shim-inproc-x4")  # these need --old-build
 RUNAI_ENV = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}  # SeaweedFS: path-style URLs
+# Machine-wide kernel counters a run moves (/proc/vmstat): direct compaction stalls and
+# migrated pages say whether making the cache's huge pages slowed the application's start-up.
+VMSTAT = ("compact_stall", "pgmigrate_success", "thp_collapse_alloc")
 TARGETS = [("shim", "curl-shm", 1.1), ("shim-x4", "shim", 1.2),  # (tool, reference, at most)
            ("shim", "shim-inproc", 1.0), ("shim-x4", "shim-inproc-x4", 1.0)]
 # To cuda (issue 14): the shim as fast as a local copy; pinned copies >= 3x faster (copy phase).
@@ -344,11 +349,14 @@ class Loads:
         try:
             if tool in WARM + DONE:
                 self.complete_session(read=tool in WARM)
+            before = vmstat()
             if tool in self.variants:
                 cmd, env = self.c_shim()
                 r = self._load(tool, rnd, cmd, dict(env, **self.variants[tool]))[0]
             else:
                 r = self._load(tool, rnd, *getattr(self, "c_" + tool.replace("-", "_"))())[0]
+            after = vmstat()
+            r.kernel = {k: after[k] - before[k] for k in before if k in after}
         finally:
             owner_cpu = self.end_owner()
             self.clean()
@@ -460,6 +468,14 @@ def same_round_ratio(runs: list[Run], tool: str, ref: str, what: str = "wall") -
     return med([v / val[ref, n] for (t, n), v in val.items() if t == tool and (ref, n) in val])
 
 
+def vmstat() -> dict[str, int]:
+    try:
+        lines = Path("/proc/vmstat").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in (line.split() for line in lines) if k in VMSTAT}
+
+
 def report(runs: list[Run], tools: list[str], size_gib: float) -> None:
     refs = [("local", "local"), ("s5cmd", "s5cmd+load"), ("shim", "shim"),
             ("shim-inproc", "inproc"), ("curl-shm", "curl-shm")]
@@ -514,11 +530,15 @@ def gpu_report(runs: list[Run], tools: list[str], size_gib: float, card: str) ->
                "wall_vs_local": same_round_ratio(runs, t, "local"),
                "copy_vs_local": same_round_ratio(runs, t, "local", "copy"),
                "cpu_s": med([r.cpu for r in ok]), "walls": [r.wall for r in ok],
-               "copies": [r.copy for r in ok]}
+               "copies": [r.copy for r in ok],
+               "kernel": {k: med([(r.kernel or {}).get(k, 0) for r in ok]) for k in VMSTAT}}
         out["tools"][t] = row
         print(f"{t:<14} {_f(wall, 8)} {_f(row['wall_vs_local'], 8)}x {_f(copy, 7)} "
               f"{_f(row['copy_gbps'] or float('nan'), 9)} {_f(row['copy_vs_local'], 8)}x "
               f"{_f(row['cpu_s'], 6)} {len(ok):>2}/{n}")
+    print("kernel, median per run (/proc/vmstat, the whole machine): " + "; ".join(
+        f"{t} " + " ".join(f"{k} {v:g}" for k, v in row["kernel"].items())
+        for t, row in out["tools"].items() if row["ok"]))
     for t, ref, goal, what in GPU_TARGETS:
         if t in tools and ref in tools:
             x = same_round_ratio(runs, t, ref, what)
