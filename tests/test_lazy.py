@@ -301,6 +301,29 @@ def test_failed_lazy_fetch_is_retried_by_a_later_open(store, remote, model_dir, 
         run.close()
 
 
+def test_an_open_right_after_a_failed_lazy_fetch_fetches_it_again(store, remote, model_dir,
+                                                                  proxy, tmp_path):
+    """The file's first chunk fails (403, no retries) while the store holds its second 5 s:
+    the next open neither fails with the old error nor waits for the held transfer (which
+    feeds nobody now); the failed fetch is stopped, its file retired, and the object fetched
+    again."""
+    local = remote["local"]
+    proxy.add_fault("status", key=NAMES[1], status=403, times=1)
+    proxy.add_fault("stall", key=NAMES[1], ranged_only=True, times=1, seconds=5.0,
+                    range_from=1 << 20)
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
+                          OSSC_PREFETCH_POLICY="lazy"), local)
+    try:
+        assert run(f"try {NAMES[1]}") == "EACCES"
+        assert run(f"read {NAMES[1]}") == sha(local / NAMES[1])
+        events = audit(tmp_path)
+        assert [e for e in events if e[1] == NAMES[1]] == [
+            ("fetch", NAMES[1], "open"), ("release", NAMES[1], "failed"),
+            ("fetch", NAMES[1], "refetch")], events
+    finally:
+        run.close()
+
+
 def test_failed_file_held_by_a_reader_is_kept_until_it_lets_go(store, remote, model_dir,
                                                                proxy, tmp_path):
     """A reader holds the data file of a fetch that then fails: the owner never replaces it

@@ -17,6 +17,8 @@ struct refetch {
     ossc_session *s;
     uint32_t object;
     ossc_fetch *fetch; /* NULL when none runs */
+    bool wanted;       /* a reader asked for the object after its fetch failed, before its
+                        * data file could be retired: fetch it again once it is */
 };
 
 struct ossc_session {

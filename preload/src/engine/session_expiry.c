@@ -112,7 +112,7 @@ static void refetch(ossc_session *s, uint32_t object)
     s->fetched[object] = true;
     s->use[object] = now_ms();
     ossc_fetch_item item = {s->keys[object], o->size, 0, o->size, fd, 0, NULL};
-    *r = (struct refetch){s, object, NULL};
+    *r = (struct refetch){s, object, NULL, false};
     ossc_error err;
     r->fetch = ossc_fetch_start(s->client, &item, 1, on_refetch_chunk, r, &err);
     if (!r->fetch) {
@@ -184,13 +184,21 @@ static void answer_reader(ossc_session *s, uint32_t chunk)
         uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
         reap_refetches(s); /* a failed refetch that just ended is retired at once */
         retire_failed(s, i, s->hdr->state != OSSC_SESSION_FETCHING);
-        ossc_fetch *running = s->refetches[i].fetch;
-        if (s->data_fds[i] < 0)
+        struct refetch *r = &s->refetches[i];
+        if (s->data_fds[i] < 0) {
             refetch(s, i);
-        else if (running)
-            ossc_fetch_prioritize(running, 0, offset);
-        else
+        } else if (atomic_load((_Atomic int32_t *)&o->error)) {
+            /* Failed, and not retired yet: its refetch's other transfers run on (stopped
+             * here: they feed nobody), the prefetch is not done, or a reader holds the
+             * file. The helper fetches it again once it is retired. */
+            r->wanted = true;
+            if (r->fetch)
+                ossc_fetch_cancel(r->fetch);
+        } else if (r->fetch) {
+            ossc_fetch_prioritize(r->fetch, 0, offset);
+        } else {
             ossc_fetch_prioritize(s->fetch, i, offset);
+        }
         return;
     }
 }
@@ -222,7 +230,8 @@ void *session_helper_main(void *arg)
         }
         bool refetching = reap_refetches(s);
         for (size_t i = 0; i < s->n_data; i++)
-            retire_failed(s, i, st.finished);
+            if (retire_failed(s, i, st.finished) && s->refetches[i].wanted)
+                refetch(s, i);
         session_budget_keep(s, 0);
         uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
         /* Not when shared: the group's readers attach read-only and cannot ask for a file
