@@ -312,10 +312,13 @@ def test_an_open_right_after_a_failed_lazy_fetch_fetches_it_again(store, remote,
     proxy.add_fault("stall", key=NAMES[1], ranged_only=True, times=1, seconds=5.0,
                     range_from=1 << 20)
     run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
-                          OSSC_PREFETCH_POLICY="lazy"), local)
+                          OSSC_PREFETCH_POLICY="lazy", OSSC_READ_TIMEOUT_SEC="10"), local)
     try:
         assert run(f"try {NAMES[1]}") == "EACCES"
+        assert gets(proxy, remote, NAMES[1]) == 2, "the second chunk was not in flight"
+        began = time.monotonic()
         assert run(f"read {NAMES[1]}") == sha(local / NAMES[1])
+        assert time.monotonic() - began < 4, "the open waited for the held transfer"
         events = audit(tmp_path)
         assert [e for e in events if e[1] == NAMES[1]] == [
             ("fetch", NAMES[1], "open"), ("release", NAMES[1], "failed"),

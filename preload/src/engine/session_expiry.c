@@ -192,7 +192,7 @@ static void answer_reader(ossc_session *s, uint32_t chunk)
              * here: they feed nobody), the prefetch is not done, or a reader holds the
              * file. The helper fetches it again once it is retired. */
             r->wanted = true;
-            if (r->fetch)
+            if (r->fetch && ossc_fetch_item_error(r->fetch, 0, NULL))
                 ossc_fetch_cancel(r->fetch);
         } else if (r->fetch) {
             ossc_fetch_prioritize(r->fetch, 0, offset);
