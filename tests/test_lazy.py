@@ -327,6 +327,42 @@ def test_an_open_right_after_a_failed_lazy_fetch_fetches_it_again(store, remote,
         run.close()
 
 
+def test_an_object_the_prefetch_writes_again_is_not_released_under_it(store, remote,
+                                                                      model_dir, proxy,
+                                                                      tmp_path):
+    """verifyBeforeRead=no, cacheLimit 5 MiB (the eager prefix is two 2 MiB files): the
+    first file's CRC-64 mismatch has the prefetch fetch it again (held 3 s by the store)
+    while every chunk of it already counts as in. With the second held open, a read of a
+    third file needs room that only the first could give; it must not be released then:
+    its fd would close under the transfers, which would then write its bytes into whatever
+    file took the fd number (the third's)."""
+    local = remote["local"]
+    proxy.add_crc64 = True
+    first, second, third = NAMES[:3]
+    flip = proxy.add_fault("flip_byte", key=first, ranged_only=True, times=1)
+    # The flipped reply is the flip's; the stall lets the other first reply through.
+    held = proxy.add_fault("stall", key=first, ranged_only=True, after=1, times=2,
+                           seconds=3.0)
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path,
+                          OSSC_VERIFY_BEFORE_READ="no", OSSC_CACHE_LIMIT="5MiB",
+                          OSSC_EXPIRE_TIME_SEC="0"), local)
+    try:
+        deadline = time.monotonic() + 30
+        while not (flip.fired and held.fired):
+            assert time.monotonic() < deadline, "the prefetch never fetched the file again"
+            time.sleep(0.01)
+        assert run(f"hold {second}") == "ok"  # so that the room can only come from the first
+        assert run(f"read {third}") == sha(local / third)
+        while session_info(model_dir)["state"] != "complete":  # the held transfers ended
+            assert time.monotonic() < deadline + 30, session_info(model_dir)
+            time.sleep(0.05)
+        assert run(f"read {third}") == sha(local / third)
+        assert run(f"read {first}") == sha(local / first)
+        assert run("random 200") == 0
+    finally:
+        run.close()
+
+
 def test_failed_file_held_by_a_reader_is_kept_until_it_lets_go(store, remote, model_dir,
                                                                proxy, tmp_path):
     """A reader holds the data file of a fetch that then fails: the owner never replaces it

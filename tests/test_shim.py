@@ -427,6 +427,29 @@ def test_corrupt_byte_never_reaches_a_reader(store, bucket, model, model_dir, pr
     assert proxy.bytes_served(f"{bucket}/{PREFIX}weights.bin") >= 2 * (9 << 20)
 
 
+def test_an_object_fetched_again_unverified_counts_its_chunks_once(store, bucket, model,
+                                                                  model_dir, proxy):
+    """verifyBeforeRead=no hands chunks out as they land; a CRC-64 mismatch fetches the
+    object again and its chunks land a second time. They count once: the session ends
+    complete with bytesDone equal to bytesTotal, and is released on expiry."""
+    proxy.add_crc64 = True
+    fault = proxy.add_fault("flip_byte", key="weights.bin", ranged_only=True, times=1)
+    code = """
+    import json, os
+    with open(os.path.join(os.environ["MODEL_DIR"], "config.json"), "rb") as f:
+        print(json.dumps(len(f.read())))
+    """
+    run_owner(shim_env(store, bucket, model_dir, endpoint=proxy.endpoint,
+                       OSSC_VERIFY_BEFORE_READ="no", OSSC_EXPIRE_TIME_SEC=1), code)
+    deadline = time.monotonic() + 60
+    while (info := session_info(model_dir))["state"] != "complete":
+        assert time.monotonic() < deadline, info
+        time.sleep(0.05)
+    assert fault.fired == 1
+    assert info["bytesDone"] == info["bytesTotal"], info
+    assert wait_session_gone(model_dir), "the session's data was never released"
+
+
 def test_cache_dir_holds_the_data_files(store, bucket, model, model_dir, tmp_path):
     """cacheDir moves the data files (e.g. to a local disk's page cache); the control file
     stays in /dev/shm and tells every reader where they are."""

@@ -947,6 +947,19 @@ OSSC_API void ossc_fetch_stats_get(ossc_fetch *f, ossc_fetch_stats *out)
     out->current_item = atomic_load(&f->current_item);
 }
 
+bool fetch_item_idle(ossc_fetch *f, size_t item)
+{
+    if (item >= f->n_items)
+        return true;
+    pthread_mutex_lock(&f->lock);
+    const item_state *is = &f->items[item];
+    bool idle = is->finished || is->failed;
+    for (uint32_t k = 0; idle && k < is->n_chunks; k++)
+        idle = f->chunks[is->first_chunk + k].state != CH_ACTIVE;
+    pthread_mutex_unlock(&f->lock);
+    return idle;
+}
+
 OSSC_API int ossc_fetch_item_error(ossc_fetch *f, size_t item, ossc_error *err)
 {
     err_clear(err);

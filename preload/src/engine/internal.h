@@ -113,6 +113,9 @@ bool settings_cache_limit(const char *text, uint64_t *bytes, int *percent);
 /* ---- the fetch (fetch.c) ---- */
 /* The chunk size a fetch of this many bytes uses: chunkSize, or derived when it is "auto". */
 uint64_t fetch_chunk_size(const ossc_client *cl, uint64_t bytes);
+/* Whether no transfer of item runs or will run again (it finished or failed, and its
+ * failure's other transfers ended): until then its fd must stay open. */
+bool fetch_item_idle(ossc_fetch *f, size_t item);
 
 /* ---- writing through a shared mapping of a tmpfs file (sink_map.c) ---- */
 typedef struct sink_map {

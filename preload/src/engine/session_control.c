@@ -58,9 +58,12 @@ void session_chunk_landed(ossc_session *s, uint32_t object, uint64_t offset, uin
     ossc_session_object *o = &session_objects(h)[object];
     if (status == 0) {
         uint32_t chunk = o->first_chunk + (uint32_t)(offset / h->chunk_size);
-        atomic_fetch_or((_Atomic uint64_t *)&session_bits(h)[chunk / 64], 1ULL << (chunk % 64));
-        atomic_fetch_add((_Atomic uint32_t *)&o->chunks_ready, 1);
-        atomic_fetch_add((_Atomic uint64_t *)&h->bytes_done, length);
+        uint64_t bit = 1ULL << (chunk % 64);
+        /* Counted once: with verifyBeforeRead=no a CRC mismatch lands the chunks again. */
+        if (!(atomic_fetch_or((_Atomic uint64_t *)&session_bits(h)[chunk / 64], bit) & bit)) {
+            atomic_fetch_add((_Atomic uint32_t *)&o->chunks_ready, 1);
+            atomic_fetch_add((_Atomic uint64_t *)&h->bytes_done, length);
+        }
         atomic_store((_Atomic int32_t *)&h->current_object, (int32_t)object);
     } else {
         int e = status == OSSC_E_AUTH ? EACCES : status == OSSC_E_NOT_FOUND ? ENOENT : EIO;
