@@ -327,6 +327,31 @@ def test_an_open_right_after_a_failed_lazy_fetch_fetches_it_again(store, remote,
         run.close()
 
 
+def test_a_failed_prefetched_file_is_fetched_again_while_the_prefetch_runs(store, remote,
+                                                                          model_dir, proxy,
+                                                                          tmp_path):
+    """Eager, no retries: the first file fails (403) while the store holds another file's
+    replies 8 s, so the prefetch runs on. Nothing writes the failed file any more: an open
+    fetches it again at once instead of failing until the whole prefetch has ended."""
+    local = remote["local"]
+    proxy.add_fault("status", key=NAMES[0], status=403, times=1)
+    proxy.add_fault("stall", key=NAMES[3], ranged_only=True, times=2, seconds=8.0)
+    run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
+                          OSSC_READ_TIMEOUT_SEC="20"), local)
+    try:
+        run("tree")  # the driver is attached: the session is there
+        deadline = time.monotonic() + 30
+        while session_info(model_dir)["objectsFailed"] != 1:
+            assert time.monotonic() < deadline, session_info(model_dir)
+            time.sleep(0.01)
+        assert session_info(model_dir)["state"] == "fetching"
+        assert run(f"read {NAMES[0]}") == sha(local / NAMES[0])
+        assert session_info(model_dir)["state"] == "fetching", "the test's prefetch ended"
+        assert ("release", NAMES[0], "failed") in audit(tmp_path)
+    finally:
+        run.close()
+
+
 def test_an_object_the_prefetch_writes_again_is_not_released_under_it(store, remote,
                                                                       model_dir, proxy,
                                                                       tmp_path):

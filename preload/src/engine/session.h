@@ -134,6 +134,10 @@ int session_plan_cache(ossc_session *s, const uint64_t *sizes, size_t n, ossc_er
  * by releasing complete objects nobody holds, least recently used first; publishes
  * bytes_held. Warns once when what is in use exceeds the limit. */
 void session_budget_keep(ossc_session *s, uint64_t incoming);
+/* Whether a fetch (the prefetch or a refetch) may still write object i's data file: until
+ * then the file is neither released nor retired, since closing its fd under the transfers
+ * would send their bytes to whatever file takes the fd number next. */
+bool session_object_written(const ossc_session *s, size_t i);
 /* Whether object i's data file holds all of it, and no fetch writes it. */
 bool session_object_complete(const ossc_session *s, size_t i);
 

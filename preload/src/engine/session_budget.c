@@ -184,14 +184,19 @@ static void scan_users(const ossc_session *s, const int *pids, int n, bool *used
     }
 }
 
+bool session_object_written(const ossc_session *s, size_t i)
+{
+    return s->refetches[i].fetch ||
+           (i < s->n_eager && s->fetch && !fetch_item_idle(s->fetch, i));
+}
+
 bool session_object_complete(const ossc_session *s, size_t i)
 {
     const ossc_session_object *o = &session_objects(s->hdr)[i];
     /* Every chunk may be in while the prefetch writes the object again (verifyBeforeRead=no
-     * and a CRC mismatch): releasing it would close the fd under its transfers. */
+     * and a CRC mismatch). */
     return atomic_load((_Atomic uint32_t *)&o->chunks_ready) == o->n_chunks &&
-           !s->refetches[i].fetch &&
-           (i >= s->n_eager || !s->fetch || fetch_item_idle(s->fetch, i));
+           !session_object_written(s, i);
 }
 
 /* When object i was last used: opened (the shim's stamp), fetched, or seen held. */

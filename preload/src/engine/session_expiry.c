@@ -151,11 +151,11 @@ static bool reap_refetches(ossc_session *s)
  * stays as it is, its missing ranges failing with the object's error; it would read as
  * zeros where it has holes once the ready bits, cleared here, were set by a new file. Not
  * when shared: the group's readers cannot ask for a file again. */
-static bool retire_failed(ossc_session *s, size_t i, bool prefetch_done)
+static bool retire_failed(ossc_session *s, size_t i)
 {
     ossc_session_object *o = &session_objects(s->hdr)[i];
     if (s->data_fds[i] < 0 || !atomic_load((_Atomic int32_t *)&o->error) ||
-        s->refetches[i].fetch || (i < s->n_eager && !prefetch_done) ||
+        session_object_written(s, i) ||
         s->group != OSSC_SESSION_PRIVATE || flock(s->data_fds[i], LOCK_EX | LOCK_NB) != 0)
         return false;
     set_ready_bits(s->hdr, o, false);
@@ -183,14 +183,14 @@ static void answer_reader(ossc_session *s, uint32_t chunk)
             continue;
         uint64_t offset = (uint64_t)(chunk - o->first_chunk) * h->chunk_size;
         reap_refetches(s); /* a failed refetch that just ended is retired at once */
-        retire_failed(s, i, s->hdr->state != OSSC_SESSION_FETCHING);
+        retire_failed(s, i);
         struct refetch *r = &s->refetches[i];
         if (s->data_fds[i] < 0) {
             refetch(s, i);
         } else if (atomic_load((_Atomic int32_t *)&o->error)) {
             /* Failed, and not retired yet: its refetch's other transfers run on (stopped
-             * here: they feed nobody), the prefetch is not done, or a reader holds the
-             * file. The helper fetches it again once it is retired. */
+             * here: they feed nobody), the prefetch's do, or a reader holds the file. The
+             * helper fetches it again once it is retired. */
             r->wanted = true;
             if (r->fetch && ossc_fetch_item_error(r->fetch, 0, NULL))
                 ossc_fetch_cancel(r->fetch);
@@ -230,7 +230,7 @@ void *session_helper_main(void *arg)
         }
         bool refetching = reap_refetches(s);
         for (size_t i = 0; i < s->n_data; i++)
-            if (retire_failed(s, i, st.finished) && s->refetches[i].wanted)
+            if (retire_failed(s, i) && s->refetches[i].wanted)
                 refetch(s, i);
         session_budget_keep(s, 0);
         uint64_t last = atomic_load((_Atomic uint64_t *)&h->last_open_ms);
