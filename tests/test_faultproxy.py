@@ -1,5 +1,6 @@
 """The fault proxy itself, against a real LocalStore."""
 
+import concurrent.futures
 import http.client
 import random
 import socket
@@ -132,6 +133,20 @@ def test_status_fault_range_from(proxy, store, bucket, obj):
         resp.read()
         conn.close()
     assert fault.fired == 2
+
+
+def test_status_fault_waits_for_the_requests_it_names(proxy, store, bucket, obj):
+    """requests=2: the first GET's error comes only once a second GET of the key has come."""
+    path = object_path(bucket, obj[0])
+    proxy.add_fault("status", key=obj[0], status=403, requests=2)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(lambda: request(proxy, store, path)[1].status)
+        with pytest.raises(concurrent.futures.TimeoutError):  # held: no second GET yet
+            first.result(timeout=0.5)
+        conn, resp = request(proxy, store, path)
+        assert resp.status == 200
+        resp.read()
+        assert first.result(timeout=5) == 403
 
 
 def test_reset_sends_rst_after_n_bytes(proxy, store, bucket, obj):

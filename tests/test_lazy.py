@@ -303,14 +303,15 @@ def test_failed_lazy_fetch_is_retried_by_a_later_open(store, remote, model_dir, 
 
 def test_an_open_right_after_a_failed_lazy_fetch_fetches_it_again(store, remote, model_dir,
                                                                   proxy, tmp_path):
-    """The file's first chunk fails (403, no retries) while the store holds its second 5 s:
-    the next open neither fails with the old error nor waits for the held transfer (which
-    feeds nobody now); the failed fetch is stopped, its file retired, and the object fetched
-    again."""
+    """The file's first chunk fails (403, no retries, once its second is asked for) while the
+    store holds the second 5 s: the next open neither fails with the old error nor waits for
+    the held transfer (which feeds nobody now); the failed fetch is stopped, its file retired,
+    and the object fetched again."""
     local = remote["local"]
-    proxy.add_fault("status", key=NAMES[1], status=403, times=1)
+    # The second chunk's GET takes the first fault that matches it, whichever comes first.
     proxy.add_fault("stall", key=NAMES[1], ranged_only=True, times=1, seconds=5.0,
                     range_from=1 << 20)
+    proxy.add_fault("status", key=NAMES[1], status=403, times=1, requests=2)
     run = Driver(env_mode(store, remote, model_dir, proxy, tmp_path, OSSC_RETRIES="0",
                           OSSC_PREFETCH_POLICY="lazy", OSSC_READ_TIMEOUT_SEC="10"), local)
     try:

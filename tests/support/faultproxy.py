@@ -14,7 +14,8 @@ Fault kinds (for GET unless method= says otherwise; key substring, ranged_only, 
 only ranged GETs starting at offset X or past it, after=K skips the first K matches, times=N
 is the budget, None = forever):
   status               answer `status` with an S3-style XML error (+ `headers`) after reading
-                       the request's body; upstream untouched
+                       the request's body (and, with `requests`=N, once N requests for the
+                       key have come, at most 10 s); upstream untouched
   reset                send headers and `after_bytes` body bytes, then RST (SO_LINGER 0)
   truncate             full Content-Length, `after_bytes` bytes (default half), then FIN
   stall                sleep `seconds` before the headers (after_bytes=None) or at body offset
@@ -125,6 +126,7 @@ class Fault:
     range_from: int | None = None  # only ranged GETs whose range starts at this offset or past
     # what to do
     status: int = 503  # status: the code; headers: extra response headers
+    requests: int = 0  # status: answer once this many requests for the key have come
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     after_bytes: int | None = None  # reset/truncate/stall: body offset (stall: None = pre-headers)
     seconds: float = 0.0  # stall
@@ -178,6 +180,7 @@ class FaultProxy:
         self._serve_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # stats, faults, live connections
+        self._counted = threading.Condition(self._lock)  # a request was counted
         self._faults: list[Fault] = []
         self._bytes: Counter[str] = Counter()
         self._requests: Counter[tuple[str, str]] = Counter()
@@ -300,6 +303,7 @@ class FaultProxy:
         with self._lock:
             self._requests[(method, key)] += 1
             self._order.append((method, key, range_))
+            self._counted.notify_all()
 
     # connection bookkeeping (for stop)
 
@@ -454,6 +458,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         if kind == "status":
             self._drain_request_body()  # else the client may see a broken pipe, not the status
+            with self.proxy._counted:
+                self.proxy._counted.wait_for(
+                    lambda: self.proxy._requests[(self.command, key)] >= fault.requests, 10)
             return self._send_error(fault.status, fault.headers)
         if kind == "reset_request":
             return self._reset_mid_request(fault.after_bytes or 0)
