@@ -576,6 +576,7 @@ def main(argv=None) -> int:
     if a.old_build:
         print(f"in-process owner's shim: {a.old_build / 'libossc_preload.so'}", flush=True)
     runs: list[Run] = []
+    interrupted = False
     try:
         with contextlib.ExitStack() as stack:
             st, model, man = open_store(a, stack)
@@ -600,11 +601,15 @@ def main(argv=None) -> int:
                     done = r.verified if r.ok else f"FAILED {r.verified} {r.note}"
                     c = getattr(r, "copy", float("nan"))  # curl-shm's runs have none
                     copy = f" copy {c:6.2f} s" if c == c else ""
+                    kernel = "".join(f" {n} {v}" for n, v in (r.kernel or {}).items() if v)
                     print(f"round {rnd + 1}/{a.rounds} {tool:<14} {r.wall:6.2f} s{copy} "
-                          f"CPU {r.cpu:6.2f} s {done}", flush=True)
-    except KeyboardInterrupt:
+                          f"CPU {r.cpu:6.2f} s {done}{kernel}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C or a timeout: report the rounds that finished
         print("interrupted", file=sys.stderr)
-        return 130
+        interrupted = True
+        del runs[len(runs) // len(a.tools) * len(a.tools):]
+        if not runs:
+            return 130
     finally:
         _cleanup_children()
         Loads.clean()
@@ -616,7 +621,7 @@ def main(argv=None) -> int:
             Path(a.json).write_text(json.dumps(out, indent=1))
     else:
         report(runs, a.tools, a.size_gib)
-    return 0 if all(r.ok for r in runs) else 1
+    return 130 if interrupted else 0 if all(r.ok for r in runs) else 1
 
 
 if __name__ == "__main__":
