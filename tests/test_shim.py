@@ -125,6 +125,41 @@ def test_python_read_pread_mmap_equal_local_copy(store, bucket, model, model_dir
     assert all(" pid=" in line for line in lines) and len(lines) >= 2 * 5
 
 
+def test_a_mapping_of_a_large_file_is_placed_for_its_huge_pages(store, bucket, model,
+                                                                model_dir):
+    """A data file's huge pages map whole only at an address aligned as their offset; the
+    kernel places a /dev/shm file's mappings anywhere, so the shim places them."""
+    code = """
+    import ctypes, json, mmap, os
+    libc = ctypes.CDLL(None, use_errno=True)  # mmap through the shim, as a loader calls it
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fd = os.open(os.path.join(os.environ["MODEL_DIR"], "weights.bin"), os.O_RDONLY)
+    out = []
+    for flags, prot, offset, length in [
+            (mmap.MAP_SHARED, mmap.PROT_READ, 0, 9 << 20),
+            (mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE, (2 << 20) + 4096, 5 << 20),
+            (mmap.MAP_SHARED, mmap.PROT_READ, 4096, (4 << 20) + 17)]:
+        addr = libc.mmap(None, length, prot, flags, fd, offset)
+        assert addr not in (None, 2**64 - 1), os.strerror(ctypes.get_errno())
+        out.append({"offset": offset, "misplaced": (addr - offset) % (2 << 20),
+                    "bytes": ctypes.string_at(addr, length).hex()})
+        if prot & mmap.PROT_WRITE:  # copy on write: the mapping's page, not the file
+            ctypes.memset(addr, 0, 4096)
+            assert os.pread(fd, 4096, offset) == bytes.fromhex(out[-1]["bytes"])[:4096]
+        assert libc.munmap(addr, length) == 0
+    print(json.dumps(out))
+    """
+    got = run_owner(shim_env(store, bucket, model_dir), code)
+    local = (model / "weights.bin").read_bytes()
+    for m in got:
+        assert m["misplaced"] == 0, m["offset"]
+        length = len(m["bytes"]) // 2
+        assert bytes.fromhex(m["bytes"]) == local[m["offset"]:m["offset"] + length]
+
+
 def test_safetensors_and_torch_loaders(store, bucket, model, model_dir):
     code = """
     import json, os, torch

@@ -36,12 +36,12 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "huge_page.h"
 #include "internal.h"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25 /* Linux 6.1; glibc 2.36's headers lack it */
 #endif
-#define HUGE_PAGE (2UL << 20)
 /* Huge pages made slower than this (64 MiB in 250 ms, 0.27 GB/s) cost more than small pages
  * would: memory is being compacted for them. */
 #define HUGE_MIN_BYTES_PER_MS ((64UL << 20) / 250)
@@ -57,29 +57,6 @@ static bool suits(int fd, uint64_t end)
            (uint64_t)st.st_size >= end;
 }
 
-/* Maps [base, base+len) of fd at an address congruent to base modulo HUGE_PAGE: a huge page
- * of the file can only be made (and mapped) where its virtual address is aligned as its offset. */
-static void *map_aligned(int fd, uint64_t base, size_t len, size_t page)
-{
-    size_t room = len + HUGE_PAGE, whole = (len + page - 1) / page * page;
-    char *area = mmap(NULL, room, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (area == MAP_FAILED)
-        return MAP_FAILED;
-    char *at = area + (base % HUGE_PAGE - (uintptr_t)area % HUGE_PAGE + HUGE_PAGE) % HUGE_PAGE;
-    void *p = mmap(at, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, (off_t)base);
-    if (p == MAP_FAILED) {
-        int e = errno;
-        munmap(area, room);
-        errno = e;
-        return MAP_FAILED;
-    }
-    if (at > area)
-        munmap(area, (size_t)(at - area));
-    if (area + room > at + whole)
-        munmap(at + whole, (size_t)(area + room - (at + whole)));
-    return p;
-}
-
 /* Makes each whole huge page of the file within [from, to) one huge page, before a byte is
  * written there: a huge page needs one page present (the rest of it is zeros), and costs one
  * copy of it. Gives up for good when a span fails (no huge page free, a kernel before 6.1,
@@ -87,12 +64,12 @@ static void *map_aligned(int fd, uint64_t base, size_t len, size_t page)
  * fallocate then reserves the rest in small pages. */
 static void make_huge_pages(sink_map *m, uint64_t from, uint64_t to, size_t page)
 {
-    from = (from + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    to -= to % HUGE_PAGE;
+    from = (from + OSSC_HUGE_PAGE - 1) / OSSC_HUGE_PAGE * OSSC_HUGE_PAGE;
+    to -= to % OSSC_HUGE_PAGE;
     if (!atomic_load(&m->huge) || from >= to)
         return;
     uint64_t start_ms = now_ms(), base = m->offset - (uint64_t)(m->at - (char *)m->addr);
-    for (uint64_t r = from; r < to; r += HUGE_PAGE)
+    for (uint64_t r = from; r < to; r += OSSC_HUGE_PAGE)
         if (fallocate(m->fd, FALLOC_FL_KEEP_SIZE, (off_t)r, (off_t)page) != 0)
             return; /* ENOSPC: the fallocate after this says so */
     if (madvise((char *)m->addr + (from - base), to - from, MADV_COLLAPSE) != 0) {
@@ -113,7 +90,8 @@ int sink_map_open(sink_map *m, int fd, uint64_t offset, uint64_t length)
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     uint64_t base = offset - offset % page;
     size_t len = (size_t)(offset + length - base);
-    void *p = map_aligned(fd, base, len, page);
+    void *p = ossc_mmap_huge_aligned(mmap, munmap, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                                     (off_t)base);
     if (p == MAP_FAILED)
         return errno;
     m->addr = p;
