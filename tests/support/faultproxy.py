@@ -214,6 +214,7 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
+            self._counted.notify_all()  # and status faults waiting for requests
             live, handlers = list(self._live), list(self._handlers)
         for s in live:
             try:
@@ -460,7 +461,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain_request_body()  # else the client may see a broken pipe, not the status
             with self.proxy._counted:
                 self.proxy._counted.wait_for(
-                    lambda: self.proxy._requests[(self.command, key)] >= fault.requests, 10)
+                    lambda: self.proxy._stopping.is_set()
+                    or self.proxy._requests[(self.command, key)] >= fault.requests, 10)
             return self._send_error(fault.status, fault.headers)
         if kind == "reset_request":
             return self._reset_mid_request(fault.after_bytes or 0)

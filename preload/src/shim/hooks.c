@@ -509,8 +509,8 @@ static void *mapped(void *p, size_t length, int flags, int object, int64_t offse
 
 /* The real mmap; a mapping of an object that the kernel may place goes where the data file's
  * huge pages map whole (huge_page.h): a reader touches its pages in a third of the time. */
-static void *map(void *addr, size_t length, int prot, int flags, int fd, off_t offset,
-                 int object)
+static void *map_object(void *addr, size_t length, int prot, int flags, int fd, off_t offset,
+                        int object)
 {
     if (object < 0 || addr || (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_32BIT)) ||
         length < OSSC_HUGE_PAGE)
@@ -524,8 +524,8 @@ SHIM_API void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_
     ENSURE(mmap);
     int object, e = wait_mapping(addr, flags, fd, (int64_t)offset, length, &object);
     return e ? (errno = e, MAP_FAILED)
-             : mapped(map(addr, length, prot, flags, fd, offset, object), length, flags, object,
-                      (int64_t)offset);
+             : mapped(map_object(addr, length, prot, flags, fd, offset, object), length, flags,
+                      object, (int64_t)offset);
 }
 
 SHIM_API void *mmap64(void *addr, size_t length, int prot, int flags, int fd, off64_t offset)
@@ -533,8 +533,8 @@ SHIM_API void *mmap64(void *addr, size_t length, int prot, int flags, int fd, of
     ENSURE(mmap64);
     int object, e = wait_mapping(addr, flags, fd, (int64_t)offset, length, &object);
     return e ? (errno = e, MAP_FAILED)
-             : mapped(map(addr, length, prot, flags, fd, offset, object), length, flags, object,
-                      (int64_t)offset);
+             : mapped(map_object(addr, length, prot, flags, fd, offset, object), length, flags,
+                      object, (int64_t)offset);
 }
 
 /* The end of a mapping ends its GPU registration first: the driver would otherwise copy
